@@ -1,0 +1,223 @@
+package access
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jitgate/jitgate"
+)
+
+const (
+	// dueBatch is how many items of each kind one pass handles.
+	dueBatch = 100
+	// maxSleep bounds the scheduler's sleep so it notices work another server instance
+	// scheduled on a shared PostgreSQL database.
+	maxSleep = 15 * time.Second
+	// provisionLease is how long a claimed provisioning attempt is hidden from other
+	// scheduler instances.
+	provisionLease = time.Minute
+)
+
+// Run runs the scheduler until ctx ends: it catches up with everything overdue at once, then
+// sleeps until the next due time (or until a change wakes it) and does it again.
+func (e *Engine) Run(ctx context.Context) error {
+	for {
+		next, err := e.Tick(ctx)
+		wait := maxSleep
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			e.log.Error("scheduler pass failed; retrying", "err", err)
+			wait = time.Second
+		} else if !next.IsZero() {
+			wait = min(max(next.Sub(e.now()), 0), maxSleep)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-e.wake:
+		case <-e.clock.After(wait):
+		}
+	}
+}
+
+// Tick does everything due now: times out pending requests, activates scheduled grants,
+// expires ended grants and runs due provisioning. It returns the next due time (zero if
+// nothing is scheduled). Tick is safe to run from several engines on one store: every
+// transition is made under a row lock and re-checked there, so it happens once.
+func (e *Engine) Tick(ctx context.Context) (time.Time, error) {
+	for {
+		now := e.now()
+		var due *jitgate.DueWork
+		err := e.store.View(ctx, func(tx jitgate.Tx) error {
+			var err error
+			due, err = tx.Due(now, dueBatch)
+			return err
+		})
+		if err != nil {
+			return time.Time{}, err
+		}
+		if due.Empty() {
+			return due.Next, nil
+		}
+		var errs []error
+		for _, id := range due.TimedOut {
+			errs = append(errs, e.timeOut(ctx, id))
+		}
+		for _, id := range due.Activate {
+			errs = append(errs, e.activateDue(ctx, id))
+		}
+		for _, id := range due.Expire {
+			errs = append(errs, e.expireDue(ctx, id))
+		}
+		for _, id := range due.Provision {
+			errs = append(errs, e.provision(ctx, id))
+		}
+		if err := errors.Join(errs...); err != nil {
+			return time.Time{}, err
+		}
+	}
+}
+
+func (e *Engine) timeOut(ctx context.Context, id int64) error {
+	return e.write(ctx, func(o *op) error {
+		r, err := o.tx.GetRequest(id, true)
+		if err != nil {
+			return err
+		}
+		if r.State != jitgate.RequestPending || o.now.Before(r.ExpiresAt) {
+			return nil // another instance or a reviewer got there first
+		}
+		return e.finish(o, r, jitgate.RequestTimedOut, SystemActor, "no decision within the pending TTL")
+	})
+}
+
+func (e *Engine) activateDue(ctx context.Context, id int64) error {
+	return e.write(ctx, func(o *op) error {
+		g, err := o.tx.GetGrant(id, true)
+		if err != nil {
+			return err
+		}
+		if g.State != jitgate.GrantScheduled || o.now.Before(g.StartsAt) {
+			return nil
+		}
+		if !o.now.Before(g.EndsAt) {
+			// jitgate was down for the whole window: never switch it on.
+			return e.end(o, g, jitgate.GrantExpired, SystemActor, "window passed before activation")
+		}
+		e.activate(o, g)
+		if err := o.tx.UpdateGrant(g); err != nil {
+			return err
+		}
+		if err := o.audit(SystemActor, jitgate.ActionGrantActivated, g.RequestID, g.ID, map[string]string{
+			"user": g.User, "resource": g.Resource, "role": g.Role, "starts_at": stamp(g.StartsAt), "ends_at": stamp(g.EndsAt)}); err != nil {
+			return err
+		}
+		o.emit(jitgate.Event{Kind: jitgate.EventGrantStarted, Grant: g, Notify: []string{g.User}})
+		return nil
+	})
+}
+
+func (e *Engine) expireDue(ctx context.Context, id int64) error {
+	return e.write(ctx, func(o *op) error {
+		g, err := o.tx.GetGrant(id, true)
+		if err != nil {
+			return err
+		}
+		if g.State != jitgate.GrantActive || o.now.Before(g.EndsAt) {
+			return nil
+		}
+		return e.end(o, g, jitgate.GrantExpired, SystemActor, "expired")
+	})
+}
+
+// provision runs one due provisioning attempt for grant id. It first claims the attempt by
+// pushing its due time out by a lease, so that a second scheduler instance skips it; then it
+// calls the provisioner outside any transaction; then it records the outcome, unless the grant
+// moved on meanwhile (e.g. it was revoked while being granted: the revoke is then due next).
+func (e *Engine) provision(ctx context.Context, id int64) error {
+	var claimed *jitgate.Grant
+	err := e.write(ctx, func(o *op) error {
+		claimed = nil
+		g, err := o.tx.GetGrant(id, true)
+		if err != nil {
+			return err
+		}
+		if g.Provision.NextAt.IsZero() || o.now.Before(g.Provision.NextAt) {
+			return nil
+		}
+		g.Provision.NextAt = o.now.Add(provisionLease)
+		if err := o.tx.UpdateGrant(g); err != nil {
+			return err
+		}
+		claimed = g
+		return nil
+	})
+	if err != nil || claimed == nil {
+		return err
+	}
+	want := claimed.Provision.State
+	var callErr error
+	p, ok := e.provs[claimed.Resource]
+	switch {
+	case !ok:
+		callErr = fmt.Errorf("no provisioner is configured for resource %s", claimed.Resource)
+	case want == jitgate.ProvisionStateGranting:
+		cctx, cancel := context.WithTimeout(ctx, e.provTO)
+		callErr = p.Grant(cctx, claimed)
+		cancel()
+	case want == jitgate.ProvisionStateRevoking:
+		cctx, cancel := context.WithTimeout(ctx, e.provTO)
+		callErr = p.Revoke(cctx, claimed)
+		cancel()
+	default:
+		return nil
+	}
+	if callErr != nil {
+		e.log.Warn("provisioner failed; will retry", "grant", claimed.ID, "resource", claimed.Resource, "op", want, "err", callErr)
+	}
+	err = e.write(ctx, func(o *op) error {
+		g, err := o.tx.GetGrant(id, true)
+		if err != nil {
+			return err
+		}
+		if g.Provision.State != want {
+			return nil // revoked while granting: the revoke attempt is already due
+		}
+		if callErr != nil {
+			g.Provision.Attempts++
+			g.Provision.LastError = truncate(callErr.Error(), 500)
+			g.Provision.NextAt = o.now.Add(e.backoff(g.Provision.Attempts))
+			if err := o.tx.UpdateGrant(g); err != nil {
+				return err
+			}
+			return o.audit(SystemActor, jitgate.ActionProvisionFailed, g.RequestID, g.ID, map[string]string{
+				"op": string(want), "attempt": fmt.Sprint(g.Provision.Attempts), "error": g.Provision.LastError,
+				"next_at": stamp(g.Provision.NextAt)})
+		}
+		action := jitgate.ActionGrantProvisioned
+		g.Provision.State = jitgate.ProvisionStateGranted
+		if want == jitgate.ProvisionStateRevoking {
+			action = jitgate.ActionGrantDeprovisioned
+			g.Provision.State = jitgate.ProvisionStateRevoked
+		}
+		attempts := g.Provision.Attempts + 1
+		g.Provision.LastError, g.Provision.NextAt = "", time.Time{}
+		g.Provision.Attempts = attempts
+		if err := o.tx.UpdateGrant(g); err != nil {
+			return err
+		}
+		return o.audit(SystemActor, action, g.RequestID, g.ID, map[string]string{"attempts": fmt.Sprint(attempts)})
+	})
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

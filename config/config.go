@@ -1,0 +1,266 @@
+// Package config reads jitgate's YAML configuration file. Decoding is strict (unknown keys are
+// errors) and every error names the file, the line and the field, so a typo is found at load
+// time rather than in production.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate"
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults applied where the file is silent.
+const (
+	DefaultHTTPAddr   = "127.0.0.1:8080"
+	DefaultStore      = "sqlite:./jitgate.db"
+	DefaultPendingTTL = 24 * time.Hour
+	DefaultBreakGlass = time.Hour
+)
+
+// Config is the whole validated configuration.
+type Config struct {
+	// File is the path the config was read from, used in error messages.
+	File      string     `yaml:"-"`
+	Server    Server     `yaml:"server"`
+	Gateway   Gateway    `yaml:"gateway"`
+	Users     []User     `yaml:"users"`
+	Resources []Resource `yaml:"resources"`
+	Policies  []Policy   `yaml:"policies"`
+
+	pos positions
+}
+
+// Server configures the HTTP API and the store.
+type Server struct {
+	HTTPAddr string `yaml:"http_addr"`
+	// Store is "sqlite:PATH" or a "postgres://" URL.
+	Store  string   `yaml:"store"`
+	Admins []string `yaml:"admins"`
+}
+
+// Gateway configures the protocol gateways.
+type Gateway struct {
+	Postgres *PostgresGateway `yaml:"postgres"`
+}
+
+// PostgresGateway configures the PostgreSQL wire-protocol gateway.
+type PostgresGateway struct {
+	Addr              string `yaml:"addr"`
+	TLSCert           string `yaml:"tls_cert"`
+	TLSKey            string `yaml:"tls_key"`
+	InsecurePlaintext bool   `yaml:"insecure_plaintext"`
+}
+
+// User is a static directory entry.
+type User struct {
+	Name   string   `yaml:"name"`
+	Groups []string `yaml:"groups"`
+}
+
+// Secret names where a login's password comes from: an environment variable or a file.
+type Secret struct {
+	User         string `yaml:"user"`
+	PasswordEnv  string `yaml:"password_env"`
+	PasswordFile string `yaml:"password_file"`
+}
+
+// Resource is a target access is granted to.
+type Resource struct {
+	Name        string  `yaml:"name"`
+	Kind        string  `yaml:"kind"`
+	Address     string  `yaml:"address"`
+	Database    string  `yaml:"database"`
+	Credentials *Secret `yaml:"credentials"`
+	Roles       []Role  `yaml:"roles"`
+}
+
+// Role is a least-privilege permission set on a resource.
+type Role struct {
+	Name        string   `yaml:"name"`
+	Description string   `yaml:"description"`
+	Grants      []string `yaml:"grants"`
+	Upstream    *Secret  `yaml:"upstream"`
+	Provision   string   `yaml:"provision"`
+}
+
+// Policy says who may request which roles, for how long, and who approves.
+type Policy struct {
+	Name          string      `yaml:"name"`
+	Requesters    Principals  `yaml:"requesters"`
+	Resources     []string    `yaml:"resources"`
+	Roles         []string    `yaml:"roles"`
+	MaxDuration   string      `yaml:"max_duration"`
+	PendingTTL    string      `yaml:"pending_ttl"`
+	RequireReason bool        `yaml:"require_reason"`
+	Approval      Approval    `yaml:"approval"`
+	AutoApprove   string      `yaml:"auto_approve"`
+	BreakGlass    *BreakGlass `yaml:"break_glass"`
+
+	// Parsed durations, filled by validation.
+	MaxDurationValue time.Duration `yaml:"-"`
+	PendingTTLValue  time.Duration `yaml:"-"`
+}
+
+// Principals names users and groups.
+type Principals struct {
+	Users  []string `yaml:"users"`
+	Groups []string `yaml:"groups"`
+}
+
+// Approval lists the approval steps, run in order.
+type Approval struct {
+	Steps []Step `yaml:"steps"`
+}
+
+// Step needs Min distinct approvers from Approvers.
+type Step struct {
+	Approvers Principals `yaml:"approvers"`
+	Min       int        `yaml:"min"`
+}
+
+// BreakGlass configures emergency self-activation.
+type BreakGlass struct {
+	Allowed          bool          `yaml:"allowed"`
+	MaxDuration      string        `yaml:"max_duration"`
+	MaxDurationValue time.Duration `yaml:"-"`
+}
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates data, naming file in errors.
+func Parse(file string, data []byte) (*Config, error) {
+	cfg := &Config{File: file}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(file, err)
+	}
+	cfg.pos = indexPositions(&root)
+	if err := checkInlineSecrets(file, &root); err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlError(file, err)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// yamlError rewrites yaml's "yaml: line N: msg" errors as "file:N: msg".
+func yamlError(file string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs := make([]string, 0, len(te.Errors))
+		for _, m := range te.Errors {
+			msgs = append(msgs, file+":"+strings.TrimPrefix(m, "line "))
+		}
+		return &jitgate.Error{Code: jitgate.EINVALID, Message: strings.Join(msgs, "\n")}
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		return &jitgate.Error{Code: jitgate.EINVALID, Message: file + ":" + rest}
+	}
+	return &jitgate.Error{Code: jitgate.EINVALID, Message: file + ": " + msg}
+}
+
+// checkInlineSecrets refuses a "password" key anywhere: secrets come from the environment or
+// a file, never from the config itself (which ends up in repositories and backups).
+func checkInlineSecrets(file string, n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if k.Value == "password" || k.Value == "secret" || k.Value == "token" {
+				return jitgate.Errorf(jitgate.EINVALID,
+					"%s:%d: inline %s is not allowed; name it with %s_env or %s_file", file, k.Line, k.Value, k.Value, k.Value)
+			}
+		}
+	}
+	for _, c := range n.Content {
+		if err := checkInlineSecrets(file, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// positions maps a dotted field path ("policies.2.max_duration") to its line.
+type positions map[string]int
+
+func indexPositions(root *yaml.Node) positions {
+	p := positions{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			p[path] = n.Line
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				child := join(path, k.Value)
+				p[child] = k.Line
+				walk(v, child)
+				if v.Kind != yaml.ScalarNode {
+					p[child] = k.Line
+				}
+			}
+		case yaml.SequenceNode:
+			p[path] = n.Line
+			for i, c := range n.Content {
+				child := join(path, strconv.Itoa(i))
+				p[child] = c.Line
+				walk(c, child)
+				p[child] = c.Line
+			}
+		}
+	}
+	walk(root, "")
+	return p
+}
+
+func join(path, elem string) string {
+	if path == "" {
+		return elem
+	}
+	return path + "." + elem
+}
+
+// Line returns the line of the field at the dotted path, or of its nearest ancestor present in
+// the file (a missing field is reported at its parent).
+func (c *Config) Line(path string) int {
+	for {
+		if l, ok := c.pos[path]; ok {
+			return l
+		}
+		i := strings.LastIndexByte(path, '.')
+		if i < 0 {
+			return 1
+		}
+		path = path[:i]
+	}
+}
+
+// Errorf returns an EINVALID error positioned at the field path: "file:line: field: msg".
+func (c *Config) Errorf(path, format string, args ...any) error {
+	return jitgate.Errorf(jitgate.EINVALID, "%s:%d: %s: %s", c.File, c.Line(path), path, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,327 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/jitgate/jitgate"
+)
+
+// ParseDuration parses a Go duration ("90m", "1h30m") or a whole number of days ("7d").
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > 3650 {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (use e.g. 30m, 4h, 7d)", s)
+	}
+	return d, nil
+}
+
+func (c *Config) validate() error {
+	if c.Server.HTTPAddr == "" {
+		c.Server.HTTPAddr = DefaultHTTPAddr
+	}
+	if c.Server.Store == "" {
+		c.Server.Store = DefaultStore
+	}
+	if s := c.Server.Store; !strings.HasPrefix(s, "sqlite:") && !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") {
+		return c.Errorf("server.store", "must be sqlite:PATH or a postgres:// URL")
+	}
+
+	users := map[string]bool{}
+	groupMembers := map[string][]string{}
+	for i, u := range c.Users {
+		p := fmt.Sprintf("users.%d", i)
+		if !jitgate.ValidName(u.Name) {
+			return c.Errorf(p+".name", "invalid user name %q (lower-case letters, digits, '_', '.', '@', '-'; at most 63)", u.Name)
+		}
+		if users[u.Name] {
+			return c.Errorf(p+".name", "duplicate user %q", u.Name)
+		}
+		users[u.Name] = true
+		for j, g := range u.Groups {
+			if !jitgate.ValidName(g) {
+				return c.Errorf(fmt.Sprintf("%s.groups.%d", p, j), "invalid group name %q", g)
+			}
+			groupMembers[g] = append(groupMembers[g], u.Name)
+		}
+	}
+	for i, a := range c.Server.Admins {
+		if !users[a] {
+			return c.Errorf(fmt.Sprintf("server.admins.%d", i), "unknown user %q", a)
+		}
+	}
+
+	resources := map[string]*Resource{}
+	for i := range c.Resources {
+		r := &c.Resources[i]
+		p := fmt.Sprintf("resources.%d", i)
+		if !jitgate.ValidName(r.Name) {
+			return c.Errorf(p+".name", "invalid resource name %q", r.Name)
+		}
+		if resources[r.Name] != nil {
+			return c.Errorf(p+".name", "duplicate resource %q", r.Name)
+		}
+		resources[r.Name] = r
+		switch r.Kind {
+		case jitgate.KindPostgres, jitgate.KindMySQL, jitgate.KindWebhook:
+		case "":
+			return c.Errorf(p+".kind", "missing (postgres, mysql or webhook)")
+		default:
+			return c.Errorf(p+".kind", "unknown kind %q (postgres, mysql or webhook)", r.Kind)
+		}
+		if r.Credentials != nil {
+			if err := c.validateSecret(p+".credentials", r.Credentials); err != nil {
+				return err
+			}
+		}
+		if len(r.Roles) == 0 {
+			return c.Errorf(p+".roles", "a resource needs at least one role")
+		}
+		roles := map[string]bool{}
+		for j := range r.Roles {
+			ro := &r.Roles[j]
+			rp := fmt.Sprintf("%s.roles.%d", p, j)
+			if !jitgate.ValidName(ro.Name) {
+				return c.Errorf(rp+".name", "invalid role name %q", ro.Name)
+			}
+			if roles[ro.Name] {
+				return c.Errorf(rp+".name", "duplicate role %q in resource %q", ro.Name, r.Name)
+			}
+			roles[ro.Name] = true
+			for k, g := range ro.Grants {
+				if g == "" || strings.IndexFunc(g, unicode.IsControl) >= 0 || len(g) > 63 {
+					return c.Errorf(fmt.Sprintf("%s.grants.%d", rp, k), "invalid privilege name %q", g)
+				}
+			}
+			if ro.Upstream != nil {
+				if err := c.validateSecret(rp+".upstream", ro.Upstream); err != nil {
+					return err
+				}
+			}
+			switch ro.Provision {
+			case jitgate.ProvisionNone, jitgate.ProvisionEphemeral:
+			default:
+				return c.Errorf(rp+".provision", "unknown provisioning %q (ephemeral, or leave it out)", ro.Provision)
+			}
+			if ro.Provision == jitgate.ProvisionEphemeral && r.Credentials == nil {
+				return c.Errorf(rp+".provision", "ephemeral provisioning needs the resource's credentials")
+			}
+		}
+	}
+
+	names := map[string]bool{}
+	for i := range c.Policies {
+		if err := c.validatePolicy(i, names, users, groupMembers, resources); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateSecret(p string, s *Secret) error {
+	if s.User == "" {
+		return c.Errorf(p+".user", "missing")
+	}
+	if s.PasswordEnv != "" && s.PasswordFile != "" {
+		return c.Errorf(p, "set password_env or password_file, not both")
+	}
+	return nil
+}
+
+func (c *Config) validatePolicy(i int, names map[string]bool, users map[string]bool, groupMembers map[string][]string, resources map[string]*Resource) error {
+	po := &c.Policies[i]
+	p := fmt.Sprintf("policies.%d", i)
+	if !jitgate.ValidName(po.Name) {
+		return c.Errorf(p+".name", "invalid policy name %q", po.Name)
+	}
+	if names[po.Name] {
+		return c.Errorf(p+".name", "duplicate policy %q", po.Name)
+	}
+	names[po.Name] = true
+
+	if len(po.Requesters.Users)+len(po.Requesters.Groups) == 0 {
+		return c.Errorf(p+".requesters", "name at least one user or group")
+	}
+	if err := c.checkPrincipals(p+".requesters", po.Requesters, users); err != nil {
+		return err
+	}
+	if len(po.Resources) == 0 {
+		return c.Errorf(p+".resources", "name at least one resource (or \"*\")")
+	}
+	var covered []*Resource
+	for j, r := range po.Resources {
+		if r == "*" {
+			for k := range c.Resources {
+				covered = append(covered, &c.Resources[k])
+			}
+			continue
+		}
+		res := resources[r]
+		if res == nil {
+			return c.Errorf(fmt.Sprintf("%s.resources.%d", p, j), "unknown resource %q", r)
+		}
+		covered = append(covered, res)
+	}
+	if len(po.Roles) == 0 {
+		return c.Errorf(p+".roles", "name at least one role (or \"*\")")
+	}
+	for j, ro := range po.Roles {
+		if ro == "*" {
+			continue
+		}
+		found := false
+		for _, res := range covered {
+			if slices.ContainsFunc(res.Roles, func(x Role) bool { return x.Name == ro }) {
+				found = true
+			}
+		}
+		if !found {
+			return c.Errorf(fmt.Sprintf("%s.roles.%d", p, j), "no resource of this policy has a role %q", ro)
+		}
+	}
+
+	var err error
+	if po.MaxDuration == "" {
+		return c.Errorf(p+".max_duration", "missing (e.g. 4h)")
+	}
+	if po.MaxDurationValue, err = ParseDuration(po.MaxDuration); err != nil {
+		return c.Errorf(p+".max_duration", "%v", err)
+	}
+	if po.MaxDurationValue < time.Minute {
+		return c.Errorf(p+".max_duration", "must be at least 1m")
+	}
+	po.PendingTTLValue = DefaultPendingTTL
+	if po.PendingTTL != "" {
+		if po.PendingTTLValue, err = ParseDuration(po.PendingTTL); err != nil {
+			return c.Errorf(p+".pending_ttl", "%v", err)
+		}
+		if po.PendingTTLValue < time.Minute {
+			return c.Errorf(p+".pending_ttl", "must be at least 1m")
+		}
+	}
+
+	if len(po.Approval.Steps) == 0 {
+		return c.Errorf(p+".approval.steps", "a policy needs at least one approval step (use auto_approve: 'true' to approve everything)")
+	}
+	for j := range po.Approval.Steps {
+		st := &po.Approval.Steps[j]
+		sp := fmt.Sprintf("%s.approval.steps.%d", p, j)
+		if len(st.Approvers.Users)+len(st.Approvers.Groups) == 0 {
+			return c.Errorf(sp+".approvers", "name at least one approver user or group")
+		}
+		if err := c.checkPrincipals(sp+".approvers", st.Approvers, users); err != nil {
+			return err
+		}
+		if st.Min == 0 {
+			st.Min = 1
+		}
+		if st.Min < 0 {
+			return c.Errorf(sp+".min", "must be at least 1")
+		}
+		// Count the approvers the static directory knows; a step that can never reach its
+		// quorum would leave every request pending until it times out.
+		eligible := map[string]bool{}
+		for _, u := range st.Approvers.Users {
+			eligible[u] = true
+		}
+		for _, g := range st.Approvers.Groups {
+			for _, u := range groupMembers[g] {
+				eligible[u] = true
+			}
+		}
+		if len(eligible) < st.Min {
+			return c.Errorf(sp+".min", "needs %d distinct approvers but only %d users are eligible", st.Min, len(eligible))
+		}
+	}
+	if po.BreakGlass != nil && po.BreakGlass.Allowed {
+		po.BreakGlass.MaxDurationValue = DefaultBreakGlass
+		if po.BreakGlass.MaxDuration != "" {
+			if po.BreakGlass.MaxDurationValue, err = ParseDuration(po.BreakGlass.MaxDuration); err != nil {
+				return c.Errorf(p+".break_glass.max_duration", "%v", err)
+			}
+		}
+		if po.BreakGlass.MaxDurationValue < time.Minute || po.BreakGlass.MaxDurationValue > po.MaxDurationValue {
+			return c.Errorf(p+".break_glass.max_duration", "must be between 1m and the policy's max_duration (%s)", po.MaxDurationValue)
+		}
+	}
+	return nil
+}
+
+func (c *Config) checkPrincipals(p string, pr Principals, users map[string]bool) error {
+	for j, u := range pr.Users {
+		if !users[u] {
+			return c.Errorf(fmt.Sprintf("%s.users.%d", p, j), "unknown user %q", u)
+		}
+	}
+	for j, g := range pr.Groups {
+		if !jitgate.ValidName(g) {
+			return c.Errorf(fmt.Sprintf("%s.groups.%d", p, j), "invalid group name %q", g)
+		}
+	}
+	return nil
+}
+
+// DomainResources returns the resources as domain values.
+func (c *Config) DomainResources() []*jitgate.Resource {
+	out := make([]*jitgate.Resource, 0, len(c.Resources))
+	for _, r := range c.Resources {
+		dr := &jitgate.Resource{Name: r.Name, Kind: r.Kind, Address: r.Address, Database: r.Database}
+		if r.Credentials != nil {
+			dr.Credentials = jitgate.Secret(*r.Credentials)
+		}
+		for _, ro := range r.Roles {
+			role := jitgate.Role{Name: ro.Name, Description: ro.Description, Grants: ro.Grants, Provision: ro.Provision}
+			if ro.Upstream != nil {
+				s := jitgate.Secret(*ro.Upstream)
+				role.Upstream = &s
+			}
+			dr.Roles = append(dr.Roles, role)
+		}
+		out = append(out, dr)
+	}
+	return out
+}
+
+// Directory returns the static users as a jitgate.Directory.
+func (c *Config) Directory() jitgate.Directory {
+	d := StaticDirectory{}
+	for _, u := range c.Users {
+		d[u.Name] = &jitgate.User{Name: u.Name, Groups: slices.Clone(u.Groups)}
+	}
+	return d
+}
+
+// StaticDirectory is a Directory backed by a fixed map of users.
+type StaticDirectory map[string]*jitgate.User
+
+// LookupUser returns the named user or ENOTFOUND.
+func (d StaticDirectory) LookupUser(_ context.Context, name string) (*jitgate.User, error) {
+	u, ok := d[name]
+	if !ok {
+		return nil, jitgate.Errorf(jitgate.ENOTFOUND, "unknown user %q", name)
+	}
+	return u, nil
+}
+
+// Users returns every user, sorted by name.
+func (d StaticDirectory) Users(context.Context) ([]*jitgate.User, error) {
+	out := make([]*jitgate.User, 0, len(d))
+	for _, u := range d {
+		out = append(out, u)
+	}
+	slices.SortFunc(out, func(a, b *jitgate.User) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}

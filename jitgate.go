@@ -1,0 +1,103 @@
+// Package jitgate holds jitgate's domain: the types (users, resources, roles, requests, reviews,
+// grants, audit events), their states and legal transitions, the service and storage interfaces
+// the other packages implement, and the Error type. It does no I/O.
+//
+// The rest of the module depends inward on this package: config/ decodes the YAML file,
+// policy/ compiles policies, access/ runs the lifecycle, store/ persists it, audit/ verifies
+// the hash chain, and cmd/jitgate wires them together.
+package jitgate
+
+import (
+	"regexp"
+	"slices"
+	"time"
+)
+
+// User is a person, CI job or agent known to jitgate, with the groups it belongs to.
+type User struct {
+	Name   string   `json:"name"`
+	Groups []string `json:"groups"`
+}
+
+// InGroup reports whether u is a member of group.
+func (u *User) InGroup(group string) bool { return slices.Contains(u.Groups, group) }
+
+// Resource kinds.
+const (
+	KindPostgres = "postgres"
+	KindMySQL    = "mysql"
+	KindWebhook  = "webhook"
+)
+
+// Secret names where a secret comes from; the value itself is never held in config.
+type Secret struct {
+	User         string `json:"user,omitempty"`
+	PasswordEnv  string `json:"password_env,omitempty"`
+	PasswordFile string `json:"password_file,omitempty"`
+}
+
+// Resource is a thing access is granted to, such as a database.
+type Resource struct {
+	Name     string `json:"name"`
+	Kind     string `json:"kind"`
+	Address  string `json:"address,omitempty"`
+	Database string `json:"database,omitempty"`
+	// Credentials is how jitgate itself logs in to the resource (to provision users).
+	Credentials Secret `json:"-"`
+	Roles       []Role `json:"roles"`
+}
+
+// Role returns the role with the given name, or nil.
+func (r *Resource) Role(name string) *Role {
+	for i := range r.Roles {
+		if r.Roles[i].Name == name {
+			return &r.Roles[i]
+		}
+	}
+	return nil
+}
+
+// Provisioning modes of a role.
+const (
+	ProvisionNone      = ""          // access is enforced by the gateway alone
+	ProvisionEphemeral = "ephemeral" // a jit_ user is created per grant and dropped at its end
+)
+
+// Role is a named, least-privilege permission set on a resource.
+type Role struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Grants lists the target privileges (e.g. PostgreSQL roles) the role maps to.
+	Grants []string `json:"grants"`
+	// Provision says how the role is switched on in the target; see ProvisionNone and
+	// ProvisionEphemeral.
+	Provision string `json:"provision,omitempty"`
+	// Upstream is the login the gateway injects for this role, if any.
+	Upstream *Secret `json:"-"`
+}
+
+// namePattern is what jitgate accepts for the names of users, groups, resources, roles and
+// policies: short, lower-case, and safe to show and to embed in generated names.
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.@-]{0,62}$`)
+
+// ValidName reports whether s is acceptable as a user, group, resource, role or policy name:
+// 1 to 63 characters of lower-case letters, digits, '_', '.', '@' and '-', starting with a
+// letter or digit.
+func ValidName(s string) bool { return namePattern.MatchString(s) }
+
+// Clock tells the time and sleeps. Everything in jitgate whose behaviour depends on time takes
+// a Clock, so tests move time instead of waiting for it.
+type Clock interface {
+	Now() time.Time
+	// After returns a channel that receives once d has passed on this clock.
+	After(d time.Duration) <-chan time.Time
+}
+
+// SystemClock is the real wall clock.
+type SystemClock struct{}
+
+// Now returns the current time.
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// After is time.After.
+func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -1,0 +1,181 @@
+package jitgate
+
+import (
+	"context"
+	"time"
+)
+
+// Store persists jitgate's state. All writes happen in Tx; every state change and the audit
+// event that records it commit together or not at all.
+type Store interface {
+	// Tx runs fn in a read-write transaction and commits if fn returns nil. Transactions are
+	// serialized where they touch the same request, grant or the audit chain.
+	Tx(ctx context.Context, fn func(Tx) error) error
+	// View runs fn without a write transaction, for reads.
+	View(ctx context.Context, fn func(Tx) error) error
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Tx is the set of store operations, run inside Store.Tx or Store.View. Lookups of a missing
+// row return an *Error with ENOTFOUND.
+type Tx interface {
+	// InsertRequest stores r and sets its ID and Version.
+	InsertRequest(r *Request) error
+	// GetRequest returns a request with its reviews. With lock, the row is locked for the rest
+	// of the transaction (SELECT ... FOR UPDATE where the database has it).
+	GetRequest(id int64, lock bool) (*Request, error)
+	// UpdateRequest writes r if its stored Version still equals r.Version, and increments
+	// r.Version. It returns an *Error with ECONFLICT when the row changed meanwhile.
+	UpdateRequest(r *Request) error
+	ListRequests(f RequestFilter) ([]*Request, error)
+
+	// InsertReview stores a review and sets its ID.
+	InsertReview(rv *Review) error
+
+	// InsertGrant stores g and sets its ID and Version.
+	InsertGrant(g *Grant) error
+	GetGrant(id int64, lock bool) (*Grant, error)
+	// UpdateGrant is UpdateRequest for grants.
+	UpdateGrant(g *Grant) error
+	ListGrants(f GrantFilter) ([]*Grant, error)
+
+	// AppendAudit appends e to the hash chain: it sets e.Seq, e.PrevHash and e.Hash.
+	AppendAudit(e *AuditEvent) error
+	ListAudit(f AuditFilter) ([]*AuditEvent, error)
+	// AuditHead returns the sequence number and hash of the last event (0, "" when empty).
+	AuditHead() (seq int64, hash string, err error)
+
+	// Due returns the ids of work due at or before now, at most limit of each kind, and the
+	// earliest due time of anything not yet due (zero if nothing is scheduled).
+	Due(now time.Time, limit int) (*DueWork, error)
+}
+
+// DueWork is what the scheduler has to do now.
+type DueWork struct {
+	TimedOut  []int64 // pending requests past their pending TTL
+	Activate  []int64 // scheduled grants whose start has come
+	Expire    []int64 // active grants whose end has come
+	Provision []int64 // grants with provisioning work due
+	// Next is the earliest future due time of any kind; zero if nothing is scheduled.
+	Next time.Time
+}
+
+// Empty reports whether there is nothing due now.
+func (d *DueWork) Empty() bool {
+	return len(d.TimedOut)+len(d.Activate)+len(d.Expire)+len(d.Provision) == 0
+}
+
+// RequestFilter selects requests. Zero fields do not filter.
+type RequestFilter struct {
+	State     RequestState
+	Requester string
+	Resource  string
+	// PostReviewOpen selects break-glass requests still awaiting their after-the-fact review.
+	PostReviewOpen bool
+	// ExtendsGrant selects extension requests of one grant.
+	ExtendsGrant int64
+	// Limit caps the result; zero means the store's default (1000).
+	Limit int
+}
+
+// GrantFilter selects grants. Zero fields do not filter.
+type GrantFilter struct {
+	// Live selects scheduled and active grants.
+	Live     bool
+	State    GrantState
+	User     string
+	Resource string
+	Role     string
+	Limit    int
+}
+
+// Provisioner switches a grant on and off in a target system. Both methods must be idempotent:
+// granting twice or revoking an already revoked grant succeeds. The engine retries a failing
+// call with backoff until it succeeds and shows the failure on the grant meanwhile.
+type Provisioner interface {
+	Grant(ctx context.Context, g *Grant) error
+	Revoke(ctx context.Context, g *Grant) error
+}
+
+// Directory resolves user names to users and their groups.
+type Directory interface {
+	// LookupUser returns the named user, or an *Error with ENOTFOUND.
+	LookupUser(ctx context.Context, name string) (*User, error)
+	// Users lists every known user (for explaining who may approve).
+	Users(ctx context.Context) ([]*User, error)
+}
+
+// EventKind names what happened to a request or grant.
+type EventKind string
+
+// Event kinds published to subscribers after the change commits.
+const (
+	// EventRequestPending: a request waits for the approvers in Notify (new, or next step).
+	EventRequestPending EventKind = "request.pending"
+	EventRequestDecided EventKind = "request.decided"
+	EventBreakGlass     EventKind = "request.break_glass"
+	EventGrantStarted   EventKind = "grant.started"
+	EventGrantExtended  EventKind = "grant.extended"
+	EventGrantEnded     EventKind = "grant.ended"
+)
+
+// Event tells subscribers (the gateway, notifiers) about a committed change.
+type Event struct {
+	Kind    EventKind
+	Request *Request // set for request events
+	Grant   *Grant   // set for grant events; for grant.ended its EndReason says why
+	// Notify lists who should hear of it, e.g. every approver on break-glass.
+	Notify []string
+}
+
+// NewRequest is what a requester asks for.
+type NewRequest struct {
+	Resource   string        `json:"resource"`
+	Role       string        `json:"role"`
+	Duration   time.Duration `json:"duration"`
+	Reason     string        `json:"reason"`
+	StartAt    time.Time     `json:"start_at,omitzero"`
+	BreakGlass bool          `json:"break_glass,omitempty"`
+}
+
+// AccessService is the lifecycle of requests and grants. The caller is the user in ctx
+// (see NewContext); every method authorizes it and returns EUNAUTHORIZED when ctx has none.
+type AccessService interface {
+	// Submit files a request as the caller. It returns EFORBIDDEN when no policy lets the
+	// caller request that role, EINVALID when the duration, reason or start break the policy,
+	// and ECONFLICT when the caller already has a pending request or live grant for it. An
+	// auto-approved or break-glass request comes back approved with its grant.
+	Submit(ctx context.Context, nr NewRequest) (*Request, error)
+	// Review records the caller's approve or deny at the request's current step. The caller
+	// must be an eligible approver of that step and not the requester (EFORBIDDEN); a deny
+	// needs a comment (EINVALID). On a break-glass request it records the after-the-fact review.
+	Review(ctx context.Context, id int64, d Decision, comment string) (*Request, error)
+	// Cancel withdraws a pending request; only its requester or an admin may.
+	Cancel(ctx context.Context, id int64) (*Request, error)
+	// Extend asks to move a live grant's end by d; only the grant's owner may. The extension
+	// is a new request decided like any other; the policy's max duration caps the grant's
+	// total length.
+	Extend(ctx context.Context, grantID int64, d time.Duration, reason string) (*Request, error)
+	// Revoke ends a live grant now; its owner, an admin or an approver of its policy may.
+	Revoke(ctx context.Context, grantID int64, reason string) (*Grant, error)
+	// GetRequest returns a request the caller may see: their own, one they may review, or
+	// any for an admin (ENOTFOUND otherwise).
+	GetRequest(ctx context.Context, id int64) (*Request, error)
+	// GetGrant returns a grant the caller may see, on the same terms as GetRequest.
+	GetGrant(ctx context.Context, id int64) (*Grant, error)
+}
+
+type ctxKey struct{}
+
+// NewContext returns a copy of ctx carrying the caller u.
+func NewContext(ctx context.Context, u *User) context.Context {
+	return context.WithValue(ctx, ctxKey{}, u)
+}
+
+// UserFromContext returns the caller in ctx, or nil.
+func UserFromContext(ctx context.Context) *User {
+	u, _ := ctx.Value(ctxKey{}).(*User)
+	return u
+}

@@ -1,0 +1,312 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/internal/testdb"
+	"github.com/jitgate/jitgate/store"
+)
+
+// The conformance suite: every test here runs against SQLite and PostgreSQL.
+
+var t0 = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+
+func open(t *testing.T, b testdb.Backend) *store.DB {
+	t.Helper()
+	s, err := store.Open(context.Background(), b.DSN)
+	if err != nil {
+		t.Fatalf("open %s: %v", b.Name, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func tx(t *testing.T, s jitgate.Store, fn func(jitgate.Tx) error) {
+	t.Helper()
+	if err := s.Tx(context.Background(), fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newRequest(requester string) *jitgate.Request {
+	return &jitgate.Request{
+		Requester: requester, Resource: "app-db", Role: "read", Duration: time.Hour, Reason: "debug",
+		State: jitgate.RequestPending, Policy: "p", Steps: 1, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour),
+	}
+}
+
+func TestRequestsRoundTrip(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		r := newRequest("alice")
+		r.StartAt = t0.Add(30 * time.Minute)
+		tx(t, s, func(tx jitgate.Tx) error { return tx.InsertRequest(r) })
+		if r.ID == 0 || r.Version != 1 {
+			t.Fatalf("insert: id %d version %d", r.ID, r.Version)
+		}
+		tx(t, s, func(tx jitgate.Tx) error {
+			return tx.InsertReview(&jitgate.Review{RequestID: r.ID, Reviewer: "bob", Decision: jitgate.Approve, Comment: "ok", CreatedAt: t0})
+		})
+		var got *jitgate.Request
+		tx(t, s, func(tx jitgate.Tx) error {
+			var err error
+			got, err = tx.GetRequest(r.ID, true)
+			return err
+		})
+		if got.Requester != "alice" || got.Duration != time.Hour || !got.StartAt.Equal(r.StartAt) ||
+			!got.ExpiresAt.Equal(r.ExpiresAt) || got.State != jitgate.RequestPending || !got.DecidedAt.IsZero() {
+			t.Fatalf("round trip: %+v", got)
+		}
+		if len(got.Reviews) != 1 || got.Reviews[0].Reviewer != "bob" || got.Reviews[0].Decision != jitgate.Approve {
+			t.Fatalf("reviews: %+v", got.Reviews)
+		}
+
+		got.State, got.DecidedAt, got.DecidedBy = jitgate.RequestApproved, t0.Add(time.Minute), "bob"
+		tx(t, s, func(tx jitgate.Tx) error { return tx.UpdateRequest(got) })
+		if got.Version != 2 {
+			t.Fatalf("version after update = %d", got.Version)
+		}
+		// A writer holding the old version loses: no lost update.
+		err := s.Tx(context.Background(), func(tx jitgate.Tx) error { return tx.UpdateRequest(r) })
+		if !errors.Is(err, jitgate.ErrStale) {
+			t.Fatalf("stale update: got %v, want ErrStale", err)
+		}
+
+		var list []*jitgate.Request
+		tx(t, s, func(tx jitgate.Tx) error {
+			if err := tx.InsertRequest(newRequest("dave")); err != nil {
+				return err
+			}
+			var err error
+			list, err = tx.ListRequests(jitgate.RequestFilter{Requester: "alice"})
+			return err
+		})
+		if len(list) != 1 || list[0].ID != r.ID || len(list[0].Reviews) != 1 {
+			t.Fatalf("list by requester: %+v", list)
+		}
+		err = s.View(context.Background(), func(tx jitgate.Tx) error {
+			_, err := tx.GetRequest(9999, false)
+			return err
+		})
+		if jitgate.ErrorCode(err) != jitgate.ENOTFOUND {
+			t.Fatalf("missing request: %v", err)
+		}
+	})
+}
+
+func TestDuplicateReviewIsStale(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		r := newRequest("alice")
+		tx(t, s, func(tx jitgate.Tx) error { return tx.InsertRequest(r) })
+		rv := func() error {
+			return s.Tx(context.Background(), func(tx jitgate.Tx) error {
+				return tx.InsertReview(&jitgate.Review{RequestID: r.ID, Reviewer: "bob", Decision: jitgate.Approve, CreatedAt: t0})
+			})
+		}
+		if err := rv(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rv(); !errors.Is(err, jitgate.ErrStale) {
+			t.Fatalf("second review by the same person at the same step: %v, want ErrStale", err)
+		}
+	})
+}
+
+func TestGrantsAndDue(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		r := newRequest("alice")
+		active := &jitgate.Grant{User: "alice", Resource: "app-db", Role: "read", Policy: "p", State: jitgate.GrantActive,
+			StartsAt: t0, EndsAt: t0.Add(time.Hour), ActivatedAt: t0,
+			Provision: jitgate.ProvisionStatus{State: jitgate.ProvisionStateGranting, NextAt: t0}}
+		sched := &jitgate.Grant{User: "bob", Resource: "app-db", Role: "read", Policy: "p", State: jitgate.GrantScheduled,
+			StartsAt: t0.Add(2 * time.Hour), EndsAt: t0.Add(3 * time.Hour), Provision: jitgate.ProvisionStatus{State: jitgate.ProvisionStateNone}}
+		tx(t, s, func(tx jitgate.Tx) error {
+			if err := tx.InsertRequest(r); err != nil {
+				return err
+			}
+			active.RequestID, sched.RequestID = r.ID, r.ID
+			if err := tx.InsertGrant(active); err != nil {
+				return err
+			}
+			return tx.InsertGrant(sched)
+		})
+		due := func(now time.Time) *jitgate.DueWork {
+			var d *jitgate.DueWork
+			if err := s.View(context.Background(), func(tx jitgate.Tx) error {
+				var err error
+				d, err = tx.Due(now, 10)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}
+		d := due(t0)
+		if len(d.Provision) != 1 || d.Provision[0] != active.ID || len(d.Expire)+len(d.Activate)+len(d.TimedOut) != 0 {
+			t.Fatalf("due at t0: %+v", d)
+		}
+		if !d.Next.Equal(t0.Add(time.Hour)) { // the pending request's TTL and the grant's end
+			t.Fatalf("next due = %v, want %v", d.Next, t0.Add(time.Hour))
+		}
+		d = due(t0.Add(2 * time.Hour))
+		// The scheduled grant's end only counts once it is active, and nothing else is left.
+		if len(d.TimedOut) != 1 || len(d.Expire) != 1 || len(d.Activate) != 1 || !d.Next.IsZero() {
+			t.Fatalf("due at t0+2h: %+v", d)
+		}
+
+		var live []*jitgate.Grant
+		tx(t, s, func(tx jitgate.Tx) error {
+			g, err := tx.GetGrant(active.ID, true)
+			if err != nil {
+				return err
+			}
+			if !g.Provision.NextAt.Equal(t0) || g.Provision.State != jitgate.ProvisionStateGranting {
+				t.Errorf("provision status: %+v", g.Provision)
+			}
+			g.State, g.EndedAt, g.EndReason = jitgate.GrantRevoked, t0.Add(time.Minute), "done"
+			g.Provision = jitgate.ProvisionStatus{State: jitgate.ProvisionStateRevoked}
+			if err := tx.UpdateGrant(g); err != nil {
+				return err
+			}
+			live, err = tx.ListGrants(jitgate.GrantFilter{Live: true})
+			return err
+		})
+		if len(live) != 1 || live[0].ID != sched.ID {
+			t.Fatalf("live grants: %+v", live)
+		}
+		if d := due(t0); len(d.Provision) != 0 {
+			t.Fatalf("provisioning still due after it was cleared: %+v", d)
+		}
+	})
+}
+
+func TestAuditChain(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		for i := range 3 {
+			tx(t, s, func(tx jitgate.Tx) error {
+				return tx.AppendAudit(&jitgate.AuditEvent{Time: t0.Add(time.Duration(i) * time.Second), Actor: "alice",
+					Action: "request.created", RequestID: int64(i + 1), Details: map[string]string{"k": "v"}})
+			})
+		}
+		var evs []*jitgate.AuditEvent
+		var head int64
+		var headHash string
+		if err := s.View(context.Background(), func(tx jitgate.Tx) error {
+			var err error
+			if evs, err = tx.ListAudit(jitgate.AuditFilter{}); err != nil {
+				return err
+			}
+			head, headHash, err = tx.AuditHead()
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 3 || head != 3 || headHash != evs[2].Hash {
+			t.Fatalf("chain: %d events, head %d", len(evs), head)
+		}
+		for i, e := range evs {
+			if e.Seq != int64(i+1) || e.ComputeHash() != e.Hash || (i > 0 && e.PrevHash != evs[i-1].Hash) || e.Details["k"] != "v" {
+				t.Fatalf("event %d broken: %+v", i, e)
+			}
+		}
+		if err := s.View(context.Background(), func(tx jitgate.Tx) error {
+			var err error
+			evs, err = tx.ListAudit(jitgate.AuditFilter{AfterSeq: 1, RequestID: 3})
+			return err
+		}); err != nil || len(evs) != 1 || evs[0].Seq != 3 {
+			t.Fatalf("filtered: %v %+v", err, evs)
+		}
+	})
+}
+
+// TestConcurrentWritersSerialize runs many transactions that read-modify-write one row: row
+// locks (PostgreSQL) or the write lock (SQLite) must serialize them with no lost update and
+// no stale error, and the audit chain must stay gapless.
+func TestConcurrentWritersSerialize(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		r := newRequest("alice")
+		tx(t, s, func(tx jitgate.Tx) error { return tx.InsertRequest(r) })
+		const n = 20
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- s.Tx(context.Background(), func(tx jitgate.Tx) error {
+					got, err := tx.GetRequest(r.ID, true)
+					if err != nil {
+						return err
+					}
+					got.Step++
+					if err := tx.UpdateRequest(got); err != nil {
+						return err
+					}
+					return tx.AppendAudit(&jitgate.AuditEvent{Time: t0, Actor: "x", Action: "step"})
+				})
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got *jitgate.Request
+		var head int64
+		if err := s.View(context.Background(), func(tx jitgate.Tx) error {
+			var err error
+			if got, err = tx.GetRequest(r.ID, false); err != nil {
+				return err
+			}
+			head, _, err = tx.AuditHead()
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got.Step != n || head != n {
+			t.Fatalf("step = %d, audit head = %d; want %d each", got.Step, head, n)
+		}
+	})
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		tx(t, s, func(tx jitgate.Tx) error { return tx.InsertRequest(newRequest("alice")) })
+		s.Close()
+		s2 := open(t, b) // migrations are idempotent
+		if err := s2.View(context.Background(), func(tx jitgate.Tx) error {
+			_, err := tx.GetRequest(1, false)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := store.Open(ctx, "mysql://x"); jitgate.ErrorCode(err) != jitgate.EINVALID {
+		t.Fatalf("unknown scheme: %v", err)
+	}
+	// Nothing listens on port 1: the store is unavailable, and the password is not echoed.
+	_, err := store.Open(ctx, "postgres://u:s3cret@127.0.0.1:1/db?connect_timeout=2")
+	if jitgate.ErrorCode(err) != jitgate.EUNAVAILABLE {
+		t.Fatalf("unreachable postgres: %v", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "s3cret") {
+		t.Fatalf("error leaks the password: %s", msg)
+	}
+}

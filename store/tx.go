@@ -1,0 +1,495 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate"
+)
+
+// querier is what both *sql.DB and *sql.Tx offer.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// txn implements jitgate.Tx.
+type txn struct {
+	s        *DB
+	q        querier
+	ctx      context.Context
+	readOnly bool
+}
+
+const defaultLimit = 1000
+
+func (t *txn) exec(q string, args ...any) (sql.Result, error) {
+	if t.readOnly {
+		return nil, errors.New("store: write in a read-only view")
+	}
+	return t.q.ExecContext(t.ctx, t.s.rebind(q), args...)
+}
+
+func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
+	return t.q.QueryContext(t.ctx, t.s.rebind(q), args...)
+}
+
+func (t *txn) queryRow(q string, args ...any) *sql.Row {
+	return t.q.QueryRowContext(t.ctx, t.s.rebind(q), args...)
+}
+
+// forUpdate returns the row-locking suffix where the database has one. SQLite needs none: its
+// write transactions hold the database's write lock from BEGIN.
+func (t *txn) forUpdate(lock bool) string {
+	if lock && t.s.dialect == Postgres && !t.readOnly {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+// Times are stored as Unix nanoseconds; the zero time is NULL.
+func ts(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+func fromTS(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64).UTC()
+}
+
+func limit(n int) int {
+	if n <= 0 || n > defaultLimit {
+		return defaultLimit
+	}
+	return n
+}
+
+// where accumulates a WHERE clause.
+type where struct {
+	conds []string
+	args  []any
+}
+
+func (w *where) add(cond string, args ...any) {
+	w.conds = append(w.conds, cond)
+	w.args = append(w.args, args...)
+}
+
+func (w *where) String() string {
+	if len(w.conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(w.conds, " AND ")
+}
+
+// ---- requests ----
+
+const requestCols = `id, requester, resource, role, duration_ns, reason, start_at, break_glass,
+	extends_grant, state, policy, step, steps, created_at, expires_at, decided_at, decided_by,
+	decision_note, post_review_open, grant_id, version`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanRequest(sc scanner) (*jitgate.Request, error) {
+	var (
+		r                            jitgate.Request
+		dur                          int64
+		start, created, exp, decided sql.NullInt64
+		state                        string
+	)
+	err := sc.Scan(&r.ID, &r.Requester, &r.Resource, &r.Role, &dur, &r.Reason, &start, &r.BreakGlass,
+		&r.ExtendsGrant, &state, &r.Policy, &r.Step, &r.Steps, &created, &exp, &decided, &r.DecidedBy,
+		&r.DecisionNote, &r.PostReviewOpen, &r.GrantID, &r.Version)
+	if err != nil {
+		return nil, err
+	}
+	r.Duration = time.Duration(dur)
+	r.State = jitgate.RequestState(state)
+	r.StartAt, r.CreatedAt, r.ExpiresAt, r.DecidedAt = fromTS(start), fromTS(created), fromTS(exp), fromTS(decided)
+	return &r, nil
+}
+
+func (t *txn) InsertRequest(r *jitgate.Request) error {
+	r.Version = 1
+	return t.queryRow(`INSERT INTO requests (requester, resource, role, duration_ns, reason, start_at,
+		break_glass, extends_grant, state, policy, step, steps, created_at, expires_at, decided_at,
+		decided_by, decision_note, post_review_open, grant_id, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		r.Requester, r.Resource, r.Role, int64(r.Duration), r.Reason, ts(r.StartAt), r.BreakGlass,
+		r.ExtendsGrant, string(r.State), r.Policy, r.Step, r.Steps, ts(r.CreatedAt), ts(r.ExpiresAt),
+		ts(r.DecidedAt), r.DecidedBy, r.DecisionNote, r.PostReviewOpen, r.GrantID, r.Version).Scan(&r.ID)
+}
+
+func (t *txn) GetRequest(id int64, lock bool) (*jitgate.Request, error) {
+	r, err := scanRequest(t.queryRow(`SELECT `+requestCols+` FROM requests WHERE id = ?`+t.forUpdate(lock), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, jitgate.Errorf(jitgate.ENOTFOUND, "request %d not found", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.Reviews, err = t.reviews(id); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (t *txn) UpdateRequest(r *jitgate.Request) error {
+	res, err := t.exec(`UPDATE requests SET state = ?, step = ?, decided_at = ?, decided_by = ?,
+		decision_note = ?, post_review_open = ?, grant_id = ?, expires_at = ?, version = version + 1
+		WHERE id = ? AND version = ?`,
+		string(r.State), r.Step, ts(r.DecidedAt), r.DecidedBy, r.DecisionNote, r.PostReviewOpen,
+		r.GrantID, ts(r.ExpiresAt), r.ID, r.Version)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		return fmt.Errorf("request %d: %w", r.ID, jitgate.ErrStale)
+	}
+	r.Version++
+	return nil
+}
+
+func (t *txn) ListRequests(f jitgate.RequestFilter) ([]*jitgate.Request, error) {
+	var w where
+	if f.State != "" {
+		w.add("state = ?", string(f.State))
+	}
+	if f.Requester != "" {
+		w.add("requester = ?", f.Requester)
+	}
+	if f.Resource != "" {
+		w.add("resource = ?", f.Resource)
+	}
+	if f.PostReviewOpen {
+		w.add("post_review_open")
+	}
+	if f.ExtendsGrant != 0 {
+		w.add("extends_grant = ?", f.ExtendsGrant)
+	}
+	rows, err := t.query(`SELECT `+requestCols+` FROM requests`+w.String()+` ORDER BY id DESC LIMIT ?`,
+		append(w.args, limit(f.Limit))...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*jitgate.Request
+	for rows.Next() {
+		r, err := scanRequest(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// Attach reviews in one query rather than one per request.
+	if len(out) > 0 {
+		byID := make(map[int64]*jitgate.Request, len(out))
+		ids := make([]any, 0, len(out))
+		for _, r := range out {
+			byID[r.ID] = r
+			ids = append(ids, r.ID)
+		}
+		rvs, err := t.reviewsFor(ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, rv := range rvs {
+			byID[rv.RequestID].Reviews = append(byID[rv.RequestID].Reviews, rv)
+		}
+	}
+	return out, nil
+}
+
+// ---- reviews ----
+
+const reviewCols = `id, request_id, reviewer, step, decision, comment, created_at, post_hoc`
+
+func (t *txn) InsertReview(rv *jitgate.Review) error {
+	return t.queryRow(`INSERT INTO reviews (request_id, reviewer, step, decision, comment, created_at, post_hoc)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		rv.RequestID, rv.Reviewer, rv.Step, string(rv.Decision), rv.Comment, ts(rv.CreatedAt), rv.PostHoc).Scan(&rv.ID)
+}
+
+func (t *txn) reviews(requestID int64) ([]*jitgate.Review, error) {
+	return t.reviewsFor([]any{requestID})
+}
+
+func (t *txn) reviewsFor(ids []any) ([]*jitgate.Review, error) {
+	ph := strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")
+	rows, err := t.query(`SELECT `+reviewCols+` FROM reviews WHERE request_id IN (`+ph+`) ORDER BY id`, ids...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*jitgate.Review
+	for rows.Next() {
+		var (
+			rv       jitgate.Review
+			decision string
+			created  sql.NullInt64
+		)
+		if err := rows.Scan(&rv.ID, &rv.RequestID, &rv.Reviewer, &rv.Step, &decision, &rv.Comment, &created, &rv.PostHoc); err != nil {
+			return nil, err
+		}
+		rv.Decision = jitgate.Decision(decision)
+		rv.CreatedAt = fromTS(created)
+		out = append(out, &rv)
+	}
+	return out, rows.Err()
+}
+
+// ---- grants ----
+
+const grantCols = `id, request_id, user_name, resource, role, policy, state, break_glass, starts_at,
+	ends_at, activated_at, ended_at, end_reason, ended_by, extensions, prov_state, prov_attempts,
+	prov_error, prov_next_at, version`
+
+func scanGrant(sc scanner) (*jitgate.Grant, error) {
+	var (
+		g                                        jitgate.Grant
+		state, prov                              string
+		starts, ends, activated, ended, provNext sql.NullInt64
+	)
+	err := sc.Scan(&g.ID, &g.RequestID, &g.User, &g.Resource, &g.Role, &g.Policy, &state, &g.BreakGlass,
+		&starts, &ends, &activated, &ended, &g.EndReason, &g.EndedBy, &g.Extensions, &prov,
+		&g.Provision.Attempts, &g.Provision.LastError, &provNext, &g.Version)
+	if err != nil {
+		return nil, err
+	}
+	g.State = jitgate.GrantState(state)
+	g.Provision.State = jitgate.ProvisionState(prov)
+	g.StartsAt, g.EndsAt, g.ActivatedAt, g.EndedAt = fromTS(starts), fromTS(ends), fromTS(activated), fromTS(ended)
+	g.Provision.NextAt = fromTS(provNext)
+	return &g, nil
+}
+
+func (t *txn) InsertGrant(g *jitgate.Grant) error {
+	g.Version = 1
+	return t.queryRow(`INSERT INTO grants (request_id, user_name, resource, role, policy, state,
+		break_glass, starts_at, ends_at, activated_at, ended_at, end_reason, ended_by, extensions,
+		prov_state, prov_attempts, prov_error, prov_next_at, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		g.RequestID, g.User, g.Resource, g.Role, g.Policy, string(g.State), g.BreakGlass,
+		ts(g.StartsAt), ts(g.EndsAt), ts(g.ActivatedAt), ts(g.EndedAt), g.EndReason, g.EndedBy,
+		g.Extensions, string(g.Provision.State), g.Provision.Attempts, g.Provision.LastError,
+		ts(g.Provision.NextAt), g.Version).Scan(&g.ID)
+}
+
+func (t *txn) GetGrant(id int64, lock bool) (*jitgate.Grant, error) {
+	g, err := scanGrant(t.queryRow(`SELECT `+grantCols+` FROM grants WHERE id = ?`+t.forUpdate(lock), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, jitgate.Errorf(jitgate.ENOTFOUND, "grant %d not found", id)
+	}
+	return g, err
+}
+
+func (t *txn) UpdateGrant(g *jitgate.Grant) error {
+	res, err := t.exec(`UPDATE grants SET state = ?, starts_at = ?, ends_at = ?, activated_at = ?,
+		ended_at = ?, end_reason = ?, ended_by = ?, extensions = ?, prov_state = ?, prov_attempts = ?,
+		prov_error = ?, prov_next_at = ?, version = version + 1
+		WHERE id = ? AND version = ?`,
+		string(g.State), ts(g.StartsAt), ts(g.EndsAt), ts(g.ActivatedAt), ts(g.EndedAt), g.EndReason,
+		g.EndedBy, g.Extensions, string(g.Provision.State), g.Provision.Attempts, g.Provision.LastError,
+		ts(g.Provision.NextAt), g.ID, g.Version)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		return fmt.Errorf("grant %d: %w", g.ID, jitgate.ErrStale)
+	}
+	g.Version++
+	return nil
+}
+
+func (t *txn) ListGrants(f jitgate.GrantFilter) ([]*jitgate.Grant, error) {
+	var w where
+	switch {
+	case f.State != "":
+		w.add("state = ?", string(f.State))
+	case f.Live:
+		w.add("state IN (?, ?)", string(jitgate.GrantScheduled), string(jitgate.GrantActive))
+	}
+	if f.User != "" {
+		w.add("user_name = ?", f.User)
+	}
+	if f.Resource != "" {
+		w.add("resource = ?", f.Resource)
+	}
+	if f.Role != "" {
+		w.add("role = ?", f.Role)
+	}
+	rows, err := t.query(`SELECT `+grantCols+` FROM grants`+w.String()+` ORDER BY id DESC LIMIT ?`,
+		append(w.args, limit(f.Limit))...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*jitgate.Grant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// ---- audit ----
+
+func (t *txn) AuditHead() (int64, string, error) {
+	var (
+		seq  int64
+		hash string
+	)
+	err := t.queryRow(`SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, &hash)
+	return seq, hash, err
+}
+
+func (t *txn) AppendAudit(e *jitgate.AuditEvent) error {
+	var (
+		seq  int64
+		prev string
+	)
+	// Locking the head row serializes appends: the chain has one writer at a time.
+	if err := t.queryRow(`SELECT seq, hash FROM audit_head WHERE id = 1`+t.forUpdate(true)).Scan(&seq, &prev); err != nil {
+		return err
+	}
+	e.Seq = seq + 1
+	e.PrevHash = prev
+	e.Time = e.Time.UTC()
+	e.Hash = e.ComputeHash()
+	details := []byte("{}")
+	if len(e.Details) > 0 {
+		var err error
+		if details, err = json.Marshal(e.Details); err != nil {
+			return err
+		}
+	}
+	if _, err := t.exec(`INSERT INTO audit_events (seq, time, actor, action, request_id, grant_id, details, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, string(details), e.PrevHash, e.Hash); err != nil {
+		return err
+	}
+	_, err := t.exec(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, e.Seq, e.Hash)
+	return err
+}
+
+func (t *txn) ListAudit(f jitgate.AuditFilter) ([]*jitgate.AuditEvent, error) {
+	var w where
+	if f.AfterSeq > 0 {
+		w.add("seq > ?", f.AfterSeq)
+	}
+	if !f.Since.IsZero() {
+		w.add("time >= ?", f.Since.UnixNano())
+	}
+	if f.Actor != "" {
+		w.add("actor = ?", f.Actor)
+	}
+	if f.RequestID != 0 {
+		w.add("request_id = ?", f.RequestID)
+	}
+	if f.GrantID != 0 {
+		w.add("grant_id = ?", f.GrantID)
+	}
+	rows, err := t.query(`SELECT seq, time, actor, action, request_id, grant_id, details, prev_hash, hash
+		FROM audit_events`+w.String()+` ORDER BY seq LIMIT ?`, append(w.args, limit(f.Limit))...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*jitgate.AuditEvent
+	for rows.Next() {
+		var (
+			e       jitgate.AuditEvent
+			tm      int64
+			details string
+		)
+		if err := rows.Scan(&e.Seq, &tm, &e.Actor, &e.Action, &e.RequestID, &e.GrantID, &details, &e.PrevHash, &e.Hash); err != nil {
+			return nil, err
+		}
+		e.Time = time.Unix(0, tm).UTC()
+		if details != "" && details != "{}" {
+			if err := json.Unmarshal([]byte(details), &e.Details); err != nil {
+				// A row edited into invalid JSON still gets listed; Verify flags the hash.
+				e.Details = map[string]string{"_unparsable": details}
+			}
+		}
+		out = append(out, &e)
+	}
+	return out, rows.Err()
+}
+
+// ---- scheduler ----
+
+func (t *txn) Due(now time.Time, n int) (*jitgate.DueWork, error) {
+	d := &jitgate.DueWork{}
+	nowNS := now.UnixNano()
+	ids := func(q string, args ...any) ([]int64, error) {
+		rows, err := t.query(q, args...)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var out []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				return nil, err
+			}
+			out = append(out, id)
+		}
+		return out, rows.Err()
+	}
+	var err error
+	// Each of these walks an index from its low end: requests_state_expires,
+	// grants_state_starts, grants_state_ends, grants_prov_next.
+	if d.TimedOut, err = ids(`SELECT id FROM requests WHERE state = ? AND expires_at <= ? ORDER BY expires_at LIMIT ?`,
+		string(jitgate.RequestPending), nowNS, n); err != nil {
+		return nil, err
+	}
+	if d.Activate, err = ids(`SELECT id FROM grants WHERE state = ? AND starts_at <= ? ORDER BY starts_at LIMIT ?`,
+		string(jitgate.GrantScheduled), nowNS, n); err != nil {
+		return nil, err
+	}
+	if d.Expire, err = ids(`SELECT id FROM grants WHERE state = ? AND ends_at <= ? ORDER BY ends_at LIMIT ?`,
+		string(jitgate.GrantActive), nowNS, n); err != nil {
+		return nil, err
+	}
+	if d.Provision, err = ids(`SELECT id FROM grants WHERE prov_next_at IS NOT NULL AND prov_next_at <= ? ORDER BY prov_next_at LIMIT ?`,
+		nowNS, n); err != nil {
+		return nil, err
+	}
+	var next sql.NullInt64
+	err = t.queryRow(`SELECT MIN(t) FROM (
+		SELECT MIN(expires_at) AS t FROM requests WHERE state = ? AND expires_at > ?
+		UNION ALL SELECT MIN(starts_at) FROM grants WHERE state = ? AND starts_at > ?
+		UNION ALL SELECT MIN(ends_at) FROM grants WHERE state = ? AND ends_at > ?
+		UNION ALL SELECT MIN(prov_next_at) FROM grants WHERE prov_next_at IS NOT NULL AND prov_next_at > ?
+	) AS due`,
+		string(jitgate.RequestPending), nowNS, string(jitgate.GrantScheduled), nowNS,
+		string(jitgate.GrantActive), nowNS, nowNS).Scan(&next)
+	if err != nil {
+		return nil, err
+	}
+	d.Next = fromTS(next)
+	return d, nil
+}
