@@ -41,8 +41,9 @@ type Tx interface {
 	UpdateGrant(g *Grant) error
 	ListGrants(f GrantFilter) ([]*Grant, error)
 
-	// AppendAudit appends e to the hash chain: it sets e.Seq, e.PrevHash and e.Hash.
-	AppendAudit(e *AuditEvent) error
+	// AppendAudit appends events, in order, to the hash chain: it sets each one's Seq,
+	// PrevHash and Hash.
+	AppendAudit(events ...*AuditEvent) error
 	ListAudit(f AuditFilter) ([]*AuditEvent, error)
 	// AuditHead returns the sequence number and hash of the last event (0, "" when empty).
 	AuditHead() (seq int64, hash string, err error)

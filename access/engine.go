@@ -141,19 +141,24 @@ func (e *Engine) kick() {
 
 func (e *Engine) now() time.Time { return e.clock.Now().UTC() }
 
-// op is the state of one write: the events to publish once it commits.
+// op is the state of one write: the audit events to append before it commits and the events
+// to publish once it has.
 type op struct {
 	tx     jitgate.Tx
 	now    time.Time
+	audits []*jitgate.AuditEvent
 	events []jitgate.Event
 }
 
 func (o *op) emit(ev jitgate.Event) { o.events = append(o.events, ev) }
 
+// audit queues an audit event; write appends the queue in the same transaction, in one
+// statement. It returns nil so call sites read like the writes they record.
 func (o *op) audit(actor, action string, reqID, grantID int64, details map[string]string) error {
-	return o.tx.AppendAudit(&jitgate.AuditEvent{
+	o.audits = append(o.audits, &jitgate.AuditEvent{
 		Time: o.now, Actor: actor, Action: action, RequestID: reqID, GrantID: grantID, Details: details,
 	})
+	return nil
 }
 
 // write runs fn in a store transaction, retrying when it lost a race (jitgate.ErrStale), and
@@ -164,7 +169,10 @@ func (e *Engine) write(ctx context.Context, fn func(o *op) error) error {
 		o := &op{now: e.now()}
 		err = e.store.Tx(ctx, func(tx jitgate.Tx) error {
 			o.tx = tx
-			return fn(o)
+			if err := fn(o); err != nil {
+				return err
+			}
+			return tx.AppendAudit(o.audits...)
 		})
 		if err == nil {
 			e.publish(o.events)

@@ -132,7 +132,7 @@ func Compile(cfg *config.Config) (*Set, error) {
 			path := fmt.Sprintf("policies.%d.auto_approve", i)
 			ast, iss := env.Compile(p.AutoApprove)
 			if iss.Err() != nil {
-				return nil, cfg.Errorf(path, "%s", strings.ReplaceAll(iss.Err().Error(), "\n", " "))
+				return nil, cfg.Errorf(path, "%s", celIssues(iss))
 			}
 			if ast.OutputType() != cel.BoolType {
 				return nil, cfg.Errorf(path, "condition must be a bool, not %s", ast.OutputType())
@@ -303,4 +303,13 @@ func (p *Policy) IsApprover(u *jitgate.User) bool {
 		}
 	}
 	return false
+}
+
+// celIssues formats CEL compile errors on one line each: "column N: message".
+func celIssues(iss *cel.Issues) string {
+	var msgs []string
+	for _, e := range iss.Errors() {
+		msgs = append(msgs, fmt.Sprintf("column %d: %s", e.Location.Column()+1, e.Message))
+	}
+	return strings.Join(msgs, "; ")
 }

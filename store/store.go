@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -47,9 +48,63 @@ const (
 type DB struct {
 	db      *sql.DB
 	dialect Dialect
+
+	mu     sync.Mutex
+	stmts  map[string]*sql.Stmt // prepared statements by query text (as written, with ?)
+	wanted map[string]bool      // queries run since the last warm that are not prepared yet
 }
 
-var _ jitgate.Store = (*DB)(nil)
+// maxStmts bounds the statement cache; the store's queries are a fixed set plus a few filter
+// and batch-size variants, so it is never reached in practice.
+const maxStmts = 512
+
+// cached returns q's prepared statement, or nil after noting that q is wanted. Statements are
+// prepared by warm, outside any transaction: preparing inside one would need a second pooled
+// connection while holding the first, and a full pool of such transactions would deadlock.
+// Only SQLite uses the cache; pgx already caches prepared statements on each connection.
+func (s *DB) cached(q string) *sql.Stmt {
+	if s.dialect != SQLite {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.stmts[q]; ok {
+		return st
+	}
+	if len(s.stmts)+len(s.wanted) < maxStmts {
+		s.wanted[q] = true
+	}
+	return nil
+}
+
+// warm prepares the statements noted as wanted. A failure leaves them unprepared: the queries
+// still run, parsed each time.
+func (s *DB) warm(ctx context.Context) {
+	s.mu.Lock()
+	if len(s.wanted) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	qs := make([]string, 0, len(s.wanted))
+	for q := range s.wanted {
+		qs = append(qs, q)
+	}
+	clear(s.wanted)
+	s.mu.Unlock()
+	for _, q := range qs {
+		st, err := s.db.PrepareContext(ctx, s.rebind(q))
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		if _, dup := s.stmts[q]; dup {
+			st.Close()
+		} else {
+			s.stmts[q] = st
+		}
+		s.mu.Unlock()
+	}
+}
 
 // Open opens the store named by dsn, "sqlite:PATH" or a "postgres://" URL, and brings its schema
 // up to date. Extra PostgreSQL runtime parameters (e.g. search_path) may be given as URL query
@@ -100,7 +155,7 @@ func openSQLite(path string) (*DB, error) {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
 	db.SetMaxOpenConns(8)
-	return &DB{db: db, dialect: SQLite}, nil
+	return &DB{db: db, dialect: SQLite, stmts: map[string]*sql.Stmt{}, wanted: map[string]bool{}}, nil
 }
 
 func openPostgres(ctx context.Context, dsn string) (*DB, error) {
@@ -117,7 +172,7 @@ func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 		db.Close()
 		return nil, unavailable(fmt.Errorf("connect %s: %w", redact(dsn), err))
 	}
-	return &DB{db: db, dialect: Postgres}, nil
+	return &DB{db: db, dialect: Postgres, stmts: map[string]*sql.Stmt{}, wanted: map[string]bool{}}, nil
 }
 
 // redact hides the password in a URL.
@@ -164,8 +219,16 @@ func (s *DB) Dialect() Dialect { return s.dialect }
 // SQL returns the underlying database handle (for tests and tools).
 func (s *DB) SQL() *sql.DB { return s.db }
 
-// Close closes the database.
-func (s *DB) Close() error { return s.db.Close() }
+// Close closes the database and its prepared statements.
+func (s *DB) Close() error {
+	s.mu.Lock()
+	for q, st := range s.stmts {
+		st.Close()
+		delete(s.stmts, q)
+	}
+	s.mu.Unlock()
+	return s.db.Close()
+}
 
 // Ping reports whether the database answers.
 func (s *DB) Ping(ctx context.Context) error {
@@ -177,11 +240,12 @@ func (s *DB) Ping(ctx context.Context) error {
 
 // Tx runs fn in a write transaction.
 func (s *DB) Tx(ctx context.Context, fn func(jitgate.Tx) error) error {
+	s.warm(ctx)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return s.classify(err)
 	}
-	if err := fn(&txn{s: s, q: tx, ctx: ctx}); err != nil {
+	if err := fn(&txn{s: s, tx: tx, ctx: ctx}); err != nil {
 		_ = tx.Rollback()
 		return s.classify(err)
 	}
@@ -193,7 +257,8 @@ func (s *DB) Tx(ctx context.Context, fn func(jitgate.Tx) error) error {
 
 // View runs fn outside a write transaction.
 func (s *DB) View(ctx context.Context, fn func(jitgate.Tx) error) error {
-	return s.classify(fn(&txn{s: s, q: s.db, ctx: ctx, readOnly: true}))
+	s.warm(ctx)
+	return s.classify(fn(&txn{s: s, ctx: ctx, readOnly: true}))
 }
 
 // unavailable marks err as "the store cannot be reached": callers fail closed.

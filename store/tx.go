@@ -12,6 +12,16 @@ import (
 	"github.com/jitgate/jitgate"
 )
 
+// txn implements jitgate.Tx; tx is nil in a read-only View.
+type txn struct {
+	s        *DB
+	tx       *sql.Tx
+	ctx      context.Context
+	readOnly bool
+}
+
+const defaultLimit = 1000
+
 // querier is what both *sql.DB and *sql.Tx offer.
 type querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
@@ -19,29 +29,52 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// txn implements jitgate.Tx.
-type txn struct {
-	s        *DB
-	q        querier
-	ctx      context.Context
-	readOnly bool
+// on returns what runs q: its cached prepared statement (bound to the transaction, if any) or,
+// before q is cached, the transaction or database itself.
+func (t *txn) on(q string) (querier, string) {
+	if st := t.s.cached(q); st != nil {
+		if t.tx != nil {
+			return stmtQuerier{t.tx.StmtContext(t.ctx, st)}, ""
+		}
+		return stmtQuerier{st}, ""
+	}
+	if t.tx != nil {
+		return t.tx, t.s.rebind(q)
+	}
+	return t.s.db, t.s.rebind(q)
 }
 
-const defaultLimit = 1000
+// stmtQuerier adapts a prepared statement to querier; the query text is ignored.
+type stmtQuerier struct{ st *sql.Stmt }
+
+func (s stmtQuerier) ExecContext(ctx context.Context, _ string, args ...any) (sql.Result, error) {
+	return s.st.ExecContext(ctx, args...)
+}
+
+func (s stmtQuerier) QueryContext(ctx context.Context, _ string, args ...any) (*sql.Rows, error) {
+	return s.st.QueryContext(ctx, args...)
+}
+
+func (s stmtQuerier) QueryRowContext(ctx context.Context, _ string, args ...any) *sql.Row {
+	return s.st.QueryRowContext(ctx, args...)
+}
 
 func (t *txn) exec(q string, args ...any) (sql.Result, error) {
 	if t.readOnly {
 		return nil, errors.New("store: write in a read-only view")
 	}
-	return t.q.ExecContext(t.ctx, t.s.rebind(q), args...)
+	qr, text := t.on(q)
+	return qr.ExecContext(t.ctx, text, args...)
 }
 
 func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
-	return t.q.QueryContext(t.ctx, t.s.rebind(q), args...)
+	qr, text := t.on(q)
+	return qr.QueryContext(t.ctx, text, args...)
 }
 
 func (t *txn) queryRow(q string, args ...any) *sql.Row {
-	return t.q.QueryRowContext(t.ctx, t.s.rebind(q), args...)
+	qr, text := t.on(q)
+	return qr.QueryRowContext(t.ctx, text, args...)
 }
 
 // forUpdate returns the row-locking suffix where the database has one. SQLite needs none: its
@@ -364,7 +397,10 @@ func (t *txn) AuditHead() (int64, string, error) {
 	return seq, hash, err
 }
 
-func (t *txn) AppendAudit(e *jitgate.AuditEvent) error {
+func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
 	var (
 		seq  int64
 		prev string
@@ -373,23 +409,33 @@ func (t *txn) AppendAudit(e *jitgate.AuditEvent) error {
 	if err := t.queryRow(`SELECT seq, hash FROM audit_head WHERE id = 1`+t.forUpdate(true)).Scan(&seq, &prev); err != nil {
 		return err
 	}
-	e.Seq = seq + 1
-	e.PrevHash = prev
-	e.Time = e.Time.UTC()
-	e.Hash = e.ComputeHash()
-	details := []byte("{}")
-	if len(e.Details) > 0 {
-		var err error
-		if details, err = json.Marshal(e.Details); err != nil {
-			return err
+	var q strings.Builder
+	q.WriteString(`INSERT INTO audit_events (seq, time, actor, action, request_id, grant_id, details, prev_hash, hash) VALUES `)
+	args := make([]any, 0, 9*len(events))
+	for i, e := range events {
+		seq++
+		e.Seq, e.PrevHash, e.Time = seq, prev, e.Time.UTC()
+		e.Hash = e.ComputeHash()
+		prev = e.Hash
+		details := []byte("{}")
+		if len(e.Details) > 0 {
+			var err error
+			if details, err = json.Marshal(e.Details); err != nil {
+				return err
+			}
 		}
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, string(details), e.PrevHash, e.Hash)
 	}
-	if _, err := t.exec(`INSERT INTO audit_events (seq, time, actor, action, request_id, grant_id, details, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, string(details), e.PrevHash, e.Hash); err != nil {
+	// One statement for all of a transaction's events keeps a lifecycle step to a few round
+	// trips.
+	if _, err := t.exec(q.String(), args...); err != nil {
 		return err
 	}
-	_, err := t.exec(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, e.Seq, e.Hash)
+	_, err := t.exec(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, seq, prev)
 	return err
 }
 

@@ -1,0 +1,100 @@
+package audit_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/audit"
+	"github.com/jitgate/jitgate/internal/testdb"
+	"github.com/jitgate/jitgate/store"
+)
+
+var t0 = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+
+// chain opens a store with five events.
+func chain(t *testing.T, b testdb.Backend) *store.DB {
+	t.Helper()
+	s, err := store.Open(context.Background(), b.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for i := range 5 {
+		if err := s.Tx(context.Background(), func(tx jitgate.Tx) error {
+			return tx.AppendAudit(&jitgate.AuditEvent{Time: t0.Add(time.Duration(i) * time.Second), Actor: "alice",
+				Action: "request.created", RequestID: int64(i + 1), Details: map[string]string{"reason": "debug"}})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+func verify(t *testing.T, s *store.DB) *audit.Result {
+	t.Helper()
+	res, err := audit.Verify(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func exec(t *testing.T, s *store.DB, q string) {
+	t.Helper()
+	if _, err := s.SQL().Exec(q); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	cases := []struct {
+		name     string
+		tamper   string
+		firstBad int64
+		problem  string
+	}{
+		{"intact", "", 0, ""},
+		{"edited detail", `UPDATE audit_events SET details = '{"reason":"routine"}' WHERE seq = 3`, 3, audit.ProblemEdited},
+		{"edited actor", `UPDATE audit_events SET actor = 'mallory' WHERE seq = 2`, 2, audit.ProblemEdited},
+		{"deleted row", `DELETE FROM audit_events WHERE seq = 2`, 2, audit.ProblemMissing},
+		{"deleted tail", `DELETE FROM audit_events WHERE seq = 5`, 5, audit.ProblemTruncated},
+		{"reordered", `UPDATE audit_events SET seq = seq + 100 WHERE seq IN (2, 3);
+			UPDATE audit_events SET seq = 3 WHERE seq = 102; UPDATE audit_events SET seq = 2 WHERE seq = 103`, 2, audit.ProblemBadLink},
+		{"rehashed edit", `UPDATE audit_events SET actor = 'mallory', hash = 'x' WHERE seq = 4`, 4, audit.ProblemEdited},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			testdb.All(t, func(t *testing.T, b testdb.Backend) {
+				s := chain(t, b)
+				if c.tamper != "" {
+					for _, q := range strings.Split(c.tamper, ";") {
+						exec(t, s, q)
+					}
+				}
+				res := verify(t, s)
+				if res.OK != (c.problem == "") || res.FirstBad != c.firstBad || res.Problem != c.problem {
+					t.Fatalf("got %+v, want first bad %d (%s)", res, c.firstBad, c.problem)
+				}
+				if c.problem == "" && res.Events != 5 {
+					t.Fatalf("checked %d events", res.Events)
+				}
+			})
+		})
+	}
+}
+
+func TestExport(t *testing.T) {
+	s := chain(t, testdb.SQLite(t))
+	var buf bytes.Buffer
+	last, err := audit.Export(context.Background(), s, 2, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last != 5 || strings.Count(buf.String(), "\n") != 3 || !strings.Contains(buf.String(), `"seq":3`) {
+		t.Fatalf("export: last %d\n%s", last, buf.String())
+	}
+}

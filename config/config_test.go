@@ -1,0 +1,141 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/config"
+)
+
+const valid = `server:
+  http_addr: 127.0.0.1:9090
+  admins: [carol]
+gateway:
+  postgres:
+    addr: 127.0.0.1:15432
+    insecure_plaintext: true
+users:
+  - {name: alice, groups: [engineering]}
+  - {name: bob, groups: [sre]}
+  - {name: carol}
+resources:
+  - name: app-db
+    kind: postgres
+    address: db.internal:5432
+    database: app
+    credentials: {user: jitgate_admin, password_env: APP_DB_ADMIN_PASSWORD}
+    roles:
+      - name: read
+        grants: [pg_read_all_data]
+        upstream: {user: app_read, password_file: /run/secrets/app_read}
+      - name: write
+        grants: [app_writer]
+        provision: ephemeral
+policies:
+  - name: engineers-read
+    requesters: {groups: [engineering]}
+    resources: [app-db]
+    roles: [read]
+    max_duration: 4h
+    pending_ttl: 2d
+    require_reason: true
+    approval:
+      steps:
+        - approvers: {groups: [sre]}
+          min: 1
+    auto_approve: 'request.duration <= duration("30m")'
+    break_glass: {allowed: true, max_duration: 1h}
+`
+
+func TestValid(t *testing.T) {
+	cfg, err := config.Parse("jitgate.yaml", []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Policies[0]
+	if p.MaxDurationValue != 4*time.Hour || p.PendingTTLValue != 48*time.Hour || p.BreakGlass.MaxDurationValue != time.Hour ||
+		p.Approval.Steps[0].Min != 1 || cfg.Server.Store != config.DefaultStore || cfg.Gateway.Postgres.Addr != "127.0.0.1:15432" {
+		t.Fatalf("decoded: %+v", cfg)
+	}
+	res := cfg.DomainResources()
+	if len(res) != 1 || res[0].Role("read").Upstream.PasswordFile != "/run/secrets/app_read" || res[0].Role("write").Provision != "ephemeral" {
+		t.Fatalf("resources: %+v", res)
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "jitgate.yaml")
+	if err := os.WriteFile(path, []byte(valid+"bogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := config.Load(path)
+	if err == nil || !strings.Contains(err.Error(), path+":39:") || !strings.Contains(err.Error(), "bogus") {
+		t.Fatalf("error = %v", err)
+	}
+	if _, err := config.Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Fatal("missing file loaded")
+	}
+}
+
+// Each broken config must fail with an error naming file:line and what is wrong.
+func TestErrors(t *testing.T) {
+	cases := []struct {
+		name     string
+		old, new string
+		want     string // "line: text"
+	}{
+		{"unknown key", "    require_reason: true", "    require_reasons: true", "32: field require_reasons not found"},
+		{"inline password", "password_env: APP_DB_ADMIN_PASSWORD", "password: hunter2", "17: inline password is not allowed"},
+		{"bad duration", "max_duration: 4h", "max_duration: four hours", `30: policies.0.max_duration: invalid duration "four hours"`},
+		{"missing max duration", "    max_duration: 4h\n", "", "26: policies.0.max_duration: missing"},
+		{"unknown resource in policy", "resources: [app-db]", "resources: [app-dbb]", `28: policies.0.resources.0: unknown resource "app-dbb"`},
+		{"unknown role in policy", "roles: [read]", "roles: [reed]", `29: policies.0.roles.0: no resource of this policy has a role "reed"`},
+		{"unknown approver user", "approvers: {groups: [sre]}", "approvers: {users: [bobby]}", `35: policies.0.approval.steps.0.approvers.users.0: unknown user "bobby"`},
+		{"quorum unreachable", "          min: 1", "          min: 3", "36: policies.0.approval.steps.0.min: needs 3 distinct approvers but only 1"},
+		{"no steps", "    approval:\n      steps:\n        - approvers: {groups: [sre]}\n          min: 1\n", "", "26: policies.0.approval.steps: a policy needs at least one approval step"},
+		{"bad kind", "kind: postgres", "kind: oracle", `14: resources.0.kind: unknown kind "oracle"`},
+		{"duplicate user", "{name: carol}", "{name: alice}", `11: users.2.name: duplicate user "alice"`},
+		{"unknown admin", "admins: [carol]", "admins: [root]", `3: server.admins.0: unknown user "root"`},
+		{"bad name", "name: app-db", "name: App DB", `13: resources.0.name: invalid resource name "App DB"`},
+		{"bad store", "  admins: [carol]", "  admins: [carol]\n  store: mysql://x", "4: server.store: must be sqlite:PATH or a postgres:// URL"},
+		{"break-glass over max", "max_duration: 1h}", "max_duration: 5h}", "38: policies.0.break_glass.max_duration: must be between 1m"},
+		{"ephemeral without credentials", "    credentials: {user: jitgate_admin, password_env: APP_DB_ADMIN_PASSWORD}\n", "", "23: resources.0.roles.1.provision: ephemeral provisioning needs the resource's credentials"},
+		{"both secret sources", "password_env: APP_DB_ADMIN_PASSWORD", "password_env: A, password_file: /x", "17: resources.0.credentials: set password_env or password_file, not both"},
+		{"wrong type", "require_reason: true", "require_reason: [yes]", "32: cannot unmarshal !!seq into bool"},
+		{"bad yaml", "roles: [read]", "roles: [read", "28: did not find expected ',' or ']'"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if !strings.Contains(valid, c.old) {
+				t.Fatalf("fixture lacks %q", c.old)
+			}
+			_, err := config.Parse("jitgate.yaml", []byte(strings.Replace(valid, c.old, c.new, 1)))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if jitgate.ErrorCode(err) != jitgate.EINVALID {
+				t.Errorf("code %s", jitgate.ErrorCode(err))
+			}
+			if !strings.Contains(err.Error(), "jitgate.yaml:"+c.want) {
+				t.Fatalf("error %q\nwant it to contain %q", err, "jitgate.yaml:"+c.want)
+			}
+		})
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{"30m": 30 * time.Minute, "1h30m": 90 * time.Minute, "7d": 7 * 24 * time.Hour, "45s": 45 * time.Second} {
+		if got, err := config.ParseDuration(in); err != nil || got != want {
+			t.Errorf("%s: %v %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "x", "-1d", "1.5d", "99999d"} {
+		if _, err := config.ParseDuration(in); err == nil {
+			t.Errorf("%q parsed", in)
+		}
+	}
+}
