@@ -17,6 +17,10 @@ import (
 type User struct {
 	Name   string   `json:"name"`
 	Groups []string `json:"groups"`
+	// Local marks an operator acting through direct access to the config and the store (the
+	// CLI's --config mode), not through the API. Only code sets it, never a token or a login;
+	// it counts as an admin for token management.
+	Local bool `json:"-"`
 }
 
 // InGroup reports whether u is a member of group.

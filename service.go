@@ -48,6 +48,19 @@ type Tx interface {
 	// AuditHead returns the sequence number and hash of the last event (0, "" when empty).
 	AuditHead() (seq int64, hash string, err error)
 
+	// InsertToken stores t and sets its ID.
+	InsertToken(t *Token) error
+	// TokenByHash returns the token with the given hash (ENOTFOUND if none).
+	TokenByHash(hash string) (*Token, error)
+	GetToken(id int64) (*Token, error)
+	// RevokeToken sets the token's revocation time (ENOTFOUND if none).
+	RevokeToken(id int64, at time.Time) error
+	// ListTokens lists tokens, of one user if user is not empty, newest first.
+	ListTokens(user string) ([]*Token, error)
+	// Counts returns how many requests and grants are in each state, for metrics; it only
+	// counts the states named, using the state indexes.
+	Counts(requestStates []RequestState, grantStates []GrantState) (map[RequestState]int, map[GrantState]int, error)
+
 	// Due returns the ids of work due at or before now, at most limit of each kind, and the
 	// earliest due time of anything not yet due (zero if nothing is scheduled).
 	Due(now time.Time, limit int) (*DueWork, error)
@@ -113,6 +126,8 @@ type EventKind string
 
 // Event kinds published to subscribers after the change commits.
 const (
+	// EventRequestCreated: a request (or extension) was filed, whatever happens to it next.
+	EventRequestCreated EventKind = "request.created"
 	// EventRequestPending: a request waits for the approvers in Notify (new, or next step).
 	EventRequestPending EventKind = "request.pending"
 	EventRequestDecided EventKind = "request.decided"
@@ -120,6 +135,8 @@ const (
 	EventGrantStarted   EventKind = "grant.started"
 	EventGrantExtended  EventKind = "grant.extended"
 	EventGrantEnded     EventKind = "grant.ended"
+	// EventGrantDeprovisioned: the provisioner has switched an ended grant off in its target.
+	EventGrantDeprovisioned EventKind = "grant.deprovisioned"
 )
 
 // Event tells subscribers (the gateway, notifiers) about a committed change.

@@ -141,6 +141,9 @@ func (e *Engine) kick() {
 
 func (e *Engine) now() time.Time { return e.clock.Now().UTC() }
 
+// Now returns the engine clock's time.
+func (e *Engine) Now() time.Time { return e.now() }
+
 // op is the state of one write: the audit events to append before it commits and the events
 // to publish once it has.
 type op struct {
@@ -284,6 +287,7 @@ func (e *Engine) Submit(ctx context.Context, nr jitgate.NewRequest) (*jitgate.Re
 		if err := o.audit(u.Name, jitgate.ActionRequestCreated, r.ID, 0, details); err != nil {
 			return err
 		}
+		o.emit(jitgate.Event{Kind: jitgate.EventRequestCreated, Request: r})
 		switch {
 		case nr.BreakGlass:
 			r.PostReviewOpen = true
@@ -481,14 +485,16 @@ func (e *Engine) Review(ctx context.Context, id int64, d jitgate.Decision, comme
 			return err
 		}
 		pol := e.pol.Policy(r.Policy)
-		if !e.canSee(u, r.Requester, pol) {
-			return jitgate.Errorf(jitgate.ENOTFOUND, "request %d not found", id)
-		}
 		if pol == nil {
 			return jitgate.Errorf(jitgate.ECONFLICT, "policy %s of request %d is no longer configured", r.Policy, id)
 		}
 		if u.Name == r.Requester {
 			return jitgate.Errorf(jitgate.EFORBIDDEN, "you cannot review your own request")
+		}
+		// Reviewing is an explicit act on a known id: say plainly that the caller may not,
+		// rather than pretending the request does not exist.
+		if !pol.IsApprover(u) {
+			return jitgate.Errorf(jitgate.EFORBIDDEN, "%s is not an approver of policy %s", u.Name, pol.Name)
 		}
 		switch {
 		case r.State == jitgate.RequestPending:
@@ -576,12 +582,9 @@ func mapKeys(m map[string]bool) func(func(string) bool) {
 	}
 }
 
-// postReview records the after-the-fact review of a break-glass request. A deny revokes the
-// grant at once if it is still live.
+// postReview records the after-the-fact review of a break-glass request by an approver of its
+// policy (Review checked that). A deny revokes the grant at once if it is still live.
 func (e *Engine) postReview(o *op, pol *policy.Policy, u *jitgate.User, r *jitgate.Request, d jitgate.Decision, comment string) error {
-	if !pol.IsApprover(u) {
-		return jitgate.Errorf(jitgate.EFORBIDDEN, "%s is not an approver of policy %s", u.Name, pol.Name)
-	}
 	rv := &jitgate.Review{RequestID: r.ID, Reviewer: u.Name, Step: 0, Decision: d, Comment: comment, CreatedAt: o.now, PostHoc: true}
 	if err := o.tx.InsertReview(rv); err != nil {
 		return err
@@ -688,6 +691,7 @@ func (e *Engine) Extend(ctx context.Context, grantID int64, d time.Duration, rea
 			"reason": reason, "policy": pol.Name}); err != nil {
 			return err
 		}
+		o.emit(jitgate.Event{Kind: jitgate.EventRequestCreated, Request: r})
 		auto, aerr := pol.AutoApproved(in)
 		if aerr != nil {
 			e.log.Warn("auto-approve condition failed; the extension waits for approvers", "policy", pol.Name, "err", aerr)

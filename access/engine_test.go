@@ -378,8 +378,10 @@ func TestSelfApprovalRefused(t *testing.T) {
 func TestReviewRules(t *testing.T) {
 	env := testenv.New(t, testdb.SQLite(t))
 	r := must(env.Engine.Submit(env.As(t, "alice"), read(time.Hour)))(t)
-	// frank is in security, not sre: not an approver of this policy, and cannot even see it.
+	// frank is in security, not sre: not an approver of this policy.
 	_, err := env.Engine.Review(env.As(t, "frank"), r.ID, jitgate.Approve, "")
+	wantCode(t, err, jitgate.EFORBIDDEN)
+	_, err = env.Engine.GetRequest(env.As(t, "frank"), r.ID)
 	wantCode(t, err, jitgate.ENOTFOUND)
 	_, err = env.Engine.Review(env.As(t, "bob"), r.ID, jitgate.Deny, "  ")
 	wantCode(t, err, jitgate.EINVALID)

@@ -210,6 +210,9 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 		if err := o.tx.UpdateGrant(g); err != nil {
 			return err
 		}
+		if want == jitgate.ProvisionStateRevoking {
+			o.emit(jitgate.Event{Kind: jitgate.EventGrantDeprovisioned, Grant: g})
+		}
 		return o.audit(SystemActor, action, g.RequestID, g.ID, map[string]string{"attempts": fmt.Sprint(attempts)})
 	})
 	return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -13,21 +12,7 @@ import (
 )
 
 // ParseDuration parses a Go duration ("90m", "1h30m") or a whole number of days ("7d").
-func ParseDuration(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil || n < 0 || n > 3650 {
-			return 0, fmt.Errorf("invalid duration %q", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q (use e.g. 30m, 4h, 7d)", s)
-	}
-	return d, nil
-}
+func ParseDuration(s string) (time.Duration, error) { return jitgate.ParseDuration(s) }
 
 func (c *Config) validate() error {
 	if c.Server.HTTPAddr == "" {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"slices"
 	"time"
 
@@ -27,6 +28,55 @@ type Explanation struct {
 	AutoApproved bool          `json:"auto_approved"`
 	Duration     time.Duration `json:"duration,omitempty"`
 	BreakGlass   time.Duration `json:"break_glass_max,omitempty"`
+}
+
+// MarshalJSON renders durations as strings such as "4h".
+func (ex Explanation) MarshalJSON() ([]byte, error) {
+	type plain Explanation
+	return json.Marshal(struct {
+		plain
+		MaxDuration string `json:"max_duration,omitempty"`
+		PendingTTL  string `json:"pending_ttl,omitempty"`
+		Duration    string `json:"duration,omitempty"`
+		BreakGlass  string `json:"break_glass_max,omitempty"`
+	}{plain(ex), fmtDur(ex.MaxDuration), fmtDur(ex.PendingTTL), fmtDur(ex.Duration), fmtDur(ex.BreakGlass)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (ex *Explanation) UnmarshalJSON(b []byte) error {
+	type plain Explanation
+	var v struct {
+		*plain
+		MaxDuration string `json:"max_duration,omitempty"`
+		PendingTTL  string `json:"pending_ttl,omitempty"`
+		Duration    string `json:"duration,omitempty"`
+		BreakGlass  string `json:"break_glass_max,omitempty"`
+	}
+	v.plain = (*plain)(ex)
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		s string
+		d *time.Duration
+	}{{v.MaxDuration, &ex.MaxDuration}, {v.PendingTTL, &ex.PendingTTL}, {v.Duration, &ex.Duration}, {v.BreakGlass, &ex.BreakGlass}} {
+		if f.s == "" {
+			continue
+		}
+		d, err := jitgate.ParseDuration(f.s)
+		if err != nil {
+			return err
+		}
+		*f.d = d
+	}
+	return nil
+}
+
+func fmtDur(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return jitgate.FormatDuration(d)
 }
 
 // StepExplanation lists a step's approvers and the users who qualify (the requester excluded).

@@ -1,0 +1,95 @@
+// Package httpapi serves jitgate's REST API under /v1 (JSON, bearer-token authentication,
+// authorization in the service layer) and is also the Go client the CLI uses.
+package httpapi
+
+import (
+	"time"
+
+	"github.com/jitgate/jitgate"
+)
+
+// MaxBodyBytes caps a request body.
+const MaxBodyBytes = 64 << 10
+
+// ErrorBody is the shape of every error response.
+type ErrorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// CreateRequestBody is the body of POST /v1/requests.
+type CreateRequestBody struct {
+	Resource string `json:"resource"`
+	Role     string `json:"role"`
+	// Duration is a duration string such as "1h" or "90m".
+	Duration   string     `json:"duration"`
+	Reason     string     `json:"reason"`
+	StartAt    *time.Time `json:"start_at,omitempty"`
+	BreakGlass bool       `json:"break_glass,omitempty"`
+}
+
+// ReviewBody is the body of POST /v1/requests/{id}/approve and /deny.
+type ReviewBody struct {
+	Comment string `json:"comment"`
+}
+
+// RevokeBody is the body of POST /v1/grants/{id}/revoke.
+type RevokeBody struct {
+	Reason string `json:"reason"`
+}
+
+// ExtendBody is the body of POST /v1/grants/{id}/extend.
+type ExtendBody struct {
+	By     string `json:"by"`
+	Reason string `json:"reason"`
+}
+
+// CreateTokenBody is the body of POST /v1/tokens.
+type CreateTokenBody struct {
+	User        string `json:"user"`
+	TTL         string `json:"ttl,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// CreatedToken is the response to POST /v1/tokens: the token, shown once, and its record.
+type CreatedToken struct {
+	Token  string         `json:"token"`
+	Record *jitgate.Token `json:"record"`
+}
+
+// ResourceRole is one role the caller may request (GET /v1/resources).
+type ResourceRole struct {
+	Resource      string `json:"resource"`
+	Kind          string `json:"kind"`
+	Role          string `json:"role"`
+	Description   string `json:"description,omitempty"`
+	Policy        string `json:"policy"`
+	MaxDuration   string `json:"max_duration"`
+	RequireReason bool   `json:"require_reason"`
+	Steps         int    `json:"approval_steps"`
+	AutoApprove   string `json:"auto_approve,omitempty"`
+	BreakGlassMax string `json:"break_glass_max,omitempty"`
+}
+
+// AuditPage is the response to GET /v1/audit. Pass NextAfter as ?after= for the next page.
+type AuditPage struct {
+	Events    []*jitgate.AuditEvent `json:"events"`
+	NextAfter int64                 `json:"next_after"`
+}
+
+// RequestList is the response to GET /v1/requests.
+type RequestList struct {
+	Requests []*jitgate.Request `json:"requests"`
+}
+
+// GrantList is the response to GET /v1/grants.
+type GrantList struct {
+	Grants []*jitgate.Grant `json:"grants"`
+}
+
+// TokenList is the response to GET /v1/tokens.
+type TokenList struct {
+	Tokens []*jitgate.Token `json:"tokens"`
+}

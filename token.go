@@ -1,0 +1,42 @@
+package jitgate
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"strings"
+	"time"
+)
+
+// TokenPrefix starts every API token, so that secret scanners and people can tell one.
+const TokenPrefix = "jg_"
+
+// Token is an API token's record. The token itself is shown once at creation; only its
+// SHA-256 is stored (tokens are 256 random bits, so a fast hash is enough).
+type Token struct {
+	ID          int64     `json:"id"`
+	User        string    `json:"user"`
+	Hash        string    `json:"-"`
+	Description string    `json:"description,omitempty"`
+	CreatedBy   string    `json:"created_by"`
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+}
+
+// NewTokenSecret returns a fresh random token and its hash.
+func NewTokenSecret() (token, hash string) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	token = TokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	return token, HashToken(token)
+}
+
+// HashToken returns the hex SHA-256 of a token, as stored.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return hex.EncodeToString(sum[:])
+}
