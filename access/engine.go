@@ -215,7 +215,7 @@ func (e *Engine) approvers(ctx context.Context, pol *policy.Policy, step int, re
 	return out
 }
 
-func dur(d time.Duration) string { return d.String() }
+func dur(d time.Duration) string { return jitgate.FormatDuration(d) }
 
 func stamp(t time.Time) string {
 	if t.IsZero() {

@@ -175,6 +175,9 @@ func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 	return &DB{db: db, dialect: Postgres, stmts: map[string]*sql.Stmt{}, wanted: map[string]bool{}}, nil
 }
 
+// Redact returns dsn with any password hidden, for logs and messages.
+func Redact(dsn string) string { return redact(dsn) }
+
 // redact hides the password in a URL.
 func redact(dsn string) string {
 	u, err := url.Parse(dsn)

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/access"
+	"github.com/jitgate/jitgate/config"
+	"github.com/jitgate/jitgate/httpapi"
+	"github.com/jitgate/jitgate/policy"
+	"github.com/jitgate/jitgate/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+)
+
+//go:embed dev.yaml
+var devConfig []byte
+
+type serverOpts struct {
+	config   string
+	dev      bool
+	store    string
+	httpAddr string
+	logLevel string
+}
+
+func (a *app) serverCmd() *cobra.Command {
+	var o serverOpts
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the jitgate server: REST API, scheduler and gateways",
+		Long: `Run the jitgate server. It serves the REST API on server.http_addr, runs the scheduler that
+activates, expires and revokes grants, and stops gracefully on SIGINT or SIGTERM.
+
+With --dev it needs no file and no service: a built-in demo config, a SQLite store in a temp
+dir (unless --store), and ready-to-paste commands with API tokens for the demo users.`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.dev == (o.config != "") {
+				return usagef("give either --config FILE or --dev")
+			}
+			return a.runServer(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().StringVar(&o.config, "config", "", "config file")
+	cmd.Flags().BoolVar(&o.dev, "dev", false, "run the built-in demo config on a temporary SQLite store")
+	cmd.Flags().StringVar(&o.store, "store", "", "store (sqlite:PATH or postgres://...), overriding the config's server.store")
+	cmd.Flags().StringVar(&o.httpAddr, "http-addr", "", "API listen address, overriding the config's server.http_addr")
+	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// newLogger logs text to a terminal and JSON otherwise.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if isTerminal(w) {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// runtime is a wired-up engine on an open store.
+type runtime struct {
+	cfg    *config.Config
+	store  *store.DB
+	engine *access.Engine
+}
+
+// openRuntime loads the config (or the dev config), opens the store and builds the engine.
+func openRuntime(ctx context.Context, cfgPath string, dev bool, storeOverride string, log *slog.Logger) (*runtime, error) {
+	var (
+		cfg *config.Config
+		err error
+	)
+	if dev {
+		cfg, err = config.Parse("dev.yaml (built in)", devConfig)
+	} else {
+		cfg, err = config.Load(cfgPath)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if storeOverride != "" {
+		cfg.Server.Store = storeOverride
+	}
+	set, err := policy.Compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, cfg.Server.Store)
+	if err != nil {
+		return nil, err
+	}
+	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory(), Logger: log})
+	return &runtime{cfg: cfg, store: st, engine: eng}, nil
+}
+
+func (a *app) runServer(ctx context.Context, o serverOpts) error {
+	log, err := newLogger(a.stderr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	if o.dev && o.store == "" {
+		dir, err := os.MkdirTemp("", "jitgate-dev-")
+		if err != nil {
+			return err
+		}
+		o.store = "sqlite:" + filepath.Join(dir, "jitgate.db")
+	}
+	rt, err := openRuntime(ctx, o.config, o.dev, o.store, log)
+	if err != nil {
+		return err
+	}
+	defer rt.store.Close()
+	addr := rt.cfg.Server.HTTPAddr
+	if o.httpAddr != "" {
+		addr = o.httpAddr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := &http.Server{
+		Handler:           httpapi.New(rt.engine, log, reg),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	url := "http://" + ln.Addr().String()
+	log.Info("jitgate server listening", "url", url, "store", store.Redact(rt.cfg.Server.Store))
+
+	if o.dev {
+		if err := a.printDevTour(ctx, rt, url, o.store); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := rt.engine.Run(ctx); err != nil {
+			log.Error("scheduler stopped", "err", err)
+		}
+	}()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		cancel()
+		wg.Wait()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests")
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	err = srv.Shutdown(sctx)
+	cancel()
+	wg.Wait()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// printDevTour mints a token for each demo user and prints commands to paste.
+func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath string) error {
+	local := jitgate.NewContext(ctx, &jitgate.User{Name: "dev-server", Local: true})
+	tokens := map[string]string{}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		tok, _, err := rt.engine.CreateToken(local, u, 24*time.Hour, "jitgate server --dev")
+		if err != nil {
+			return err
+		}
+		tokens[u] = tok
+	}
+	w := a.stdout
+	fmt.Fprintf(w, `
+jitgate dev server on %s (store %s)
+Demo users: alice (engineering, requests access), bob (sre, approves), carol (admin).
+No jitgate on your PATH? Run: go install ./cmd/jitgate
+
+In another terminal:
+
+  export JITGATE_SERVER=%s
+  alias as-alice='JITGATE_TOKEN=%s jitgate'
+  alias as-bob='JITGATE_TOKEN=%s jitgate'
+  alias as-carol='JITGATE_TOKEN=%s jitgate'
+
+  as-alice resources                                       # what alice may request
+  as-alice request demo-db --role read --for 10m --reason "check an order"   # auto-approved
+  as-alice request demo-db --role write --for 1h --reason "fix order 42"     # waits for bob
+  as-bob requests --to-review
+  as-bob approve 2 --comment "ok, go ahead"
+  as-alice grants --active
+  as-alice extend 2 --by 30m --reason "needs longer"
+  as-bob revoke 1 --reason "done"
+  as-carol audit --verify
+
+Tokens expire in 24h. Stop the server with Ctrl-C.
+
+`, url, storePath, url, tokens["alice"], tokens["bob"], tokens["carol"])
+	return nil
+}
