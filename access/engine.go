@@ -385,7 +385,7 @@ func capExtension(pol *policy.Policy, g *jitgate.Grant, d time.Duration) error {
 	total := g.EndsAt.Add(d).Sub(base)
 	if total > pol.MaxDuration {
 		return jitgate.Errorf(jitgate.EINVALID, "extending grant %d by %s would make it last %s; policy %s allows at most %s",
-			g.ID, d, total.Round(time.Second), pol.Name, pol.MaxDuration)
+			g.ID, dur(d), dur(total.Round(time.Second)), pol.Name, dur(pol.MaxDuration))
 	}
 	return nil
 }

@@ -244,12 +244,12 @@ func (p *Policy) Check(in Input) error {
 			return jitgate.Errorf(jitgate.EINVALID, "break-glass starts at once; it takes no start time")
 		}
 		if in.Duration > p.BreakGlass {
-			return jitgate.Errorf(jitgate.EINVALID, "duration %s exceeds policy %s's break-glass maximum of %s", in.Duration, p.Name, p.BreakGlass)
+			return jitgate.Errorf(jitgate.EINVALID, "duration %s exceeds policy %s's break-glass maximum of %s", fd(in.Duration), p.Name, fd(p.BreakGlass))
 		}
 		return nil
 	}
 	if in.Duration > p.MaxDuration {
-		return jitgate.Errorf(jitgate.EINVALID, "duration %s exceeds policy %s's maximum of %s", in.Duration, p.Name, p.MaxDuration)
+		return jitgate.Errorf(jitgate.EINVALID, "duration %s exceeds policy %s's maximum of %s", fd(in.Duration), p.Name, fd(p.MaxDuration))
 	}
 	if p.RequireReason && noReason {
 		return jitgate.Errorf(jitgate.EINVALID, "policy %s requires a reason", p.Name)
@@ -313,3 +313,5 @@ func celIssues(iss *cel.Issues) string {
 	}
 	return strings.Join(msgs, "; ")
 }
+
+func fd(d time.Duration) string { return jitgate.FormatDuration(d) }

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/testdb"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"jitgate": func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
+	})
+}
+
+// TestScripts runs the end-to-end CLI scripts in testdata/script through the built binary
+// against a real server on a free port, once on SQLite and once on PostgreSQL.
+func TestScripts(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		testscript.Run(t, testscript.Params{
+			Dir: "testdata/script",
+			Setup: func(env *testscript.Env) error {
+				dsn := b.DSN
+				if b.Name == "sqlite" {
+					dsn = "sqlite:" + filepath.Join(env.WorkDir, "jitgate.db")
+				} else {
+					// Each script gets a schema of its own.
+					dsn = testdb.Postgres(t).DSN
+				}
+				cfg := filepath.Join(env.WorkDir, "jitgate.yaml")
+				if data, err := os.ReadFile(cfg); err == nil {
+					if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(string(data), "STORE_DSN", dsn)), 0o600); err != nil {
+						return err
+					}
+				}
+				addr, err := freeAddr()
+				if err != nil {
+					return err
+				}
+				env.Setenv("STORE", dsn)
+				env.Setenv("ADDR", addr)
+				env.Setenv("JITGATE_SERVER", "http://"+addr)
+				env.Setenv("HOME", env.WorkDir)
+				env.Setenv("XDG_CONFIG_HOME", filepath.Join(env.WorkDir, ".config"))
+				return nil
+			},
+			Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+				"waitserver": waitServer,
+				"setstdout":  setStdout,
+				"filemode":   fileMode,
+			},
+		})
+	})
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// waitServer waits up to 10s for $JITGATE_SERVER/healthz.
+func waitServer(ts *testscript.TestScript, neg bool, args []string) {
+	url := ts.Getenv("JITGATE_SERVER") + "/readyz"
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ts.Fatalf("server at %s not ready after 10s", url)
+}
+
+// setStdout sets the environment variable args[0] to the last command's trimmed stdout.
+func setStdout(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: setstdout VAR")
+	}
+	ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile("stdout")))
+}
+
+// fileMode checks a file's permission bits: filemode PATH 0600.
+func fileMode(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: filemode PATH MODE")
+	}
+	st, err := os.Stat(ts.MkAbs(args[0]))
+	ts.Check(err)
+	if got := fmt.Sprintf("%04o", st.Mode().Perm()); got != args[1] {
+		ts.Fatalf("%s has mode %s, want %s", args[0], got, args[1])
+	}
+}
