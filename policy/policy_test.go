@@ -63,14 +63,7 @@ func TestFirstMatchWins(t *testing.T) {
     approval:
       steps: [{approvers: {users: [bob]}}]
 `, 1)
-	cfg, err := config.Parse("x.yaml", []byte(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := policy.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, set := testenv.Compile(t, src)
 	if p, _ := set.Match(oscar, "app-db", "read"); p.Name != "oncall-read" || p.MaxDuration != 15*time.Minute {
 		t.Fatalf("oscar: %+v", p)
 	}
@@ -172,14 +165,7 @@ func TestCELErrorsNameFileLine(t *testing.T) {
 func TestCELVariables(t *testing.T) {
 	src := strings.Replace(testenv.Config, `auto_approve: 'request.duration <= duration("30m") && "oncall" in requester.groups'`,
 		`auto_approve: 'request.resource == "app-db" && request.role == "read" && requester.name == "alice" && request.reason.contains("INC-") && now.getHours() < 12 && !request.extension'`, 1)
-	cfg, err := config.Parse("fixture.yaml", []byte(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := policy.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, set := testenv.Compile(t, src)
 	p := set.Policy("engineers-read")
 	in := policy.Input{Requester: alice, Resource: "app-db", Role: "read", Duration: time.Hour, Reason: "INC-7", Now: now}
 	if ok, err := p.AutoApproved(in); !ok || err != nil {

@@ -134,6 +134,24 @@ const requestCols = `id, requester, resource, role, duration_ns, reason, start_a
 
 type scanner interface{ Scan(dest ...any) error }
 
+// collect runs a query and scans every row with scan.
+func collect[T any](t *txn, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 func scanRequest(sc scanner) (*jitgate.Request, error) {
 	var (
 		r                            jitgate.Request
@@ -213,21 +231,9 @@ func (t *txn) ListRequests(f jitgate.RequestFilter) ([]*jitgate.Request, error) 
 	if f.ExtendsGrant != 0 {
 		w.add("extends_grant = ?", f.ExtendsGrant)
 	}
-	rows, err := t.query(`SELECT `+requestCols+` FROM requests`+w.String()+` ORDER BY id DESC LIMIT ?`,
+	out, err := collect(t, scanRequest, `SELECT `+requestCols+` FROM requests`+w.String()+` ORDER BY id DESC LIMIT ?`,
 		append(w.args, limit(f.Limit))...)
 	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*jitgate.Request
-	for rows.Next() {
-		r, err := scanRequest(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	// Attach reviews in one query rather than one per request.
@@ -265,26 +271,21 @@ func (t *txn) reviews(requestID int64) ([]*jitgate.Review, error) {
 
 func (t *txn) reviewsFor(ids []any) ([]*jitgate.Review, error) {
 	ph := strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")
-	rows, err := t.query(`SELECT `+reviewCols+` FROM reviews WHERE request_id IN (`+ph+`) ORDER BY id`, ids...)
-	if err != nil {
+	return collect(t, scanReview, `SELECT `+reviewCols+` FROM reviews WHERE request_id IN (`+ph+`) ORDER BY id`, ids...)
+}
+
+func scanReview(sc scanner) (*jitgate.Review, error) {
+	var (
+		rv       jitgate.Review
+		decision string
+		created  sql.NullInt64
+	)
+	if err := sc.Scan(&rv.ID, &rv.RequestID, &rv.Reviewer, &rv.Step, &decision, &rv.Comment, &created, &rv.PostHoc); err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []*jitgate.Review
-	for rows.Next() {
-		var (
-			rv       jitgate.Review
-			decision string
-			created  sql.NullInt64
-		)
-		if err := rows.Scan(&rv.ID, &rv.RequestID, &rv.Reviewer, &rv.Step, &decision, &rv.Comment, &created, &rv.PostHoc); err != nil {
-			return nil, err
-		}
-		rv.Decision = jitgate.Decision(decision)
-		rv.CreatedAt = fromTS(created)
-		out = append(out, &rv)
-	}
-	return out, rows.Err()
+	rv.Decision = jitgate.Decision(decision)
+	rv.CreatedAt = fromTS(created)
+	return &rv, nil
 }
 
 // ---- grants ----
@@ -369,21 +370,8 @@ func (t *txn) ListGrants(f jitgate.GrantFilter) ([]*jitgate.Grant, error) {
 	if f.Role != "" {
 		w.add("role = ?", f.Role)
 	}
-	rows, err := t.query(`SELECT `+grantCols+` FROM grants`+w.String()+` ORDER BY id DESC LIMIT ?`,
+	return collect(t, scanGrant, `SELECT `+grantCols+` FROM grants`+w.String()+` ORDER BY id DESC LIMIT ?`,
 		append(w.args, limit(f.Limit))...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*jitgate.Grant
-	for rows.Next() {
-		g, err := scanGrant(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	return out, rows.Err()
 }
 
 // ---- audit ----
@@ -456,32 +444,27 @@ func (t *txn) ListAudit(f jitgate.AuditFilter) ([]*jitgate.AuditEvent, error) {
 	if f.GrantID != 0 {
 		w.add("grant_id = ?", f.GrantID)
 	}
-	rows, err := t.query(`SELECT seq, time, actor, action, request_id, grant_id, details, prev_hash, hash
+	return collect(t, scanAudit, `SELECT seq, time, actor, action, request_id, grant_id, details, prev_hash, hash
 		FROM audit_events`+w.String()+` ORDER BY seq LIMIT ?`, append(w.args, limit(f.Limit))...)
-	if err != nil {
+}
+
+func scanAudit(sc scanner) (*jitgate.AuditEvent, error) {
+	var (
+		e       jitgate.AuditEvent
+		tm      int64
+		details string
+	)
+	if err := sc.Scan(&e.Seq, &tm, &e.Actor, &e.Action, &e.RequestID, &e.GrantID, &details, &e.PrevHash, &e.Hash); err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []*jitgate.AuditEvent
-	for rows.Next() {
-		var (
-			e       jitgate.AuditEvent
-			tm      int64
-			details string
-		)
-		if err := rows.Scan(&e.Seq, &tm, &e.Actor, &e.Action, &e.RequestID, &e.GrantID, &details, &e.PrevHash, &e.Hash); err != nil {
-			return nil, err
+	e.Time = time.Unix(0, tm).UTC()
+	if details != "" && details != "{}" {
+		if err := json.Unmarshal([]byte(details), &e.Details); err != nil {
+			// A row edited into invalid JSON still gets listed; Verify flags its hash.
+			e.Details = map[string]string{"_unparsable": details}
 		}
-		e.Time = time.Unix(0, tm).UTC()
-		if details != "" && details != "{}" {
-			if err := json.Unmarshal([]byte(details), &e.Details); err != nil {
-				// A row edited into invalid JSON still gets listed; Verify flags the hash.
-				e.Details = map[string]string{"_unparsable": details}
-			}
-		}
-		out = append(out, &e)
 	}
-	return out, rows.Err()
+	return &e, nil
 }
 
 // ---- scheduler ----
@@ -490,20 +473,7 @@ func (t *txn) Due(now time.Time, n int) (*jitgate.DueWork, error) {
 	d := &jitgate.DueWork{}
 	nowNS := now.UnixNano()
 	ids := func(q string, args ...any) ([]int64, error) {
-		rows, err := t.query(q, args...)
-		if err != nil {
-			return nil, err
-		}
-		defer rows.Close()
-		var out []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				return nil, err
-			}
-			out = append(out, id)
-		}
-		return out, rows.Err()
+		return collect(t, func(sc scanner) (id int64, err error) { return id, sc.Scan(&id) }, q, args...)
 	}
 	var err error
 	// Each of these walks an index from its low end: requests_state_expires,
@@ -599,20 +569,7 @@ func (t *txn) ListTokens(user string) ([]*jitgate.Token, error) {
 	if user != "" {
 		w.add("user_name = ?", user)
 	}
-	rows, err := t.query(`SELECT `+tokenCols+` FROM api_tokens`+w.String()+` ORDER BY id DESC LIMIT ?`, append(w.args, defaultLimit)...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*jitgate.Token
-	for rows.Next() {
-		tk, err := scanToken(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, tk)
-	}
-	return out, rows.Err()
+	return collect(t, scanToken, `SELECT `+tokenCols+` FROM api_tokens`+w.String()+` ORDER BY id DESC LIMIT ?`, append(w.args, defaultLimit)...)
 }
 
 // ---- metrics ----

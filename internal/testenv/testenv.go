@@ -95,7 +95,13 @@ type Env struct {
 // Policies compiles the fixture config.
 func Policies(tb testing.TB) (*config.Config, *policy.Set) {
 	tb.Helper()
-	cfg, err := config.Parse("fixture.yaml", []byte(Config))
+	return Compile(tb, Config)
+}
+
+// Compile parses and compiles a config given as text, named fixture.yaml in errors.
+func Compile(tb testing.TB, src string) (*config.Config, *policy.Set) {
+	tb.Helper()
+	cfg, err := config.Parse("fixture.yaml", []byte(src))
 	if err != nil {
 		tb.Fatal(err)
 	}
