@@ -38,6 +38,7 @@ type AuditEvent struct {
 	Action    string            `json:"action"`
 	RequestID int64             `json:"request_id,omitempty"`
 	GrantID   int64             `json:"grant_id,omitempty"`
+	SessionID int64             `json:"session_id,omitempty"`
 	Details   map[string]string `json:"details,omitempty"`
 	// PrevHash is the Hash of the event before (empty for the first event).
 	PrevHash string `json:"prev_hash"`
@@ -69,6 +70,7 @@ func (e *AuditEvent) ComputeHash() string {
 	writeStr(e.Action)
 	writeInt(e.RequestID)
 	writeInt(e.GrantID)
+	writeInt(e.SessionID)
 	keys := make([]string, 0, len(e.Details))
 	for k := range e.Details {
 		keys = append(keys, k)
@@ -91,6 +93,7 @@ type AuditFilter struct {
 	Actor     string
 	RequestID int64
 	GrantID   int64
+	SessionID int64
 	// Limit caps the number of events; zero means the store's default (1000).
 	Limit int
 }

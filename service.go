@@ -57,6 +57,16 @@ type Tx interface {
 	RevokeToken(id int64, at time.Time) error
 	// ListTokens lists tokens, of one user if user is not empty, newest first.
 	ListTokens(user string) ([]*Token, error)
+	// InsertCredential stores c and sets its ID.
+	InsertCredential(c *SessionCredential) error
+	// CredentialByHash returns the credential with the given hash (ENOTFOUND if none).
+	CredentialByHash(hash string) (*SessionCredential, error)
+	// InsertSession stores s and sets its ID.
+	InsertSession(s *Session) error
+	// EndSession records a session's end and its counts.
+	EndSession(s *Session) error
+	ListSessions(f SessionFilter) ([]*Session, error)
+
 	// Counts returns how many requests and grants are in each state, for metrics; it only
 	// counts the states named, using the state indexes.
 	Counts(requestStates []RequestState, grantStates []GrantState) (map[RequestState]int, map[GrantState]int, error)

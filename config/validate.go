@@ -107,6 +107,9 @@ func (c *Config) validate() error {
 		}
 	}
 
+	if err := c.validateGateway(); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	for i := range c.Policies {
 		if err := c.validatePolicy(i, names, users, groupMembers, resources); err != nil {

@@ -398,8 +398,8 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 		return err
 	}
 	var q strings.Builder
-	q.WriteString(`INSERT INTO audit_events (seq, time, actor, action, request_id, grant_id, details, prev_hash, hash) VALUES `)
-	args := make([]any, 0, 9*len(events))
+	q.WriteString(`INSERT INTO audit_events (seq, time, actor, action, request_id, grant_id, session_id, details, prev_hash, hash) VALUES `)
+	args := make([]any, 0, 10*len(events))
 	for i, e := range events {
 		seq++
 		e.Seq, e.PrevHash, e.Time = seq, prev, e.Time.UTC()
@@ -415,8 +415,8 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 		if i > 0 {
 			q.WriteString(", ")
 		}
-		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
-		args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, string(details), e.PrevHash, e.Hash)
+		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, e.SessionID, string(details), e.PrevHash, e.Hash)
 	}
 	// One statement for all of a transaction's events keeps a lifecycle step to a few round
 	// trips.
@@ -444,7 +444,10 @@ func (t *txn) ListAudit(f jitgate.AuditFilter) ([]*jitgate.AuditEvent, error) {
 	if f.GrantID != 0 {
 		w.add("grant_id = ?", f.GrantID)
 	}
-	return collect(t, scanAudit, `SELECT seq, time, actor, action, request_id, grant_id, details, prev_hash, hash
+	if f.SessionID != 0 {
+		w.add("session_id = ?", f.SessionID)
+	}
+	return collect(t, scanAudit, `SELECT seq, time, actor, action, request_id, grant_id, session_id, details, prev_hash, hash
 		FROM audit_events`+w.String()+` ORDER BY seq LIMIT ?`, append(w.args, limit(f.Limit))...)
 }
 
@@ -454,7 +457,7 @@ func scanAudit(sc scanner) (*jitgate.AuditEvent, error) {
 		tm      int64
 		details string
 	)
-	if err := sc.Scan(&e.Seq, &tm, &e.Actor, &e.Action, &e.RequestID, &e.GrantID, &details, &e.PrevHash, &e.Hash); err != nil {
+	if err := sc.Scan(&e.Seq, &tm, &e.Actor, &e.Action, &e.RequestID, &e.GrantID, &e.SessionID, &details, &e.PrevHash, &e.Hash); err != nil {
 		return nil, err
 	}
 	e.Time = time.Unix(0, tm).UTC()
@@ -592,4 +595,65 @@ func (t *txn) Counts(rs []jitgate.RequestState, gs []jitgate.GrantState) (map[ji
 		grants[st] = n
 	}
 	return reqs, grants, nil
+}
+
+// ---- gateway sessions ----
+
+func (t *txn) InsertCredential(c *jitgate.SessionCredential) error {
+	return t.queryRow(`INSERT INTO session_credentials (grant_id, user_name, hash, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?) RETURNING id`, c.GrantID, c.User, c.Hash, ts(c.CreatedAt), ts(c.ExpiresAt)).Scan(&c.ID)
+}
+
+func (t *txn) CredentialByHash(hash string) (*jitgate.SessionCredential, error) {
+	var (
+		c                jitgate.SessionCredential
+		created, expires sql.NullInt64
+	)
+	err := t.queryRow(`SELECT id, grant_id, user_name, hash, created_at, expires_at FROM session_credentials WHERE hash = ?`, hash).
+		Scan(&c.ID, &c.GrantID, &c.User, &c.Hash, &created, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, jitgate.Errorf(jitgate.ENOTFOUND, "unknown credential")
+	}
+	c.CreatedAt, c.ExpiresAt = fromTS(created), fromTS(expires)
+	return &c, err
+}
+
+const sessionCols = `id, grant_id, user_name, resource, role, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, statements`
+
+func scanSession(sc scanner) (*jitgate.Session, error) {
+	var (
+		s              jitgate.Session
+		started, ended sql.NullInt64
+	)
+	if err := sc.Scan(&s.ID, &s.GrantID, &s.User, &s.Resource, &s.Role, &s.ClientAddr, &started, &ended, &s.EndReason,
+		&s.BytesIn, &s.BytesOut, &s.Statements); err != nil {
+		return nil, err
+	}
+	s.StartedAt, s.EndedAt = fromTS(started), fromTS(ended)
+	return &s, nil
+}
+
+func (t *txn) InsertSession(s *jitgate.Session) error {
+	return t.queryRow(`INSERT INTO sessions (grant_id, user_name, resource, role, client_addr, started_at)
+		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`, s.GrantID, s.User, s.Resource, s.Role, s.ClientAddr, ts(s.StartedAt)).Scan(&s.ID)
+}
+
+func (t *txn) EndSession(s *jitgate.Session) error {
+	_, err := t.exec(`UPDATE sessions SET ended_at = ?, end_reason = ?, bytes_in = ?, bytes_out = ?, statements = ? WHERE id = ?`,
+		ts(s.EndedAt), s.EndReason, s.BytesIn, s.BytesOut, s.Statements, s.ID)
+	return err
+}
+
+func (t *txn) ListSessions(f jitgate.SessionFilter) ([]*jitgate.Session, error) {
+	var w where
+	if f.Live {
+		w.add("ended_at IS NULL")
+	}
+	if f.User != "" {
+		w.add("user_name = ?", f.User)
+	}
+	if f.GrantID != 0 {
+		w.add("grant_id = ?", f.GrantID)
+	}
+	return collect(t, scanSession, `SELECT `+sessionCols+` FROM sessions`+w.String()+` ORDER BY id DESC LIMIT ?`, append(w.args, limit(f.Limit))...)
 }

@@ -1,0 +1,177 @@
+package access
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"time"
+
+	"github.com/jitgate/jitgate"
+)
+
+// MintCredential issues a gateway password for grantID. Only the grant's owner may, and only
+// while it is active. The credential works only while the grant stays active.
+func (e *Engine) MintCredential(ctx context.Context, grantID int64) (string, *jitgate.SessionCredential, *jitgate.Grant, error) {
+	u, err := e.caller(ctx)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", nil, nil, err
+	}
+	secret := jitgate.CredentialPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	var (
+		c *jitgate.SessionCredential
+		g *jitgate.Grant
+	)
+	err = e.write(ctx, func(o *op) error {
+		if g, err = o.tx.GetGrant(grantID, false); err != nil {
+			return err
+		}
+		if g.User != u.Name {
+			if !e.canSee(u, g.User, e.pol.Policy(g.Policy)) {
+				return jitgate.Errorf(jitgate.ENOTFOUND, "grant %d not found", grantID)
+			}
+			return jitgate.Errorf(jitgate.EFORBIDDEN, "only %s may get credentials for grant %d", g.User, grantID)
+		}
+		if g.State != jitgate.GrantActive || !o.now.Before(g.EndsAt) {
+			return jitgate.Errorf(jitgate.ECONFLICT, "grant %d is %s; credentials are only issued while it is active", grantID, g.State)
+		}
+		c = &jitgate.SessionCredential{GrantID: g.ID, User: u.Name, Hash: jitgate.HashToken(secret), CreatedAt: o.now, ExpiresAt: g.EndsAt}
+		if err := o.tx.InsertCredential(c); err != nil {
+			return err
+		}
+		return o.audit(u.Name, jitgate.ActionCredentialMinted, g.RequestID, g.ID, map[string]string{"credential_id": fmt.Sprint(c.ID)})
+	})
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return secret, c, g, nil
+}
+
+// AuthenticateSession checks a gateway login: the credential must exist, belong to user,
+// be for a grant on resource, and that grant must be active now. The error message says which
+// check failed (e.g. "grant 7 expired at 14:02:11"); its code is EUNAUTHORIZED.
+func (e *Engine) AuthenticateSession(ctx context.Context, user, resource, secret string) (*jitgate.Grant, error) {
+	hash := jitgate.HashToken(secret)
+	var (
+		c *jitgate.SessionCredential
+		g *jitgate.Grant
+	)
+	err := e.store.View(ctx, func(tx jitgate.Tx) error {
+		var err error
+		if c, err = tx.CredentialByHash(hash); err != nil {
+			return err
+		}
+		g, err = tx.GetGrant(c.GrantID, false)
+		return err
+	})
+	deny := func(format string, args ...any) error {
+		return jitgate.Errorf(jitgate.EUNAUTHORIZED, "jitgate: "+format, args...)
+	}
+	switch {
+	case jitgate.ErrorCode(err) == jitgate.ENOTFOUND:
+		return nil, deny("unknown credential; get one with: jitgate credentials %s", resource)
+	case err != nil:
+		return nil, err // store down: fail closed
+	case subtle.ConstantTimeCompare([]byte(c.Hash), []byte(hash)) != 1:
+		return nil, deny("unknown credential")
+	case c.User != user:
+		return nil, deny("this credential is not %s's", user)
+	case g.Resource != resource:
+		return nil, deny("this credential is for grant %d on %s, not %s", g.ID, g.Resource, resource)
+	}
+	now := e.now()
+	switch {
+	case g.State == jitgate.GrantRevoked:
+		return nil, deny("grant %d was revoked at %s", g.ID, g.EndedAt.Local().Format(time.TimeOnly))
+	case g.State == jitgate.GrantExpired || (g.State == jitgate.GrantActive && !now.Before(g.EndsAt)):
+		return nil, deny("grant %d expired at %s", g.ID, g.EndsAt.Local().Format(time.TimeOnly))
+	case g.State != jitgate.GrantActive:
+		return nil, deny("grant %d has not started (it starts at %s)", g.ID, g.StartsAt.Local().Format(time.RFC3339))
+	}
+	return g, nil
+}
+
+// StartSession records a new gateway session and its audit event.
+func (e *Engine) StartSession(ctx context.Context, s *jitgate.Session) error {
+	return e.write(ctx, func(o *op) error {
+		s.StartedAt = o.now
+		if err := o.tx.InsertSession(s); err != nil {
+			return err
+		}
+		o.audits = append(o.audits, &jitgate.AuditEvent{Time: o.now, Actor: s.User, Action: jitgate.ActionSessionStarted,
+			GrantID: s.GrantID, SessionID: s.ID, Details: map[string]string{"resource": s.Resource, "role": s.Role, "client": s.ClientAddr}})
+		return nil
+	})
+}
+
+// EndSession records a session's end, its byte and statement counts, and its audit event.
+func (e *Engine) EndSession(ctx context.Context, s *jitgate.Session) error {
+	return e.write(ctx, func(o *op) error {
+		s.EndedAt = o.now
+		if err := o.tx.EndSession(s); err != nil {
+			return err
+		}
+		o.audits = append(o.audits, &jitgate.AuditEvent{Time: o.now, Actor: s.User, Action: jitgate.ActionSessionEnded,
+			GrantID: s.GrantID, SessionID: s.ID, Details: map[string]string{"reason": s.EndReason,
+				"bytes_in": fmt.Sprint(s.BytesIn), "bytes_out": fmt.Sprint(s.BytesOut), "statements": fmt.Sprint(s.Statements)}})
+		return nil
+	})
+}
+
+// RecordAudit appends events written outside the engine (the gateway's statements) to the
+// audit chain in one transaction.
+func (e *Engine) RecordAudit(ctx context.Context, events []*jitgate.AuditEvent) error {
+	return e.store.Tx(ctx, func(tx jitgate.Tx) error { return tx.AppendAudit(events...) })
+}
+
+// GrantByID returns a grant without an authorization check, for the gateway.
+func (e *Engine) GrantByID(ctx context.Context, id int64) (*jitgate.Grant, error) {
+	var g *jitgate.Grant
+	err := e.store.View(ctx, func(tx jitgate.Tx) error {
+		var err error
+		g, err = tx.GetGrant(id, false)
+		return err
+	})
+	return g, err
+}
+
+// ListSessions returns gateway sessions the caller may see: their own, those under grants of
+// policies they approve, or all for an admin.
+func (e *Engine) ListSessions(ctx context.Context, f jitgate.SessionFilter) ([]*jitgate.Session, error) {
+	u, err := e.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		ss     []*jitgate.Session
+		grants = map[int64]*jitgate.Grant{}
+	)
+	err = e.store.View(ctx, func(tx jitgate.Tx) error {
+		if ss, err = tx.ListSessions(f); err != nil {
+			return err
+		}
+		for _, s := range ss {
+			if _, ok := grants[s.GrantID]; !ok {
+				if grants[s.GrantID], err = tx.GetGrant(s.GrantID, false); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := ss[:0]
+	for _, s := range ss {
+		if g := grants[s.GrantID]; e.canSee(u, s.User, e.pol.Policy(g.Policy)) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}

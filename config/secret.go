@@ -1,0 +1,51 @@
+package config
+
+import (
+	"os"
+	"strings"
+
+	"github.com/jitgate/jitgate"
+)
+
+// LoadPassword reads the password a Secret names: from its environment variable or its file
+// (trailing newlines trimmed). A secret that names neither has no password (e.g. trust or
+// certificate authentication). Errors name the variable or file, never the value.
+func LoadPassword(s jitgate.Secret) (string, error) {
+	switch {
+	case s.PasswordEnv != "":
+		v, ok := os.LookupEnv(s.PasswordEnv)
+		if !ok {
+			return "", jitgate.Errorf(jitgate.EINVALID, "environment variable %s (password of %s) is not set", s.PasswordEnv, s.User)
+		}
+		return v, nil
+	case s.PasswordFile != "":
+		b, err := os.ReadFile(s.PasswordFile)
+		if err != nil {
+			return "", jitgate.Errorf(jitgate.EINVALID, "cannot read password file of %s: %v", s.User, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return "", nil
+}
+
+// validateGateway checks the gateway section.
+func (c *Config) validateGateway() error {
+	g := c.Gateway.Postgres
+	if g == nil {
+		return nil
+	}
+	if g.Addr == "" {
+		return c.Errorf("gateway.postgres.addr", "missing (e.g. 127.0.0.1:15432)")
+	}
+	if (g.TLSCert == "") != (g.TLSKey == "") {
+		return c.Errorf("gateway.postgres", "set both tls_cert and tls_key, or neither")
+	}
+	return nil
+}
+
+// GatewayTLSMissing reports whether the PostgreSQL gateway has neither a certificate nor
+// insecure_plaintext: only --dev may then generate a self-signed pair.
+func (c *Config) GatewayTLSMissing() bool {
+	g := c.Gateway.Postgres
+	return g != nil && g.TLSCert == "" && !g.InsecurePlaintext
+}

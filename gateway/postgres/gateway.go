@@ -1,0 +1,390 @@
+// Package postgres is jitgate's PostgreSQL wire-protocol gateway. Clients (psql, pgbench, any
+// driver) connect with a short-lived session credential bound to one grant; the gateway
+// checks it, logs in to the real database with the credentials configured for the grant's
+// role (the client never sees them), relays the protocol, records every statement in the
+// audit log, and ends the session — cancelling any running query — the moment the grant ends.
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jitgate/jitgate"
+)
+
+// Engine is what the gateway needs from the lifecycle engine.
+type Engine interface {
+	AuthenticateSession(ctx context.Context, user, resource, secret string) (*jitgate.Grant, error)
+	StartSession(ctx context.Context, s *jitgate.Session) error
+	EndSession(ctx context.Context, s *jitgate.Session) error
+	RecordAudit(ctx context.Context, events []*jitgate.AuditEvent) error
+	Subscribe(fn func(jitgate.Event)) (unsubscribe func())
+}
+
+// UpstreamFunc returns how to log in to the real database for a grant: the resource's
+// address and database, and the login configured for the grant's role.
+type UpstreamFunc func(g *jitgate.Grant) (*pgconn.Config, error)
+
+// Options configures a Gateway.
+type Options struct {
+	Engine   Engine
+	Upstream UpstreamFunc
+	// TLS, when set, is offered to clients that send SSLRequest.
+	TLS *tls.Config
+	// InsecurePlaintext allows clients that do not use TLS (local experiments only).
+	InsecurePlaintext bool
+	// Clock defaults to the system clock.
+	Clock jitgate.Clock
+	// StartupTimeout bounds the whole startup and authentication phase (default 10s).
+	StartupTimeout time.Duration
+	// MaxMessage caps a client message after startup (default 64 MiB).
+	MaxMessage int
+	Logger     *slog.Logger
+	// Recorder settings; see Recorder.
+	RecorderBuffer int
+	RecorderBatch  int
+	RecorderFlush  time.Duration
+}
+
+// Gateway accepts client connections and runs their sessions.
+type Gateway struct {
+	opts  Options
+	log   *slog.Logger
+	clock jitgate.Clock
+	rec   *Recorder
+	unsub func()
+
+	mu       sync.Mutex
+	ln       []net.Listener
+	sessions map[*session]struct{}
+	byKey    map[uint32]*session // client-facing backend PID → session, for CancelRequest
+	closed   bool
+	conns    sync.WaitGroup
+}
+
+// New returns a Gateway. It subscribes to the engine's grant events at once, so a grant that
+// ends while a session is starting still ends the session.
+func New(o Options) *Gateway {
+	if o.Clock == nil {
+		o.Clock = jitgate.SystemClock{}
+	}
+	if o.StartupTimeout == 0 {
+		o.StartupTimeout = 10 * time.Second
+	}
+	if o.MaxMessage == 0 {
+		o.MaxMessage = 64 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, sessions: map[*session]struct{}{}, byKey: map[uint32]*session{}}
+	g.rec = NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
+	g.unsub = o.Engine.Subscribe(g.onEvent)
+	return g
+}
+
+// Recorder returns the gateway's statement recorder (for metrics).
+func (g *Gateway) Recorder() *Recorder { return g.rec }
+
+// onEvent ends or re-times the sessions of a grant that ended or was extended.
+func (g *Gateway) onEvent(ev jitgate.Event) {
+	if ev.Grant == nil {
+		return
+	}
+	switch ev.Kind {
+	case jitgate.EventGrantEnded, jitgate.EventGrantExtended:
+	default:
+		return
+	}
+	g.mu.Lock()
+	var hit []*session
+	for s := range g.sessions {
+		if s.grant.ID == ev.Grant.ID {
+			hit = append(hit, s)
+		}
+	}
+	g.mu.Unlock()
+	for _, s := range hit {
+		if ev.Kind == jitgate.EventGrantEnded {
+			reason := fmt.Sprintf("grant %d was revoked by %s: %s", ev.Grant.ID, ev.Grant.EndedBy, ev.Grant.EndReason)
+			if ev.Grant.State == jitgate.GrantExpired {
+				reason = fmt.Sprintf("grant %d expired at %s", ev.Grant.ID, ev.Grant.EndsAt.Local().Format(time.TimeOnly))
+			}
+			s.kill(reason)
+		} else {
+			s.setDeadline(ev.Grant.EndsAt)
+		}
+	}
+}
+
+// ListenAndServe listens on addr and serves until Close.
+func (g *Gateway) ListenAndServe(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return g.Serve(ln)
+}
+
+// Serve accepts connections on ln until Close.
+func (g *Gateway) Serve(ln net.Listener) error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		ln.Close()
+		return net.ErrClosed
+	}
+	g.ln = append(g.ln, ln)
+	g.mu.Unlock()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			g.mu.Lock()
+			closed := g.closed
+			g.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		g.conns.Add(1)
+		go func() {
+			defer g.conns.Done()
+			g.handle(conn)
+		}()
+	}
+}
+
+// Close stops accepting connections, ends every session ("jitgate is shutting down"),
+// flushes the statement recorder and returns when all connection goroutines are gone.
+func (g *Gateway) Close() error {
+	g.mu.Lock()
+	g.closed = true
+	for _, ln := range g.ln {
+		ln.Close()
+	}
+	var all []*session
+	for s := range g.sessions {
+		all = append(all, s)
+	}
+	g.mu.Unlock()
+	for _, s := range all {
+		s.kill("jitgate is shutting down")
+	}
+	g.conns.Wait()
+	g.unsub()
+	return g.rec.Close()
+}
+
+// Sessions returns the number of live sessions.
+func (g *Gateway) Sessions() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.sessions)
+}
+
+func (g *Gateway) add(s *session) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.sessions[s] = struct{}{}
+	g.byKey[s.keyPID] = s
+	return true
+}
+
+func (g *Gateway) remove(s *session) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.sessions, s)
+	delete(g.byKey, s.keyPID)
+}
+
+// cancel forwards a client's CancelRequest to the upstream backend of the matching session.
+func (g *Gateway) cancel(pid uint32, key []byte) {
+	g.mu.Lock()
+	s := g.byKey[pid]
+	g.mu.Unlock()
+	if s == nil || len(key) != 4 || binary.BigEndian.Uint32(key) != s.keySecret {
+		return // unknown or forged: ignored silently, as PostgreSQL does
+	}
+	s.cancelUpstream()
+}
+
+// randomKey returns the client-facing backend key data for a session.
+func randomKey() (pid, secret uint32) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint32(b[:4]) & 0x7fffffff, binary.BigEndian.Uint32(b[4:])
+}
+
+// fatal sends a FATAL ErrorResponse and flushes; errors are ignored (the connection closes).
+func fatal(be *pgproto3.Backend, code, msg string) {
+	be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
+	_ = be.Flush()
+}
+
+// handle runs one client connection: startup, authentication, upstream login, relay.
+func (g *Gateway) handle(conn net.Conn) {
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), g.opts.StartupTimeout)
+	defer cancel()
+	_ = conn.SetDeadline(time.Now().Add(g.opts.StartupTimeout))
+
+	be := pgproto3.NewBackend(conn, conn)
+	be.SetMaxBodyLen(1 << 16)
+	secure := false
+	var startup *pgproto3.StartupMessage
+	for startup == nil {
+		msg, err := be.ReceiveStartupMessage()
+		if err != nil {
+			g.log.Debug("gateway: bad startup", "client", conn.RemoteAddr(), "err", err)
+			if !errors.Is(err, net.ErrClosed) {
+				fatal(be, "08P01", "jitgate: invalid startup packet")
+			}
+			return
+		}
+		switch m := msg.(type) {
+		case *pgproto3.SSLRequest:
+			if g.opts.TLS == nil || secure {
+				if _, err := conn.Write([]byte{'N'}); err != nil {
+					return
+				}
+				continue
+			}
+			if _, err := conn.Write([]byte{'S'}); err != nil {
+				return
+			}
+			tconn := tls.Server(conn, g.opts.TLS)
+			if err := tconn.HandshakeContext(ctx); err != nil {
+				g.log.Debug("gateway: TLS handshake failed", "client", conn.RemoteAddr(), "err", err)
+				return
+			}
+			conn, secure = tconn, true
+			defer tconn.Close()
+			be = pgproto3.NewBackend(conn, conn)
+			be.SetMaxBodyLen(1 << 16)
+		case *pgproto3.GSSEncRequest:
+			if _, err := conn.Write([]byte{'N'}); err != nil {
+				return
+			}
+		case *pgproto3.CancelRequest:
+			g.cancel(m.ProcessID, m.SecretKey)
+			return
+		case *pgproto3.StartupMessage:
+			startup = m
+		}
+	}
+	if startup.ProtocolVersion != pgproto3.ProtocolVersion30 {
+		be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0})
+	}
+	if !secure && !g.opts.InsecurePlaintext {
+		fatal(be, "28000", "jitgate: this gateway requires TLS (sslmode=require)")
+		return
+	}
+	user, resource := startup.Parameters["user"], startup.Parameters["database"]
+	if user == "" || resource == "" {
+		fatal(be, "28000", "jitgate: connect with your user name and the resource name as the database")
+		return
+	}
+	be.Send(&pgproto3.AuthenticationCleartextPassword{})
+	if err := be.Flush(); err != nil {
+		return
+	}
+	if err := be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
+		return
+	}
+	msg, err := be.Receive()
+	if err != nil {
+		return
+	}
+	pw, ok := msg.(*pgproto3.PasswordMessage)
+	if !ok {
+		fatal(be, "08P01", "jitgate: expected a password message")
+		return
+	}
+	grant, err := g.opts.Engine.AuthenticateSession(ctx, user, resource, pw.Password)
+	if err != nil {
+		code := "28P01"
+		if jitgate.ErrorCode(err) == jitgate.EUNAVAILABLE || jitgate.ErrorCode(err) == jitgate.EINTERNAL {
+			code = "08006"
+			g.log.Error("gateway: cannot check a credential", "err", err)
+		}
+		fatal(be, code, jitgate.ErrorMessage(err))
+		return
+	}
+	cfg, err := g.opts.Upstream(grant)
+	if err != nil {
+		g.log.Error("gateway: upstream config", "grant", grant.ID, "err", err)
+		fatal(be, "08006", fmt.Sprintf("jitgate: resource %s is not reachable through the gateway: %s", grant.Resource, jitgate.ErrorMessage(err)))
+		return
+	}
+	for _, k := range []string{"application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "search_path"} {
+		if v, ok := startup.Parameters[k]; ok {
+			cfg.RuntimeParams[k] = v
+		}
+	}
+	up, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			fatal(be, pe.Code, "jitgate: upstream: "+pe.Message)
+		} else {
+			fatal(be, "08006", fmt.Sprintf("jitgate: cannot connect to %s", grant.Resource))
+		}
+		g.log.Warn("gateway: upstream connect failed", "grant", grant.ID, "resource", grant.Resource, "err", err)
+		return
+	}
+	hj, err := up.Hijack()
+	if err != nil {
+		up.Close(context.Background())
+		fatal(be, "08006", "jitgate: upstream connection failed")
+		return
+	}
+	s := newSession(g, conn, hj, grant)
+	if !g.add(s) {
+		hj.Conn.Close()
+		fatal(be, "57P01", "jitgate is shutting down")
+		return
+	}
+	defer g.remove(s)
+	s.info = &jitgate.Session{GrantID: grant.ID, User: grant.User, Resource: grant.Resource, Role: grant.Role, ClientAddr: conn.RemoteAddr().String()}
+	if err := g.opts.Engine.StartSession(ctx, s.info); err != nil {
+		hj.Conn.Close()
+		fatal(be, "08006", "jitgate: cannot record the session; refusing it")
+		g.log.Error("gateway: start session", "err", err)
+		return
+	}
+	be.Send(&pgproto3.AuthenticationOk{})
+	for k, v := range hj.ParameterStatuses {
+		be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
+	}
+	var key [4]byte
+	binary.BigEndian.PutUint32(key[:], s.keySecret)
+	be.Send(&pgproto3.BackendKeyData{ProcessID: s.keyPID, SecretKey: key[:]})
+	be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	if err := be.Flush(); err != nil {
+		hj.Conn.Close()
+		s.finish("client went away during startup")
+		return
+	}
+	_ = conn.SetDeadline(time.Time{})
+	g.log.Info("gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User, "resource", grant.Resource, "role", grant.Role)
+	s.run()
+}

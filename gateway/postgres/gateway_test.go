@@ -1,0 +1,544 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/access"
+	"github.com/jitgate/jitgate/audit"
+	"github.com/jitgate/jitgate/config"
+	"github.com/jitgate/jitgate/gateway/postgres"
+	"github.com/jitgate/jitgate/internal/testdb"
+	"github.com/jitgate/jitgate/policy"
+	"github.com/jitgate/jitgate/store"
+)
+
+// The upstream is the local test PostgreSQL; the gateway logs in as jg_gw_read or jg_gw_write,
+// login roles that hold only their role's privileges.
+const gwConfig = `
+users:
+  - {name: alice, groups: [engineering]}
+  - {name: bob, groups: [sre]}
+resources:
+  - name: app-db
+    kind: postgres
+    address: %s
+    database: %s
+    roles:
+      - {name: read, grants: [pg_read_all_data], upstream: {user: jg_gw_read}}
+      - {name: write, grants: [pg_write_all_data], upstream: {user: jg_gw_write}}
+      - {name: nologin, grants: [x]}
+policies:
+  - name: all
+    requesters: {groups: [engineering]}
+    resources: [app-db]
+    roles: ["*"]
+    max_duration: 1h
+    approval:
+      steps: [{approvers: {groups: [sre]}}]
+    auto_approve: 'true'
+`
+
+type env struct {
+	eng    *access.Engine
+	store  *store.DB
+	gw     *postgres.Gateway
+	addr   string
+	alice  context.Context
+	bob    context.Context
+	cancel context.CancelFunc
+}
+
+// setupUpstream creates the login roles and a table to read, idempotently.
+func setupUpstream(t *testing.T) (host, port, db string) {
+	t.Helper()
+	testdb.Postgres(t) // skips, or fails under CI, when PostgreSQL is unreachable
+	u, err := url.Parse(testdb.PostgresURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testdb.PostgresURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{
+		`DO $$ BEGIN
+		   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jg_gw_read') THEN CREATE ROLE jg_gw_read LOGIN; END IF;
+		   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jg_gw_write') THEN CREATE ROLE jg_gw_write LOGIN; END IF;
+		 END $$`,
+		`GRANT pg_read_all_data TO jg_gw_read`,
+		`GRANT pg_read_all_data, pg_write_all_data TO jg_gw_write`,
+		`CREATE SCHEMA IF NOT EXISTS jg_gw`,
+		`CREATE TABLE IF NOT EXISTS jg_gw.items (id int PRIMARY KEY, name text)`,
+		`INSERT INTO jg_gw.items VALUES (1, 'widget') ON CONFLICT DO NOTHING`,
+		`GRANT USAGE ON SCHEMA jg_gw TO jg_gw_read, jg_gw_write`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil && !strings.Contains(err.Error(), "already") {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	return u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/")
+}
+
+func newEnv(t *testing.T, opts ...func(*postgres.Options)) *env {
+	t.Helper()
+	host, port, db := setupUpstream(t)
+	cfg, err := config.Parse("gw.yaml", []byte(fmt.Sprintf(gwConfig, net.JoinHostPort(host, port), db)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), testdb.SQLite(t).DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory()})
+	ctx, cancel := context.WithCancel(context.Background())
+	go eng.Run(ctx)
+	o := postgres.Options{Engine: eng, Upstream: postgres.ConfigUpstream(set, "disable"), InsecurePlaintext: true}
+	for _, f := range opts {
+		f(&o)
+	}
+	gw := postgres.New(o)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gw.Serve(ln)
+	e := &env{eng: eng, store: st, gw: gw, addr: ln.Addr().String(), cancel: cancel}
+	dir := cfg.Directory()
+	a, _ := dir.LookupUser(ctx, "alice")
+	b, _ := dir.LookupUser(ctx, "bob")
+	e.alice, e.bob = jitgate.NewContext(context.Background(), a), jitgate.NewContext(context.Background(), b)
+	t.Cleanup(func() {
+		gw.Close()
+		cancel()
+		st.Close()
+	})
+	return e
+}
+
+// grant requests role for d (auto-approved) and mints a credential.
+func (e *env) grant(t *testing.T, role string, d time.Duration) (*jitgate.Grant, string) {
+	t.Helper()
+	r, err := e.eng.Submit(e.alice, jitgate.NewRequest{Resource: "app-db", Role: role, Duration: d, Reason: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, _, g, err := e.eng.MintCredential(e.alice, r.GrantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, secret
+}
+
+func (e *env) dsn(user, password string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: e.addr, Path: "/app-db", RawQuery: "sslmode=disable&connect_timeout=5"}
+	return u.String()
+}
+
+func (e *env) connect(t *testing.T, secret string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), e.dsn("alice", secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func sqlstate(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+func TestRefusedWithoutGrant(t *testing.T) {
+	e := newEnv(t)
+	for _, pw := range []string{"jgs_nope", ""} {
+		_, err := pgx.Connect(context.Background(), e.dsn("alice", pw))
+		if sqlstate(err) != "28P01" || !strings.Contains(err.Error(), "unknown credential") {
+			t.Fatalf("password %q: %v", pw, err)
+		}
+	}
+	// Someone else's credential.
+	_, secret := e.grant(t, "read", time.Hour)
+	_, err := pgx.Connect(context.Background(), e.dsn("bob", secret))
+	if sqlstate(err) != "28P01" || !strings.Contains(err.Error(), "not bob's") {
+		t.Fatalf("foreign credential: %v", err)
+	}
+	// A role without an upstream login cannot be reached.
+	_, secret = e.grant(t, "nologin", time.Hour)
+	_, err = pgx.Connect(context.Background(), e.dsn("alice", secret))
+	if err == nil || !strings.Contains(err.Error(), "no upstream login") {
+		t.Fatalf("no upstream: %v", err)
+	}
+}
+
+func TestReadGrantReadsAndCannotWrite(t *testing.T) {
+	e := newEnv(t)
+	g, secret := e.grant(t, "read", time.Hour)
+	conn := e.connect(t, secret)
+	ctx := context.Background()
+	var name, user string
+	if err := conn.QueryRow(ctx, "SELECT name, current_user FROM jg_gw.items WHERE id = $1", 1).Scan(&name, &user); err != nil {
+		t.Fatal(err)
+	}
+	if name != "widget" || user != "jg_gw_read" {
+		t.Fatalf("got %q as %q", name, user)
+	}
+	_, err := conn.Exec(ctx, "INSERT INTO jg_gw.items VALUES (2, 'gadget')")
+	if sqlstate(err) != "42501" {
+		t.Fatalf("write with a read grant: %v", err)
+	}
+	// RESET ROLE cannot widen anything: the login itself is the narrow role.
+	if _, err := conn.Exec(ctx, "RESET ROLE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO jg_gw.items VALUES (2, 'gadget')"); sqlstate(err) != "42501" {
+		t.Fatalf("write after RESET ROLE: %v", err)
+	}
+	// Simple protocol too, with a syntax error.
+	if _, err := conn.Exec(ctx, "SELEC 1", pgx.QueryExecModeSimpleProtocol); sqlstate(err) != "42601" {
+		t.Fatalf("syntax error: %v", err)
+	}
+	conn.Close(ctx)
+
+	// Every statement is in the audit log with its tag or SQLSTATE, and the chain verifies.
+	stmts := waitStatements(t, e, g.ID, 5)
+	want := map[string]string{
+		"SELECT name, current_user FROM jg_gw.items WHERE id = $1": "tag=SELECT 1",
+		"INSERT INTO jg_gw.items VALUES (2, 'gadget')":              "sqlstate=42501",
+		"RESET ROLE":                                                 "tag=RESET",
+		"SELEC 1":                                                    "sqlstate=42601",
+	}
+	for sql, outcome := range want {
+		found := false
+		for _, ev := range stmts {
+			if ev.Details["sql"] == sql && (ev.Details["tag"] == strings.TrimPrefix(outcome, "tag=") || ev.Details["sqlstate"] == strings.TrimPrefix(outcome, "sqlstate=")) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no audit event for %q with %s", sql, outcome)
+		}
+	}
+	res, err := audit.Verify(ctx, e.store)
+	if err != nil || !res.OK {
+		t.Fatalf("verify: %+v %v", res, err)
+	}
+}
+
+// waitStatements waits until the grant has at least n statement events recorded.
+func waitStatements(t *testing.T, e *env, grantID int64, n int) []*jitgate.AuditEvent {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var evs []*jitgate.AuditEvent
+		err := e.store.View(context.Background(), func(tx jitgate.Tx) error {
+			all, err := tx.ListAudit(jitgate.AuditFilter{GrantID: grantID})
+			for _, ev := range all {
+				if ev.Action == jitgate.ActionSessionStatement {
+					evs = append(evs, ev)
+				}
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) >= n {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d statement events for grant %d", len(evs), grantID)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A revoke closes a live session within a second, cancelling its running query upstream.
+func TestRevokeEndsLiveSession(t *testing.T) {
+	e := newEnv(t)
+	g, secret := e.grant(t, "read", time.Hour)
+	conn := e.connect(t, secret)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)")
+		errc <- err
+	}()
+	waitActivity(t, "pg_sleep", true)
+	start := time.Now()
+	if _, err := e.eng.Revoke(e.bob, g.ID, "incident over"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("session closed %v after the revoke", took)
+		}
+		if sqlstate(err) != "57P01" && !strings.Contains(err.Error(), "grant") {
+			t.Fatalf("query error: %v", err)
+		}
+		if !strings.Contains(err.Error(), "revoked") {
+			t.Errorf("message does not say why: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("session still open 3s after the revoke")
+	}
+	waitActivity(t, "pg_sleep", false) // cancelled upstream, not left running
+	_, err := pgx.Connect(context.Background(), e.dsn("alice", secret))
+	if sqlstate(err) != "28P01" || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("new connection after revoke: %v", err)
+	}
+}
+
+// At the grant's end, an idle session and a running query are both ended within a second,
+// and new connections are refused.
+func TestExpiryEndsSessions(t *testing.T) {
+	e := newEnv(t)
+	g, secret := e.grant(t, "read", 2*time.Second)
+	idle := e.connect(t, secret)
+	busy := e.connect(t, secret)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := busy.Exec(context.Background(), "SELECT pg_sleep(30)")
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		late := time.Since(g.EndsAt)
+		if late > time.Second || late < -50*time.Millisecond {
+			t.Errorf("running query ended %v after the grant's end", late)
+		}
+		if !strings.Contains(err.Error(), fmt.Sprintf("grant %d expired", g.ID)) {
+			t.Errorf("message: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("busy session outlived its grant")
+	}
+	waitActivity(t, "pg_sleep", false)
+	if err := idle.Ping(context.Background()); err == nil {
+		t.Fatal("idle session still works after the grant's end")
+	}
+	_, err := pgx.Connect(context.Background(), e.dsn("alice", secret))
+	if sqlstate(err) != "28P01" || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("new connection after expiry: %v", err)
+	}
+}
+
+// An extension moves the deadline of live sessions.
+func TestExtensionMovesDeadline(t *testing.T) {
+	e := newEnv(t)
+	g, secret := e.grant(t, "read", 2*time.Second)
+	conn := e.connect(t, secret)
+	if _, err := e.eng.Extend(e.alice, g.ID, time.Minute, "more"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(g.EndsAt) + 300*time.Millisecond)
+	if err := conn.Ping(context.Background()); err != nil {
+		t.Fatalf("session ended at the old deadline: %v", err)
+	}
+}
+
+// waitActivity waits until a query containing text is (or is no longer) running upstream.
+func waitActivity(t *testing.T, text string, present bool) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testdb.PostgresURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'jg_gw_%' AND state = 'active' AND query LIKE '%'||$1||'%'`, text).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if (n > 0) == present {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream query %q present=%v after 3s (count %d)", text, !present, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A client's CancelRequest reaches the right upstream backend.
+func TestCancelRequest(t *testing.T) {
+	e := newEnv(t)
+	_, secret := e.grant(t, "read", time.Hour)
+	conn := e.connect(t, secret)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)")
+		errc <- err
+	}()
+	waitActivity(t, "pg_sleep", true)
+	if err := conn.PgConn().CancelRequest(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if sqlstate(err) != "57014" {
+			t.Fatalf("cancelled query: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("cancel did not reach upstream")
+	}
+	var one int
+	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("session unusable after cancel: %v", err)
+	}
+}
+
+// The real psql binary: runs statements, and is thrown out when the grant is revoked.
+func TestPsql(t *testing.T) {
+	psql, err := exec.LookPath("psql")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("psql is required with CI=true")
+		}
+		t.Skip("psql not installed")
+	}
+	e := newEnv(t)
+	g, secret := e.grant(t, "read", time.Hour)
+	host, port, _ := net.SplitHostPort(e.addr)
+	cmd := func(sql string) *exec.Cmd {
+		c := exec.Command(psql, "-X", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql)
+		c.Env = append(os.Environ(), "PGHOST="+host, "PGPORT="+port, "PGUSER=alice", "PGDATABASE=app-db", "PGPASSWORD="+secret, "PGSSLMODE=disable")
+		return c
+	}
+	out, err := cmd("SELECT name FROM jg_gw.items").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "widget" {
+		t.Fatalf("psql select: %v %s", err, out)
+	}
+	out, err = cmd("DELETE FROM jg_gw.items").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "permission denied") {
+		t.Fatalf("psql delete: %v %s", err, out)
+	}
+	long := cmd("SELECT pg_sleep(30)")
+	done := make(chan []byte, 1)
+	go func() { b, _ := long.CombinedOutput(); done <- b }()
+	waitActivity(t, "pg_sleep", true)
+	start := time.Now()
+	if _, err := e.eng.Revoke(e.alice, g.ID, "done"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-done:
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("psql ran on %v after the revoke", took)
+		}
+		if !strings.Contains(string(b), "revoked") {
+			t.Errorf("psql output: %s", b)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("psql still running 3s after the revoke")
+	}
+}
+
+// Bad input gets an error or a clean close, and leaves no goroutines or upstream connections.
+func TestBadInputLeaksNothing(t *testing.T) {
+	e := newEnv(t, func(o *postgres.Options) { o.StartupTimeout = 300 * time.Millisecond })
+	_, secret := e.grant(t, "read", time.Hour)
+	before := runtime.NumGoroutine()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	readAll := func(c net.Conn) string {
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		var sb strings.Builder
+		buf := make([]byte, 512)
+		for {
+			n, err := c.Read(buf)
+			sb.Write(buf[:n])
+			if err != nil {
+				return sb.String()
+			}
+		}
+	}
+	cases := []struct {
+		name string
+		send []byte
+		want string
+	}{
+		{"garbage", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "invalid startup packet"},
+		{"unknown protocol", startup(0x00020000, nil), "invalid startup packet"},
+		{"oversized startup", append([]byte{0, 1, 0, 0}, make([]byte, 100)...), "invalid startup packet"},
+		{"silent client", nil, ""},
+		{"no user", startup(0x00030000, map[string]string{"database": "app-db"}), "connect with your user name"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conn := dial()
+			defer conn.Close()
+			if c.send != nil {
+				conn.Write(c.send)
+			}
+			if got := readAll(conn); !strings.Contains(got, c.want) {
+				t.Fatalf("got %q, want it to contain %q", got, c.want)
+			}
+		})
+	}
+	// A client that vanishes mid-query.
+	conn, err := pgx.Connect(context.Background(), e.dsn("alice", secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go conn.Exec(context.Background(), "SELECT pg_sleep(30)")
+	waitActivity(t, "pg_sleep", true)
+	conn.PgConn().Conn().Close()
+	waitActivity(t, "pg_sleep", false) // the gateway cancels it; PostgreSQL alone would not notice
+	deadline := time.Now().Add(5 * time.Second)
+	for e.gw.Sessions() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("session of a vanished client never ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Goroutines settle back (a little slack for the runtime's own).
+	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > before+2; {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startup encodes a startup packet with the given protocol version and parameters.
+func startup(version uint32, params map[string]string) []byte {
+	body := []byte{byte(version >> 24), byte(version >> 16), byte(version >> 8), byte(version)}
+	for k, v := range params {
+		body = append(append(append(append(body, k...), 0), v...), 0)
+	}
+	body = append(body, 0)
+	n := len(body) + 4
+	return append([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, body...)
+}

@@ -1,0 +1,495 @@
+package postgres
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jitgate/jitgate"
+)
+
+var errKilled = errors.New("session ended by jitgate")
+
+// maxSQL caps the SQL text kept per statement in the audit log.
+const maxSQL = 16 << 10
+
+// session is one client connection relayed to one upstream connection.
+type session struct {
+	g      *Gateway
+	client net.Conn
+	up     net.Conn
+	grant  *jitgate.Grant
+	info   *jitgate.Session
+
+	upAddr   string
+	upPID    uint32
+	upSecret []byte
+
+	keyPID, keySecret uint32
+
+	mu       sync.Mutex
+	deadline time.Time
+	reason   string // why the gateway ended the session ("" if it did not)
+	reset    chan struct{}
+
+	bytesIn, bytesOut, statements atomic.Int64
+	dead                          atomic.Bool // set by kill: relay nothing more to the client
+
+	qmu     sync.Mutex
+	pending []*stmt // statements sent upstream, awaiting their outcome, in order
+	failed  string  // SQLSTATE of an error that aborts the rest of an extended-protocol batch
+}
+
+// stmt is one statement on its way through.
+type stmt struct {
+	sql      string
+	extended bool
+	start    time.Time
+	tag      string
+	sqlstate string
+}
+
+func newSession(g *Gateway, client net.Conn, hj *pgconn.HijackedConn, grant *jitgate.Grant) *session {
+	pid, secret := randomKey()
+	s := &session{
+		g: g, client: client, up: hj.Conn, grant: grant,
+		upPID: hj.PID, upSecret: hj.SecretKey, keyPID: pid, keySecret: secret,
+		deadline: grant.EndsAt, reset: make(chan struct{}, 1),
+	}
+	if hj.Config != nil {
+		s.upAddr = net.JoinHostPort(hj.Config.Host, strconv.Itoa(int(hj.Config.Port)))
+	}
+	return s
+}
+
+// setDeadline moves the session's end (an extension).
+func (s *session) setDeadline(t time.Time) {
+	s.mu.Lock()
+	s.deadline = t
+	s.mu.Unlock()
+	select {
+	case s.reset <- struct{}{}:
+	default:
+	}
+}
+
+// kill ends the session for reason: it cancels the running query upstream and breaks the
+// relay; run then tells the client why and closes both sides. Only the first reason counts.
+func (s *session) kill(reason string) {
+	s.mu.Lock()
+	if s.reason != "" {
+		s.mu.Unlock()
+		return
+	}
+	s.reason = reason
+	s.mu.Unlock()
+	// Stop relaying first, so the client hears why the session ended and not the upstream's
+	// "canceling statement due to user request"; then stop the running query.
+	s.dead.Store(true)
+	_ = s.up.SetReadDeadline(time.Now())
+	s.cancelUpstream()
+}
+
+func (s *session) killReason() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reason
+}
+
+// cancelUpstream sends a CancelRequest for the upstream backend, so a running query stops
+// now rather than when it next writes.
+func (s *session) cancelUpstream() {
+	if s.upAddr == "" {
+		return
+	}
+	conn, err := net.DialTimeout("tcp", s.upAddr, 2*time.Second)
+	if err != nil {
+		s.g.log.Warn("gateway: cancel upstream query", "session", s.sessionID(), "err", err)
+		return
+	}
+	defer conn.Close()
+	msg := make([]byte, 12+len(s.upSecret))
+	binary.BigEndian.PutUint32(msg[0:4], uint32(len(msg)))
+	binary.BigEndian.PutUint32(msg[4:8], 80877102)
+	binary.BigEndian.PutUint32(msg[8:12], s.upPID)
+	copy(msg[12:], s.upSecret)
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write(msg); err == nil {
+		// PostgreSQL closes the cancel connection when it has handled it.
+		_, _ = conn.Read(make([]byte, 1))
+	}
+}
+
+func (s *session) sessionID() int64 {
+	if s.info == nil {
+		return 0
+	}
+	return s.info.ID
+}
+
+// watchDeadline kills the session at its grant's end, to the clock's second.
+func (s *session) watchDeadline(done <-chan struct{}) {
+	for {
+		s.mu.Lock()
+		d := s.deadline
+		s.mu.Unlock()
+		wait := d.Sub(s.g.clock.Now())
+		if wait <= 0 {
+			s.kill(fmt.Sprintf("grant %d expired at %s", s.grant.ID, d.Local().Format(time.TimeOnly)))
+			return
+		}
+		select {
+		case <-done:
+			return
+		case <-s.reset:
+		case <-s.g.clock.After(wait):
+		}
+	}
+}
+
+// run relays until either side ends or the session is killed, then closes both sides and
+// records the end.
+func (s *session) run() {
+	done := make(chan struct{})
+	go s.watchDeadline(done)
+	cw := bufio.NewWriterSize(s.client, 32<<10)
+	c2s := make(chan struct{})
+	go func() {
+		defer close(c2s)
+		if err := s.clientToUpstream(); err != nil && s.killReason() == "" {
+			s.g.log.Debug("gateway: client side ended", "session", s.sessionID(), "err", err)
+		}
+		// The client is gone (or sent garbage): stop reading upstream too.
+		_ = s.up.SetReadDeadline(time.Now())
+	}()
+	intact, err := s.upstreamToClient(cw)
+	reason := s.killReason()
+	switch {
+	case reason != "":
+		if intact {
+			_ = s.client.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			writeError(cw, "FATAL", "57P01", "jitgate: "+reason+"; session closed")
+			_ = cw.Flush()
+		}
+	case errors.Is(err, io.EOF):
+		reason = "upstream closed the connection"
+	default:
+		reason = "client disconnected"
+	}
+	if reason != "" || s.hasPending() {
+		// Whoever ended it, a query still running upstream is cancelled, not left to run on.
+		if s.killReason() == "" {
+			s.cancelUpstream()
+		}
+	}
+	s.client.Close()
+	s.up.Close()
+	<-c2s
+	close(done)
+	if s.dead.Load() {
+		s.failPending("57P01") // ended by jitgate
+	} else {
+		s.failPending("08006") // connection lost
+	}
+	s.finish(reason)
+}
+
+// finish records the session's end.
+func (s *session) finish(reason string) {
+	s.info.EndReason = reason
+	s.info.BytesIn, s.info.BytesOut, s.info.Statements = s.bytesIn.Load(), s.bytesOut.Load(), s.statements.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.g.opts.Engine.EndSession(ctx, s.info); err != nil {
+		s.g.log.Error("gateway: record session end", "session", s.info.ID, "err", err)
+	}
+	s.g.log.Info("gateway: session ended", "session", s.info.ID, "grant", s.grant.ID, "reason", reason,
+		"statements", s.info.Statements, "bytes_in", s.info.BytesIn, "bytes_out", s.info.BytesOut)
+}
+
+// writeError writes an ErrorResponse message.
+func writeError(w *bufio.Writer, severity, code, msg string) {
+	var body bytes.Buffer
+	for _, f := range []struct {
+		t byte
+		v string
+	}{{'S', severity}, {'V', severity}, {'C', code}, {'M', msg}} {
+		body.WriteByte(f.t)
+		body.WriteString(f.v)
+		body.WriteByte(0)
+	}
+	body.WriteByte(0)
+	var hdr [5]byte
+	hdr[0] = 'E'
+	binary.BigEndian.PutUint32(hdr[1:], uint32(body.Len()+4))
+	w.Write(hdr[:])
+	w.Write(body.Bytes())
+}
+
+// frame reads the next message header from r: its type and body length.
+func frame(r *bufio.Reader, max int) (byte, int, error) {
+	hdr, err := r.Peek(5)
+	if err != nil {
+		return 0, 0, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[1:5])) - 4
+	if n < 0 || n > max {
+		return 0, 0, fmt.Errorf("message of %d bytes exceeds the limit of %d", n, max)
+	}
+	return hdr[0], n, nil
+}
+
+// readBody reads a whole message (header included) into buf.
+func readBody(r *bufio.Reader, n int, buf []byte) ([]byte, error) {
+	buf = append(buf[:0], make([]byte, 5+n)...)
+	_, err := io.ReadFull(r, buf)
+	return buf, err
+}
+
+// clientToUpstream relays client messages, noting the statements they run. It flushes only
+// when no more client input is buffered, so pipelined messages go upstream together.
+func (s *session) clientToUpstream() error {
+	r := bufio.NewReaderSize(s.client, 32<<10)
+	w := bufio.NewWriterSize(s.up, 32<<10)
+	var (
+		buf      []byte
+		prepared = map[string]string{} // statement name → SQL
+		portals  = map[string]string{} // portal name → SQL
+	)
+	for {
+		typ, n, err := frame(r, s.g.opts.MaxMessage)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && s.killReason() == "" {
+				s.kill("protocol error from the client: " + err.Error())
+			}
+			return err
+		}
+		switch typ {
+		case 'Q', 'P', 'B', 'E', 'X':
+			if buf, err = readBody(r, n, buf); err != nil {
+				return err
+			}
+			body := buf[5:]
+			switch typ {
+			case 'Q':
+				s.push(cstring(body), false)
+			case 'P':
+				name, rest := cut(body)
+				prepared[name] = cstring(rest)
+			case 'B':
+				portal, rest := cut(body)
+				name, _ := cut(rest)
+				portals[portal] = prepared[name]
+			case 'E':
+				portal, _ := cut(body)
+				s.push(portals[portal], true)
+			}
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
+			if typ == 'X' {
+				_ = w.Flush()
+				return io.EOF
+			}
+		default:
+			if _, err := io.CopyN(w, r, int64(5+n)); err != nil {
+				return err
+			}
+		}
+		s.bytesIn.Add(int64(5 + n))
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// upstreamToClient relays server messages to the client, pairing command completions and
+// errors with the statements that caused them. intact reports whether the client stream ended
+// on a message boundary (so an ErrorResponse may still be sent).
+func (s *session) upstreamToClient(w *bufio.Writer) (intact bool, err error) {
+	r := bufio.NewReaderSize(s.up, 32<<10)
+	var buf []byte
+	for {
+		typ, n, err := frame(r, 1<<30)
+		if err != nil {
+			return true, err
+		}
+		if s.dead.Load() {
+			return true, errKilled
+		}
+		switch typ {
+		case 'C', 'E', 'I', 's', 'Z':
+			if buf, err = readBody(r, n, buf); err != nil {
+				return false, err
+			}
+			body := buf[5:]
+			switch typ {
+			case 'C':
+				s.complete(cstring(body), "")
+			case 'E':
+				s.complete("", errorCode(body))
+			case 'I':
+				s.complete("EMPTY", "")
+			case 's':
+				s.complete("SUSPENDED", "")
+			case 'Z':
+				s.ready()
+			}
+			if _, err := w.Write(buf); err != nil {
+				return false, err
+			}
+		default:
+			if _, err := io.CopyN(w, r, int64(5+n)); err != nil {
+				return false, err
+			}
+		}
+		s.bytesOut.Add(int64(5 + n))
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return false, err
+			}
+		}
+	}
+}
+
+func cstring(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+func cut(b []byte) (string, []byte) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return string(b), nil
+	}
+	return string(b[:i]), b[i+1:]
+}
+
+// errorCode returns the SQLSTATE field of an ErrorResponse body.
+func errorCode(b []byte) string {
+	for len(b) > 0 && b[0] != 0 {
+		t := b[0]
+		v, rest := cut(b[1:])
+		if t == 'C' {
+			return v
+		}
+		b = rest
+	}
+	return ""
+}
+
+// push queues a statement sent upstream.
+func (s *session) push(sql string, extended bool) {
+	s.qmu.Lock()
+	s.pending = append(s.pending, &stmt{sql: sql, extended: extended, start: time.Now()})
+	s.qmu.Unlock()
+}
+
+// complete records the outcome of the oldest pending statement. A simple Query stays queued
+// until ReadyForQuery (it may hold several statements); an extended Execute completes here.
+// After an error, PostgreSQL skips the rest of an extended batch until Sync.
+func (s *session) complete(tag, sqlstate string) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if len(s.pending) == 0 {
+		return // e.g. an error outside any statement
+	}
+	st := s.pending[0]
+	if sqlstate != "" {
+		st.sqlstate = sqlstate
+	} else if st.sqlstate == "" {
+		st.tag = tag
+	}
+	if st.extended {
+		s.pending = s.pending[1:]
+		s.emit(st)
+		if sqlstate != "" {
+			s.failed = sqlstate
+		}
+	}
+}
+
+// ready ends a round: a pending simple Query is done, and extended statements still queued were
+// skipped because of an earlier error.
+func (s *session) ready() {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for len(s.pending) > 0 {
+		st := s.pending[0]
+		if st.extended && s.failed == "" {
+			break // a pipelined statement whose turn has not come
+		}
+		s.pending = s.pending[1:]
+		if st.extended {
+			st.sqlstate = s.failed
+			st.tag = "NOT EXECUTED"
+		}
+		s.emit(st)
+		if !st.extended {
+			break
+		}
+	}
+	s.failed = ""
+}
+
+func (s *session) hasPending() bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.pending) > 0
+}
+
+// failPending records statements that never got an answer (the session ended).
+func (s *session) failPending(sqlstate string) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for _, st := range s.pending {
+		if st.sqlstate == "" {
+			st.sqlstate = sqlstate
+		}
+		s.emit(st)
+	}
+	s.pending = nil
+}
+
+// emit hands a finished statement to the recorder (caller holds qmu).
+func (s *session) emit(st *stmt) {
+	s.statements.Add(1)
+	sql := st.sql
+	if len(sql) > maxSQL {
+		sql = sql[:maxSQL] + fmt.Sprintf("... [%d bytes in all]", len(st.sql))
+	}
+	d := map[string]string{
+		"sql":         sql,
+		"started_at":  st.start.UTC().Format(time.RFC3339Nano),
+		"duration_us": strconv.FormatInt(time.Since(st.start).Microseconds(), 10),
+		"resource":    s.grant.Resource,
+		"role":        s.grant.Role,
+	}
+	if st.sqlstate != "" {
+		d["sqlstate"] = st.sqlstate
+	}
+	if st.tag != "" {
+		d["tag"] = st.tag
+	}
+	if st.extended {
+		d["protocol"] = "extended"
+	}
+	s.g.rec.Record(&jitgate.AuditEvent{
+		Time: st.start, Actor: s.grant.User, Action: jitgate.ActionSessionStatement,
+		RequestID: s.grant.RequestID, GrantID: s.grant.ID, SessionID: s.info.ID, Details: d,
+	})
+}

@@ -1,0 +1,95 @@
+package postgres
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/config"
+)
+
+// Catalog finds resources by name.
+type Catalog interface {
+	Resource(name string) *jitgate.Resource
+}
+
+// ConfigUpstream returns an UpstreamFunc that logs in to a grant's resource with the login
+// configured as its role's upstream. It never logs in as a more privileged user and narrows
+// with SET ROLE: the client could undo that.
+func ConfigUpstream(cat Catalog, sslmode string) UpstreamFunc {
+	if sslmode == "" {
+		sslmode = "prefer"
+	}
+	return func(g *jitgate.Grant) (*pgconn.Config, error) {
+		res := cat.Resource(g.Resource)
+		if res == nil || res.Kind != jitgate.KindPostgres {
+			return nil, jitgate.Errorf(jitgate.ENOTFOUND, "%s is not a PostgreSQL resource", g.Resource)
+		}
+		role := res.Role(g.Role)
+		if role == nil || role.Upstream == nil {
+			return nil, jitgate.Errorf(jitgate.EINVALID, "role %s/%s has no upstream login configured", g.Resource, g.Role)
+		}
+		password, err := config.LoadPassword(*role.Upstream)
+		if err != nil {
+			return nil, err
+		}
+		u := &url.URL{Scheme: "postgres", Host: res.Address, Path: "/" + res.Database, User: url.User(role.Upstream.User)}
+		u.RawQuery = url.Values{"sslmode": {sslmode}, "connect_timeout": {"10"}}.Encode()
+		cfg, err := pgconn.ParseConfig(u.String())
+		if err != nil {
+			return nil, jitgate.Errorf(jitgate.EINVALID, "resource %s: invalid address %q", res.Name, res.Address)
+		}
+		cfg.Password = password
+		return cfg, nil
+	}
+}
+
+// SelfSigned returns a TLS config with a fresh self-signed certificate for hosts, for --dev.
+func SelfSigned(hosts ...string) (*tls.Config, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "jitgate dev gateway"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(30 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		MinVersion:   tls.VersionTLS12,
+	}, nil
+}
+
+// LoadTLS loads a certificate and key from files.
+func LoadTLS(certFile, keyFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, jitgate.Errorf(jitgate.EINVALID, "gateway TLS: %v", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}

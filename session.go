@@ -1,0 +1,53 @@
+package jitgate
+
+import "time"
+
+// CredentialPrefix starts every session credential.
+const CredentialPrefix = "jgs_"
+
+// SessionCredential is a short-lived password for the gateway, bound to one grant. Only its
+// hash is stored. It works only while its grant is active, so it never outlives the grant,
+// extensions included.
+type SessionCredential struct {
+	ID        int64     `json:"id"`
+	GrantID   int64     `json:"grant_id"`
+	User      string    `json:"user"`
+	Hash      string    `json:"-"`
+	CreatedAt time.Time `json:"created_at"`
+	// ExpiresAt is the grant's end when the credential was minted.
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Session is one connection through the gateway under a grant.
+type Session struct {
+	ID         int64     `json:"id"`
+	GrantID    int64     `json:"grant_id"`
+	User       string    `json:"user"`
+	Resource   string    `json:"resource"`
+	Role       string    `json:"role"`
+	ClientAddr string    `json:"client_addr"`
+	StartedAt  time.Time `json:"started_at"`
+	EndedAt    time.Time `json:"ended_at,omitzero"`
+	EndReason  string    `json:"end_reason,omitempty"`
+	BytesIn    int64     `json:"bytes_in"`
+	BytesOut   int64     `json:"bytes_out"`
+	Statements int64     `json:"statements"`
+}
+
+// SessionFilter selects sessions.
+type SessionFilter struct {
+	Live    bool
+	User    string
+	GrantID int64
+	Limit   int
+}
+
+// Audit actions for gateway sessions.
+const (
+	ActionSessionStarted    = "session.started"
+	ActionSessionEnded      = "session.ended"
+	ActionSessionStatement  = "session.statement"
+	ActionStatementsLost    = "session.statements_lost"
+	ActionCredentialMinted  = "grant.credentials_minted"
+	ActionSessionAuthFailed = "session.auth_failed"
+)
