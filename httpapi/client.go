@@ -191,7 +191,7 @@ func (c *Client) ListGrants(ctx context.Context, q access.GrantQuery) ([]*jitgat
 // Audit returns a page of audit events.
 func (c *Client) Audit(ctx context.Context, f jitgate.AuditFilter) (*AuditPage, error) {
 	v := url.Values{}
-	for k, n := range map[string]int64{"after": f.AfterSeq, "request": f.RequestID, "grant": f.GrantID, "limit": int64(f.Limit)} {
+	for k, n := range map[string]int64{"after": f.AfterSeq, "request": f.RequestID, "grant": f.GrantID, "session": f.SessionID, "limit": int64(f.Limit)} {
 		if n > 0 {
 			v.Set(k, id(n))
 		}
@@ -249,3 +249,25 @@ func (c *Client) ListTokens(ctx context.Context) ([]*jitgate.Token, error) {
 
 // String describes the client for messages.
 func (c *Client) String() string { return fmt.Sprintf("jitgate at %s", c.BaseURL) }
+
+// Credentials mints a gateway credential for a grant.
+func (c *Client) Credentials(ctx context.Context, grantID int64) (*Credentials, error) {
+	var out Credentials
+	return &out, c.do(ctx, "POST", "/v1/grants/"+id(grantID)+"/credentials", nil, nil, &out)
+}
+
+// Sessions lists gateway sessions.
+func (c *Client) Sessions(ctx context.Context, f jitgate.SessionFilter) ([]*jitgate.Session, error) {
+	v := url.Values{}
+	if f.Live {
+		v.Set("active", "true")
+	}
+	if f.GrantID > 0 {
+		v.Set("grant", id(f.GrantID))
+	}
+	if f.Limit > 0 {
+		v.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var out SessionList
+	return out.Sessions, c.do(ctx, "GET", "/v1/sessions", v, nil, &out)
+}

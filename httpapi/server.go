@@ -22,10 +22,14 @@ import (
 // Server is the HTTP API. Handlers only decode, call the engine and encode: every
 // authorization decision is the engine's.
 type Server struct {
-	engine *access.Engine
-	log    *slog.Logger
-	mux    *http.ServeMux
+	engine  *access.Engine
+	log     *slog.Logger
+	mux     *http.ServeMux
+	gateway *GatewayInfo
 }
+
+// SetGateway tells the API where the PostgreSQL gateway listens, enabling credentials.
+func (s *Server) SetGateway(g GatewayInfo) { s.gateway = &g }
 
 // New returns a Server for engine, registering its metrics in reg.
 func New(engine *access.Engine, log *slog.Logger, reg *prometheus.Registry) *Server {
@@ -114,6 +118,24 @@ func (s *Server) routes(reg *prometheus.Registry) {
 			return nil, err
 		}
 		return s.engine.Extend(r.Context(), id, by, b.Reason)
+	})
+	s.apiStatus("POST /v1/grants/{id}/credentials", http.StatusCreated, s.credentials)
+	s.api("GET /v1/sessions", func(r *http.Request) (any, error) {
+		var f jitgate.SessionFilter
+		var err error
+		if f.Live, err = queryBool(r, "active"); err != nil {
+			return nil, err
+		}
+		if f.GrantID, err = queryInt(r, "grant"); err != nil {
+			return nil, err
+		}
+		limit, err := queryInt(r, "limit")
+		if err != nil {
+			return nil, err
+		}
+		f.Limit = int(limit)
+		ss, err := s.engine.ListSessions(r.Context(), f)
+		return &SessionList{Sessions: nonNil(ss)}, err
 	})
 	s.api("GET /v1/audit", s.listAudit)
 	s.api("GET /v1/audit/verify", func(r *http.Request) (any, error) { return s.engine.VerifyAudit(r.Context()) })
@@ -403,6 +425,9 @@ func (s *Server) listAudit(r *http.Request) (any, error) {
 	if f.GrantID, err = queryInt(r, "grant"); err != nil {
 		return nil, err
 	}
+	if f.SessionID, err = queryInt(r, "session"); err != nil {
+		return nil, err
+	}
 	limit, err := queryInt(r, "limit")
 	if err != nil {
 		return nil, err
@@ -460,4 +485,23 @@ func (s *Server) createToken(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return &CreatedToken{Token: token, Record: rec}, nil
+}
+
+func (s *Server) credentials(r *http.Request) (any, error) {
+	id, err := pathID(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := decodeOptional(r, &struct{}{}); err != nil {
+		return nil, err
+	}
+	if s.gateway == nil {
+		return nil, jitgate.Errorf(jitgate.ECONFLICT, "this server runs no PostgreSQL gateway (configure gateway.postgres)")
+	}
+	secret, c, g, err := s.engine.MintCredential(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	return &Credentials{GrantID: g.ID, Host: s.gateway.Host, Port: s.gateway.Port, User: g.User, Database: g.Resource,
+		Password: secret, SSLMode: s.gateway.SSLMode, ExpiresAt: c.ExpiresAt}, nil
 }

@@ -93,3 +93,28 @@ type GrantList struct {
 type TokenList struct {
 	Tokens []*jitgate.Token `json:"tokens"`
 }
+
+// GatewayInfo tells clients where the PostgreSQL gateway listens.
+type GatewayInfo struct {
+	Host    string `json:"host"`
+	Port    string `json:"port"`
+	SSLMode string `json:"sslmode"`
+}
+
+// Credentials is the response to POST /v1/grants/{id}/credentials: how to connect to the
+// gateway under the grant. Password is shown only here.
+type Credentials struct {
+	GrantID   int64     `json:"grant_id"`
+	Host      string    `json:"host"`
+	Port      string    `json:"port"`
+	User      string    `json:"user"`
+	Database  string    `json:"database"`
+	Password  string    `json:"password"`
+	SSLMode   string    `json:"sslmode"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// SessionList is the response to GET /v1/sessions.
+type SessionList struct {
+	Sessions []*jitgate.Session `json:"sessions"`
+}

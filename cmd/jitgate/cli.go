@@ -88,6 +88,9 @@ and the access is switched on only while the grant lasts.
 	}
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if cmd.Name() == "credentials" && (a.output == "env" || a.output == "uri") {
+			return nil
+		}
 		if a.output != "table" && a.output != "json" {
 			return usagef("--output must be table or json, not %q", a.output)
 		}
@@ -96,7 +99,7 @@ and the access is switched on only while the grant lasts.
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.serverCmd(), a.tokenCmd(), a.loginCmd(), a.whoamiCmd(), a.resourcesCmd(), a.requestCmd(),
 		a.requestsCmd(), a.showCmd(), a.approveCmd(), a.denyCmd(), a.cancelCmd(), a.grantsCmd(), a.revokeCmd(),
-		a.extendCmd(), a.auditCmd(), a.policyCmd())
+		a.extendCmd(), a.auditCmd(), a.policyCmd(), a.credentialsCmd(), a.connectCmd(), a.sessionsCmd())
 	return root
 }
 

@@ -552,6 +552,7 @@ func (a *app) auditCmd() *cobra.Command {
 		since, actor   string
 		follow, verify bool
 		reqID, grantID int64
+		sessionID      int64
 		after          int64
 		limit          int
 	)
@@ -582,7 +583,7 @@ verification names the first event that was edited, deleted or reordered, and ex
 				}
 				return nil
 			}
-			f := jitgate.AuditFilter{AfterSeq: after, Actor: actor, RequestID: reqID, GrantID: grantID, Limit: limit}
+			f := jitgate.AuditFilter{AfterSeq: after, Actor: actor, RequestID: reqID, GrantID: grantID, SessionID: sessionID, Limit: limit}
 			if since != "" {
 				if d, err := jitgate.ParseDuration(since); err == nil {
 					f.Since = time.Now().Add(-d)
@@ -624,6 +625,7 @@ verification names the first event that was edited, deleted or reordered, and ex
 	cmd.Flags().StringVar(&actor, "actor", "", "only events by this actor")
 	cmd.Flags().Int64Var(&reqID, "request", 0, "only events of this request")
 	cmd.Flags().Int64Var(&grantID, "grant", 0, "only events of this grant")
+	cmd.Flags().Int64Var(&sessionID, "session", 0, "only events of this gateway session (its statements)")
 	cmd.Flags().Int64Var(&after, "after", 0, "only events after this sequence number")
 	cmd.Flags().IntVar(&limit, "limit", 1000, "at most this many per page")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep printing new events until interrupted")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -27,22 +28,40 @@ func TestScripts(t *testing.T) {
 		testscript.Run(t, testscript.Params{
 			Dir: "testdata/script",
 			Setup: func(env *testscript.Env) error {
-				dsn := b.DSN
-				if b.Name == "sqlite" {
-					dsn = "sqlite:" + filepath.Join(env.WorkDir, "jitgate.db")
-				} else {
+				// Setup runs on the script's goroutine: it returns errors rather than failing t.
+				dsn := "sqlite:" + filepath.Join(env.WorkDir, "jitgate.db")
+				if b.Name == "postgres" {
 					// Each script gets a schema of its own.
-					dsn = testdb.Postgres(t).DSN
-				}
-				cfg := filepath.Join(env.WorkDir, "jitgate.yaml")
-				if data, err := os.ReadFile(cfg); err == nil {
-					if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(string(data), "STORE_DSN", dsn)), 0o600); err != nil {
+					var cleanup func() error
+					var err error
+					if dsn, cleanup, err = testdb.NewSchema(); err != nil {
 						return err
 					}
+					env.Defer(func() { cleanup() })
 				}
 				addr, err := freeAddr()
 				if err != nil {
 					return err
+				}
+				gwAddr, err := freeAddr()
+				if err != nil {
+					return err
+				}
+				upstream, database, err := testdb.PrepareUpstream()
+				switch {
+				case err == nil:
+					env.Setenv("UPSTREAM", "ok")
+				case errors.Is(err, testdb.ErrUnreachable) && os.Getenv("CI") != "true":
+					// Scripts that need it skip with [!upstream].
+				default:
+					return err
+				}
+				cfg := filepath.Join(env.WorkDir, "jitgate.yaml")
+				if data, err := os.ReadFile(cfg); err == nil {
+					r := strings.NewReplacer("STORE_DSN", dsn, "GATEWAY_ADDR", gwAddr, "UPSTREAM_ADDR", upstream, "UPSTREAM_DB", database)
+					if err := os.WriteFile(cfg, []byte(r.Replace(string(data))), 0o600); err != nil {
+						return err
+					}
 				}
 				env.Setenv("STORE", dsn)
 				env.Setenv("ADDR", addr)
@@ -50,6 +69,13 @@ func TestScripts(t *testing.T) {
 				env.Setenv("HOME", env.WorkDir)
 				env.Setenv("XDG_CONFIG_HOME", filepath.Join(env.WorkDir, ".config"))
 				return nil
+			},
+			Condition: func(cond string) (bool, error) {
+				if cond == "upstream" {
+					_, _, err := testdb.PrepareUpstream()
+					return err == nil, nil
+				}
+				return false, fmt.Errorf("unknown condition %q", cond)
 			},
 			Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 				"waitserver": waitServer,

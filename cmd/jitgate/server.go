@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/access"
 	"github.com/jitgate/jitgate/config"
+	pggateway "github.com/jitgate/jitgate/gateway/postgres"
 	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/policy"
 	"github.com/jitgate/jitgate/store"
@@ -87,6 +89,7 @@ func isTerminal(w io.Writer) bool {
 // runtime is a wired-up engine on an open store.
 type runtime struct {
 	cfg    *config.Config
+	set    *policy.Set
 	store  *store.DB
 	engine *access.Engine
 }
@@ -117,7 +120,7 @@ func openRuntime(ctx context.Context, cfgPath string, dev bool, storeOverride st
 		return nil, err
 	}
 	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory(), Logger: log})
-	return &runtime{cfg: cfg, store: st, engine: eng}, nil
+	return &runtime{cfg: cfg, set: set, store: st, engine: eng}, nil
 }
 
 func (a *app) runServer(ctx context.Context, o serverOpts) error {
@@ -147,8 +150,14 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	api := httpapi.New(rt.engine, log, reg)
+	gw, err := startGateway(rt, o.dev, log, api, reg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	srv := &http.Server{
-		Handler:           httpapi.New(rt.engine, log, reg),
+		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -179,6 +188,9 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 
 	select {
 	case err := <-serveErr:
+		if gw != nil {
+			gw.Close()
+		}
 		cancel()
 		wg.Wait()
 		return fmt.Errorf("serve: %w", err)
@@ -188,6 +200,9 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	err = srv.Shutdown(sctx)
+	if gw != nil {
+		gw.Close() // ends every session and flushes the statement recorder
+	}
 	cancel()
 	wg.Wait()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -235,4 +250,50 @@ Tokens expire in 24h. Stop the server with Ctrl-C.
 
 `, url, storePath, url, tokens["alice"], tokens["bob"], tokens["carol"])
 	return nil
+}
+
+// startGateway starts the PostgreSQL gateway if the config has one.
+func startGateway(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server, reg *prometheus.Registry) (*pggateway.Gateway, error) {
+	pg := rt.cfg.Gateway.Postgres
+	if pg == nil {
+		return nil, nil
+	}
+	var (
+		tlsCfg *tls.Config
+		err    error
+	)
+	switch {
+	case pg.TLSCert != "":
+		if tlsCfg, err = pggateway.LoadTLS(pg.TLSCert, pg.TLSKey); err != nil {
+			return nil, err
+		}
+	case dev:
+		if tlsCfg, err = pggateway.SelfSigned("127.0.0.1", "localhost"); err != nil {
+			return nil, err
+		}
+	case !pg.InsecurePlaintext:
+		return nil, fmt.Errorf("%s: gateway.postgres needs tls_cert and tls_key (or insecure_plaintext: true for local experiments)", rt.cfg.File)
+	}
+	ln, err := net.Listen("tcp", pg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: listen on %s: %w", pg.Addr, err)
+	}
+	gw := pggateway.New(pggateway.Options{
+		Engine: rt.engine, Upstream: pggateway.ConfigUpstream(rt.set, "prefer"), TLS: tlsCfg,
+		InsecurePlaintext: pg.InsecurePlaintext, Logger: log,
+	})
+	reg.MustRegister(gw)
+	go func() {
+		if err := gw.Serve(ln); err != nil {
+			log.Error("gateway stopped", "err", err)
+		}
+	}()
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	sslmode := "require"
+	if tlsCfg == nil {
+		sslmode = "disable"
+	}
+	api.SetGateway(httpapi.GatewayInfo{Host: host, Port: port, SSLMode: sslmode})
+	log.Info("PostgreSQL gateway listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
+	return gw, nil
 }

@@ -170,6 +170,13 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	}
 }
 
+// ServeConn runs one client connection to its end (for tests and custom listeners).
+func (g *Gateway) ServeConn(conn net.Conn) {
+	g.conns.Add(1)
+	defer g.conns.Done()
+	g.handle(conn)
+}
+
 // Close stops accepting connections, ends every session ("jitgate is shutting down"),
 // flushes the statement recorder and returns when all connection goroutines are gone.
 func (g *Gateway) Close() error {

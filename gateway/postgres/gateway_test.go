@@ -61,43 +61,10 @@ type env struct {
 	cancel context.CancelFunc
 }
 
-// setupUpstream creates the login roles and a table to read, idempotently.
-func setupUpstream(t *testing.T) (host, port, db string) {
-	t.Helper()
-	testdb.Postgres(t) // skips, or fails under CI, when PostgreSQL is unreachable
-	u, err := url.Parse(testdb.PostgresURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, testdb.PostgresURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	for _, q := range []string{
-		`DO $$ BEGIN
-		   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jg_gw_read') THEN CREATE ROLE jg_gw_read LOGIN; END IF;
-		   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jg_gw_write') THEN CREATE ROLE jg_gw_write LOGIN; END IF;
-		 END $$`,
-		`GRANT pg_read_all_data TO jg_gw_read`,
-		`GRANT pg_read_all_data, pg_write_all_data TO jg_gw_write`,
-		`CREATE SCHEMA IF NOT EXISTS jg_gw`,
-		`CREATE TABLE IF NOT EXISTS jg_gw.items (id int PRIMARY KEY, name text)`,
-		`INSERT INTO jg_gw.items VALUES (1, 'widget') ON CONFLICT DO NOTHING`,
-		`GRANT USAGE ON SCHEMA jg_gw TO jg_gw_read, jg_gw_write`,
-	} {
-		if _, err := conn.Exec(ctx, q); err != nil && !strings.Contains(err.Error(), "already") {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	return u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/")
-}
-
 func newEnv(t *testing.T, opts ...func(*postgres.Options)) *env {
 	t.Helper()
-	host, port, db := setupUpstream(t)
-	cfg, err := config.Parse("gw.yaml", []byte(fmt.Sprintf(gwConfig, net.JoinHostPort(host, port), db)))
+	addr, db := testdb.GatewayUpstream(t)
+	cfg, err := config.Parse("gw.yaml", []byte(fmt.Sprintf(gwConfig, addr, db)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,9 +194,9 @@ func TestReadGrantReadsAndCannotWrite(t *testing.T) {
 	stmts := waitStatements(t, e, g.ID, 5)
 	want := map[string]string{
 		"SELECT name, current_user FROM jg_gw.items WHERE id = $1": "tag=SELECT 1",
-		"INSERT INTO jg_gw.items VALUES (2, 'gadget')":              "sqlstate=42501",
-		"RESET ROLE":                                                 "tag=RESET",
-		"SELEC 1":                                                    "sqlstate=42601",
+		"INSERT INTO jg_gw.items VALUES (2, 'gadget')":             "sqlstate=42501",
+		"RESET ROLE": "tag=RESET",
+		"SELEC 1":    "sqlstate=42601",
 	}
 	for sql, outcome := range want {
 		found := false

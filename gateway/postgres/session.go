@@ -44,6 +44,7 @@ type session struct {
 
 	bytesIn, bytesOut, statements atomic.Int64
 	dead                          atomic.Bool // set by kill: relay nothing more to the client
+	terminated                    atomic.Bool // the client said goodbye (Terminate)
 
 	qmu     sync.Mutex
 	pending []*stmt // statements sent upstream, awaiting their outcome, in order
@@ -181,6 +182,8 @@ func (s *session) run() {
 			writeError(cw, "FATAL", "57P01", "jitgate: "+reason+"; session closed")
 			_ = cw.Flush()
 		}
+	case s.terminated.Load():
+		reason = "client ended the session"
 	case errors.Is(err, io.EOF):
 		reason = "upstream closed the connection"
 	default:
@@ -298,6 +301,7 @@ func (s *session) clientToUpstream() error {
 				return err
 			}
 			if typ == 'X' {
+				s.terminated.Store(true)
 				_ = w.Flush()
 				return io.EOF
 			}

@@ -8,6 +8,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -44,44 +46,66 @@ func PostgresURL() string {
 // skips the test when PostgreSQL is unreachable, or fails it when CI=true.
 func Postgres(t testing.TB) Backend {
 	t.Helper()
+	dsn, cleanup, err := NewSchema()
+	if errors.Is(err, ErrUnreachable) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL at %s is required with CI=true: %v", PostgresURL(), err)
+		}
+		t.Skipf("%v; set JITGATE_TEST_POSTGRES, or CI=true to make this fatal", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cleanup(); err != nil {
+			t.Error(err)
+		}
+	})
+	return Backend{Name: "postgres", DSN: dsn}
+}
+
+// ErrUnreachable is returned when the test PostgreSQL cannot be reached.
+var ErrUnreachable = errors.New("PostgreSQL unreachable")
+
+// NewSchema creates a fresh schema in the test PostgreSQL and returns a store DSN using it and
+// a function that drops it. It is for callers that cannot fail a test directly (testscript
+// setup); others use Postgres.
+func NewSchema() (dsn string, cleanup func() error, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	base := PostgresURL()
 	conn, err := pgx.Connect(ctx, base)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL at %s is required with CI=true: %v", base, err)
-		}
-		t.Skipf("PostgreSQL unreachable (%v); set JITGATE_TEST_POSTGRES, or CI=true to make this fatal", err)
+		return "", nil, fmt.Errorf("%w (%s): %v", ErrUnreachable, base, err)
 	}
 	defer conn.Close(ctx)
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	schema := "jg_test_" + hex.EncodeToString(b[:])
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
-		t.Fatalf("create schema: %v", err)
+		return "", nil, fmt.Errorf("create schema: %w", err)
 	}
-	t.Cleanup(func() {
+	cleanup = func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, base)
 		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
+			return fmt.Errorf("drop schema %s: %w", schema, err)
 		}
 		defer conn.Close(ctx)
 		if _, err := conn.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
+			return fmt.Errorf("drop schema %s: %w", schema, err)
 		}
-	})
+		return nil
+	}
 	u, err := url.Parse(base)
 	if err != nil {
-		t.Fatalf("JITGATE_TEST_POSTGRES: %v", err)
+		return "", nil, fmt.Errorf("JITGATE_TEST_POSTGRES: %w", err)
 	}
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
-	return Backend{Name: "postgres", DSN: u.String()}
+	return u.String(), cleanup, nil
 }
 
 // All returns a fresh SQLite backend and a fresh PostgreSQL backend (see Postgres), for

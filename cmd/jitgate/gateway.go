@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/access"
+	"github.com/jitgate/jitgate/httpapi"
+	"github.com/spf13/cobra"
+)
+
+// activeGrant finds the caller's one active grant on resource (and role, if given).
+func activeGrant(ctx context.Context, c *httpapi.Client, resource, role string) (*jitgate.Grant, error) {
+	gs, err := c.ListGrants(ctx, access.GrantQuery{Active: true, Mine: true, Resource: resource})
+	if err != nil {
+		return nil, err
+	}
+	var match []*jitgate.Grant
+	for _, g := range gs {
+		if g.State == jitgate.GrantActive && (role == "" || g.Role == role) {
+			match = append(match, g)
+		}
+	}
+	switch len(match) {
+	case 0:
+		what := resource
+		if role != "" {
+			what += "/" + role
+		}
+		return nil, fmt.Errorf("you have no active grant on %s; request one with: jitgate request %s --role ROLE --for 1h --reason TEXT", what, resource)
+	case 1:
+		return match[0], nil
+	}
+	var roles []string
+	for _, g := range match {
+		roles = append(roles, g.Role)
+	}
+	return nil, usagef("you hold several roles on %s (%s); pick one with --role", resource, strings.Join(roles, ", "))
+}
+
+// pgEnv is the libpq environment for a credential.
+func pgEnv(cr *httpapi.Credentials) []string {
+	return []string{
+		"PGHOST=" + cr.Host, "PGPORT=" + cr.Port, "PGUSER=" + cr.User, "PGDATABASE=" + cr.Database,
+		"PGPASSWORD=" + cr.Password, "PGSSLMODE=" + cr.SSLMode,
+	}
+}
+
+func (a *app) credentialsCmd() *cobra.Command {
+	var role string
+	cmd := &cobra.Command{
+		Use:   "credentials RESOURCE [--role ROLE] [-o env|uri|json]",
+		Short: "Get a short-lived password for the PostgreSQL gateway under your active grant",
+		Long: `Mint a session credential for your active grant on RESOURCE. It works only through the
+gateway, only while the grant is active, and only as you: it never outlives the grant.
+Output: shell exports (env, the default), a connection URI (uri), or JSON.`,
+		Args: exactArgs("RESOURCE"),
+		RunE: a.withClient(func(ctx context.Context, c *httpapi.Client, args []string) error {
+			g, err := activeGrant(ctx, c, args[0], role)
+			if err != nil {
+				return err
+			}
+			cr, err := c.Credentials(ctx, g.ID)
+			if err != nil {
+				return err
+			}
+			switch a.output {
+			case "json":
+				return a.printJSON(cr)
+			case "uri":
+				u := url.URL{Scheme: "postgres", User: url.UserPassword(cr.User, cr.Password), Host: cr.Host + ":" + cr.Port,
+					Path: "/" + cr.Database, RawQuery: "sslmode=" + cr.SSLMode}
+				fmt.Fprintln(a.stdout, u.String())
+			default:
+				for _, kv := range pgEnv(cr) {
+					fmt.Fprintf(a.stdout, "export %s\n", kv)
+				}
+				fmt.Fprintf(a.stderr, "# valid while grant %d is active (ends %s)\n", g.ID, relative(g.EndsAt, time.Now()))
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&role, "role", "", "which of your grants on the resource")
+	return cmd
+}
+
+func (a *app) connectCmd() *cobra.Command {
+	var role string
+	cmd := &cobra.Command{
+		Use:   "connect RESOURCE [--role ROLE] [-- PSQL-ARGS...]",
+		Short: "Open psql through the gateway under your active grant",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 1 {
+				return usagef("connect takes a RESOURCE")
+			}
+			return nil
+		},
+		RunE: a.withClient(func(ctx context.Context, c *httpapi.Client, args []string) error {
+			g, err := activeGrant(ctx, c, args[0], role)
+			if err != nil {
+				return err
+			}
+			cr, err := c.Credentials(ctx, g.ID)
+			if err != nil {
+				return err
+			}
+			psql, err := exec.LookPath("psql")
+			if err != nil {
+				return fmt.Errorf("psql is not installed; use jitgate credentials %s with your own client", args[0])
+			}
+			fmt.Fprintf(a.stderr, "Connecting to %s as %s/%s through jitgate; the session ends with grant %d (%s).\n",
+				g.Resource, g.User, g.Role, g.ID, relative(g.EndsAt, time.Now()))
+			p := exec.CommandContext(ctx, psql, args[1:]...)
+			p.Env = append(os.Environ(), pgEnv(cr)...)
+			p.Stdin, p.Stdout, p.Stderr = a.stdin, a.stdout, a.stderr
+			if err := p.Run(); err != nil {
+				return silentError{err}
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&role, "role", "", "which of your grants on the resource")
+	return cmd
+}
+
+func (a *app) sessionsCmd() *cobra.Command {
+	var (
+		active bool
+		grant  int64
+	)
+	cmd := &cobra.Command{
+		Use:   "sessions [--active] [--grant ID]",
+		Short: "List gateway sessions you can see",
+		Args:  exactArgs(),
+		RunE: a.withClient(func(ctx context.Context, c *httpapi.Client, _ []string) error {
+			ss, err := c.Sessions(ctx, jitgate.SessionFilter{Live: active, GrantID: grant})
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return a.printJSON(ss)
+			}
+			now := time.Now()
+			t := newTable(a.stdout, "ID", "GRANT", "USER", "RESOURCE", "ROLE", "CLIENT", "STARTED", "ENDED", "STATEMENTS", "BYTES IN/OUT", "REASON")
+			for _, s := range ss {
+				ended := "live"
+				if !s.EndedAt.IsZero() {
+					ended = relative(s.EndedAt, now)
+				}
+				t.row(s.ID, s.GrantID, s.User, s.Resource, s.Role, s.ClientAddr, relative(s.StartedAt, now), ended,
+					s.Statements, fmt.Sprintf("%d/%d", s.BytesIn, s.BytesOut), truncate(s.EndReason, 50))
+			}
+			return t.flush()
+		}),
+	}
+	cmd.Flags().BoolVar(&active, "active", false, "only live sessions")
+	cmd.Flags().Int64Var(&grant, "grant", 0, "only sessions of this grant")
+	return cmd
+}
