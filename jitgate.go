@@ -46,6 +46,8 @@ type Resource struct {
 	Kind     string `json:"kind"`
 	Address  string `json:"address,omitempty"`
 	Database string `json:"database,omitempty"`
+	// SSLMode is how jitgate connects to the resource (libpq's sslmode; empty means prefer).
+	SSLMode string `json:"-"`
 	// Credentials is how jitgate itself logs in to the resource (to provision users).
 	Credentials Secret `json:"-"`
 	Roles       []Role `json:"roles"`

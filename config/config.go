@@ -74,10 +74,13 @@ type Secret struct {
 
 // Resource is a target access is granted to.
 type Resource struct {
-	Name        string  `yaml:"name"`
-	Kind        string  `yaml:"kind"`
-	Address     string  `yaml:"address"`
-	Database    string  `yaml:"database"`
+	Name     string `yaml:"name"`
+	Kind     string `yaml:"kind"`
+	Address  string `yaml:"address"`
+	Database string `yaml:"database"`
+	// SSLMode is how jitgate connects to a postgres resource: disable, prefer (default),
+	// require, verify-ca or verify-full.
+	SSLMode     string  `yaml:"sslmode"`
 	Credentials *Secret `yaml:"credentials"`
 	Roles       []Role  `yaml:"roles"`
 }

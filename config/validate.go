@@ -67,6 +67,11 @@ func (c *Config) validate() error {
 		default:
 			return c.Errorf(p+".kind", "unknown kind %q (postgres, mysql or webhook)", r.Kind)
 		}
+		switch r.SSLMode {
+		case "", "disable", "prefer", "require", "verify-ca", "verify-full":
+		default:
+			return c.Errorf(p+".sslmode", "unknown sslmode %q (disable, prefer, require, verify-ca, verify-full)", r.SSLMode)
+		}
 		if r.Credentials != nil {
 			if err := c.validateSecret(p+".credentials", r.Credentials); err != nil {
 				return err
@@ -266,7 +271,7 @@ func (c *Config) checkPrincipals(p string, pr Principals, users map[string]bool)
 func (c *Config) DomainResources() []*jitgate.Resource {
 	out := make([]*jitgate.Resource, 0, len(c.Resources))
 	for _, r := range c.Resources {
-		dr := &jitgate.Resource{Name: r.Name, Kind: r.Kind, Address: r.Address, Database: r.Database}
+		dr := &jitgate.Resource{Name: r.Name, Kind: r.Kind, Address: r.Address, Database: r.Database, SSLMode: r.SSLMode}
 		if r.Credentials != nil {
 			dr.Credentials = jitgate.Secret(*r.Credentials)
 		}

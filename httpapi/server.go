@@ -31,6 +31,9 @@ type Server struct {
 // SetGateway tells the API where the PostgreSQL gateway listens, enabling credentials.
 func (s *Server) SetGateway(g GatewayInfo) { s.gateway = &g }
 
+// Gateway returns where the PostgreSQL gateway listens, or nil.
+func (s *Server) Gateway() *GatewayInfo { return s.gateway }
+
 // New returns a Server for engine, registering its metrics in reg.
 func New(engine *access.Engine, log *slog.Logger, reg *prometheus.Registry) *Server {
 	if log == nil {

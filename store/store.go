@@ -49,6 +49,11 @@ type DB struct {
 	db      *sql.DB
 	dialect Dialect
 
+	// writeMu serializes this process's SQLite write transactions. SQLite allows one writer
+	// at a time anyway; waiting here is a fair queue, where waiting on SQLite's lock would be
+	// its busy handler's sleep-and-retry, which costs milliseconds under contention.
+	writeMu sync.Mutex
+
 	mu     sync.Mutex
 	stmts  map[string]*sql.Stmt // prepared statements by query text (as written, with ?)
 	wanted map[string]bool      // queries run since the last warm that are not prepared yet
@@ -244,6 +249,10 @@ func (s *DB) Ping(ctx context.Context) error {
 // Tx runs fn in a write transaction.
 func (s *DB) Tx(ctx context.Context, fn func(jitgate.Tx) error) error {
 	s.warm(ctx)
+	if s.dialect == SQLite {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return s.classify(err)

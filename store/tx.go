@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jitgate/jitgate"
@@ -397,34 +398,61 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 	if err := t.queryRow(`SELECT seq, hash FROM audit_head WHERE id = 1`+t.forUpdate(true)).Scan(&seq, &prev); err != nil {
 		return err
 	}
-	var q strings.Builder
-	q.WriteString(`INSERT INTO audit_events (seq, time, actor, action, request_id, grant_id, session_id, details, prev_hash, hash) VALUES `)
-	args := make([]any, 0, 10*len(events))
-	for i, e := range events {
-		seq++
-		e.Seq, e.PrevHash, e.Time = seq, prev, e.Time.UTC()
-		e.Hash = e.ComputeHash()
-		prev = e.Hash
-		details := []byte("{}")
-		if len(e.Details) > 0 {
-			var err error
-			if details, err = json.Marshal(e.Details); err != nil {
-				return err
+	args := make([]any, 0, auditCols*min(len(events), auditChunks[0]))
+	for len(events) > 0 {
+		// Insert in chunks of a few fixed sizes, so that the statements stay few and cached.
+		n := auditChunks[len(auditChunks)-1]
+		for _, c := range auditChunks {
+			if len(events) >= c {
+				n = c
+				break
 			}
 		}
+		args = args[:0]
+		for _, e := range events[:n] {
+			seq++
+			e.Seq, e.PrevHash, e.Time = seq, prev, e.Time.UTC()
+			e.Hash = e.ComputeHash()
+			prev = e.Hash
+			details := []byte("{}")
+			if len(e.Details) > 0 {
+				var err error
+				if details, err = json.Marshal(e.Details); err != nil {
+					return err
+				}
+			}
+			args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, e.SessionID, string(details), e.PrevHash, e.Hash)
+		}
+		if _, err := t.exec(auditInsert(n), args...); err != nil {
+			return err
+		}
+		events = events[n:]
+	}
+	_, err := t.exec(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, seq, prev)
+	return err
+}
+
+const auditCols = 10
+
+// auditChunks are the row counts of the audit INSERT statements, largest first.
+var auditChunks = []int{128, 16, 1}
+
+var auditInserts sync.Map // rows → statement text
+
+func auditInsert(rows int) string {
+	if q, ok := auditInserts.Load(rows); ok {
+		return q.(string)
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO audit_events (seq, time, actor, action, request_id, grant_id, session_id, details, prev_hash, hash) VALUES `)
+	for i := range rows {
 		if i > 0 {
 			q.WriteString(", ")
 		}
 		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-		args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, e.SessionID, string(details), e.PrevHash, e.Hash)
 	}
-	// One statement for all of a transaction's events keeps a lifecycle step to a few round
-	// trips.
-	if _, err := t.exec(q.String(), args...); err != nil {
-		return err
-	}
-	_, err := t.exec(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, seq, prev)
-	return err
+	auditInserts.Store(rows, q.String())
+	return q.String()
 }
 
 func (t *txn) ListAudit(f jitgate.AuditFilter) ([]*jitgate.AuditEvent, error) {

@@ -167,7 +167,7 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 	log.Info("jitgate server listening", "url", url, "store", store.Redact(rt.cfg.Server.Store))
 
 	if o.dev {
-		if err := a.printDevTour(ctx, rt, url, o.store); err != nil {
+		if err := a.printDevTour(ctx, rt, url, o.store, api.Gateway()); err != nil {
 			ln.Close()
 			return err
 		}
@@ -213,7 +213,7 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 }
 
 // printDevTour mints a token for each demo user and prints commands to paste.
-func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath string) error {
+func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath string, gw *httpapi.GatewayInfo) error {
 	local := jitgate.NewContext(ctx, &jitgate.User{Name: "dev-server", Local: true})
 	tokens := map[string]string{}
 	for _, u := range []string{"alice", "bob", "carol"} {
@@ -222,6 +222,16 @@ func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath stri
 			return err
 		}
 		tokens[u] = tok
+	}
+	gatewayHelp := ""
+	if gw != nil {
+		gatewayHelp = fmt.Sprintf(`
+PostgreSQL gateway (TLS, self-signed) on %s:%s. With an active grant on demo-db
+(see dev.yaml for the two database roles it logs in as):
+  as-alice credentials demo-db     # PG* variables for any client
+  as-alice connect demo-db         # psql through the gateway
+  as-carol sessions
+`, gw.Host, gw.Port)
 	}
 	w := a.stdout
 	fmt.Fprintf(w, `
@@ -245,10 +255,10 @@ In another terminal:
   as-alice extend 2 --by 30m --reason "needs longer"
   as-bob revoke 1 --reason "done"
   as-carol audit --verify
-
+%s
 Tokens expire in 24h. Stop the server with Ctrl-C.
 
-`, url, storePath, url, tokens["alice"], tokens["bob"], tokens["carol"])
+`, url, storePath, url, tokens["alice"], tokens["bob"], tokens["carol"], gatewayHelp)
 	return nil
 }
 
@@ -275,11 +285,15 @@ func startGateway(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server, 
 		return nil, fmt.Errorf("%s: gateway.postgres needs tls_cert and tls_key (or insecure_plaintext: true for local experiments)", rt.cfg.File)
 	}
 	ln, err := net.Listen("tcp", pg.Addr)
+	if err != nil && dev {
+		// The demo must start on any machine: take a free port instead.
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("gateway: listen on %s: %w", pg.Addr, err)
 	}
 	gw := pggateway.New(pggateway.Options{
-		Engine: rt.engine, Upstream: pggateway.ConfigUpstream(rt.set, "prefer"), TLS: tlsCfg,
+		Engine: rt.engine, Upstream: pggateway.ConfigUpstream(rt.set), TLS: tlsCfg,
 		InsecurePlaintext: pg.InsecurePlaintext, Logger: log,
 	})
 	reg.MustRegister(gw)

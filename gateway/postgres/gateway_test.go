@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -36,6 +37,7 @@ resources:
     kind: postgres
     address: %s
     database: %s
+    sslmode: disable
     roles:
       - {name: read, grants: [pg_read_all_data], upstream: {user: jg_gw_read}}
       - {name: write, grants: [pg_write_all_data], upstream: {user: jg_gw_write}}
@@ -79,7 +81,7 @@ func newEnv(t *testing.T, opts ...func(*postgres.Options)) *env {
 	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory()})
 	ctx, cancel := context.WithCancel(context.Background())
 	go eng.Run(ctx)
-	o := postgres.Options{Engine: eng, Upstream: postgres.ConfigUpstream(set, "disable"), InsecurePlaintext: true}
+	o := postgres.Options{Engine: eng, Upstream: postgres.ConfigUpstream(set), InsecurePlaintext: true}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -508,4 +510,31 @@ func startup(version uint32, params map[string]string) []byte {
 	body = append(body, 0)
 	n := len(body) + 4
 	return append([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, body...)
+}
+
+// With a certificate configured, clients get TLS on SSLRequest and plaintext is refused.
+func TestTLS(t *testing.T) {
+	tlsCfg, err := postgres.SelfSigned("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(o *postgres.Options) { o.TLS, o.InsecurePlaintext = tlsCfg, false })
+	_, secret := e.grant(t, "read", time.Hour)
+	_, err = pgx.Connect(context.Background(), e.dsn("alice", secret))
+	if sqlstate(err) != "28000" || !strings.Contains(err.Error(), "requires TLS") {
+		t.Fatalf("plaintext: %v", err)
+	}
+	dsn := strings.Replace(e.dsn("alice", secret), "sslmode=disable", "sslmode=require", 1)
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if !conn.PgConn().Conn().(interface{ ConnectionState() tls.ConnectionState }).ConnectionState().HandshakeComplete {
+		t.Fatal("not TLS")
+	}
+	var one int
+	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("query over TLS: %v", err)
+	}
 }

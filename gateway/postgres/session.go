@@ -189,11 +189,10 @@ func (s *session) run() {
 	default:
 		reason = "client disconnected"
 	}
-	if reason != "" || s.hasPending() {
-		// Whoever ended it, a query still running upstream is cancelled, not left to run on.
-		if s.killReason() == "" {
-			s.cancelUpstream()
-		}
+	if s.killReason() == "" && s.hasPending() {
+		// The client vanished mid-query: cancel the query rather than let it run on (kill has
+		// already cancelled in the other case; a clean goodbye leaves nothing running).
+		s.cancelUpstream()
 	}
 	s.client.Close()
 	s.up.Close()
@@ -252,6 +251,28 @@ func frame(r *bufio.Reader, max int) (byte, int, error) {
 	return hdr[0], n, nil
 }
 
+// copyMsg moves n bytes from r to w through w's buffer. (io.Copy into an empty bufio.Writer
+// would hand the socket to ReadFrom and cost a write system call per message; this way the
+// messages of one response leave in one write.)
+func copyMsg(w *bufio.Writer, r *bufio.Reader, n int) error {
+	for n > 0 {
+		k := min(n, r.Size())
+		if b := r.Buffered(); b > 0 {
+			k = min(n, b)
+		}
+		b, err := r.Peek(k)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		_, _ = r.Discard(len(b))
+		n -= len(b)
+	}
+	return nil
+}
+
 // readBody reads a whole message (header included) into buf.
 func readBody(r *bufio.Reader, n int, buf []byte) ([]byte, error) {
 	buf = append(buf[:0], make([]byte, 5+n)...)
@@ -306,7 +327,7 @@ func (s *session) clientToUpstream() error {
 				return io.EOF
 			}
 		default:
-			if _, err := io.CopyN(w, r, int64(5+n)); err != nil {
+			if err := copyMsg(w, r, 5+n); err != nil {
 				return err
 			}
 		}
@@ -355,7 +376,7 @@ func (s *session) upstreamToClient(w *bufio.Writer) (intact bool, err error) {
 				return false, err
 			}
 		default:
-			if _, err := io.CopyN(w, r, int64(5+n)); err != nil {
+			if err := copyMsg(w, r, 5+n); err != nil {
 				return false, err
 			}
 		}
@@ -476,12 +497,10 @@ func (s *session) emit(st *stmt) {
 	if len(sql) > maxSQL {
 		sql = sql[:maxSQL] + fmt.Sprintf("... [%d bytes in all]", len(st.sql))
 	}
+	// The event's time is the statement's start; user, grant and session are its columns.
 	d := map[string]string{
 		"sql":         sql,
-		"started_at":  st.start.UTC().Format(time.RFC3339Nano),
 		"duration_us": strconv.FormatInt(time.Since(st.start).Microseconds(), 10),
-		"resource":    s.grant.Resource,
-		"role":        s.grant.Role,
 	}
 	if st.sqlstate != "" {
 		d["sqlstate"] = st.sqlstate

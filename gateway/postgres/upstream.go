@@ -23,12 +23,9 @@ type Catalog interface {
 }
 
 // ConfigUpstream returns an UpstreamFunc that logs in to a grant's resource with the login
-// configured as its role's upstream. It never logs in as a more privileged user and narrows
-// with SET ROLE: the client could undo that.
-func ConfigUpstream(cat Catalog, sslmode string) UpstreamFunc {
-	if sslmode == "" {
-		sslmode = "prefer"
-	}
+// configured as its role's upstream, using the resource's sslmode (prefer if unset). It never
+// logs in as a more privileged user and narrows with SET ROLE: the client could undo that.
+func ConfigUpstream(cat Catalog) UpstreamFunc {
 	return func(g *jitgate.Grant) (*pgconn.Config, error) {
 		res := cat.Resource(g.Resource)
 		if res == nil || res.Kind != jitgate.KindPostgres {
@@ -43,6 +40,10 @@ func ConfigUpstream(cat Catalog, sslmode string) UpstreamFunc {
 			return nil, err
 		}
 		u := &url.URL{Scheme: "postgres", Host: res.Address, Path: "/" + res.Database, User: url.User(role.Upstream.User)}
+		sslmode := res.SSLMode
+		if sslmode == "" {
+			sslmode = "prefer"
+		}
 		u.RawQuery = url.Values{"sslmode": {sslmode}, "connect_timeout": {"10"}}.Encode()
 		cfg, err := pgconn.ParseConfig(u.String())
 		if err != nil {

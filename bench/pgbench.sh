@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Compares, in one run against the local PostgreSQL, three paths to the same database:
+#   direct     pgbench → PostgreSQL
+#   pgbouncer  pgbench → PgBouncer (session mode) → PostgreSQL
+#   gateway    pgbench → jitgate's PostgreSQL gateway (statement audit on) → PostgreSQL
+# Every hop is plaintext on loopback, so the comparison is of the proxies, not of TLS.
+# For each: select-only throughput with 8 clients (pgbench -S -c 8 -j 2), single-client average
+# latency (-S -c 1), and new-connection rate (-S -C -c 8). Figures are printed as ratios to
+# direct from the same round; paths alternate within each round so drift hits all alike.
+#
+#   bench/pgbench.sh                 # 10 s per measurement, 1 round (~2 minutes)
+#   SECONDS_EACH=20 ROUNDS=3 bench/pgbench.sh
+#
+# Needs: pgbench and psql (postgresql-client), a PostgreSQL on 127.0.0.1:5432 reachable as
+# postgres without a password, Go. PgBouncer is installed from Debian's packages if missing
+# (as root); without it that path is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T="${SECONDS_EACH:-10}"
+ROUNDS="${ROUNDS:-1}"
+PGHOST_DIRECT=127.0.0.1 PGPORT_DIRECT=5432
+DB=jg_bench
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+psql_admin() { psql -X -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+# The database and the login the gateway injects: it can read, nothing more.
+psql_admin -Atc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 || psql_admin -c "CREATE DATABASE $DB"
+psql_admin -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jg_bench_read') THEN CREATE ROLE jg_bench_read LOGIN; END IF; END \$\$" \
+  -c "GRANT pg_read_all_data TO jg_bench_read"
+if ! psql -X -h 127.0.0.1 -U postgres -d "$DB" -Atc "SELECT 1 FROM pgbench_accounts LIMIT 1" >/dev/null 2>&1; then
+  echo "initializing pgbench tables (scale 10)"
+  pgbench -q -i -s 10 -h 127.0.0.1 -U postgres "$DB"
+fi
+
+# PgBouncer, session mode, trusting local clients.
+bouncer_port=""
+if ! command -v pgbouncer >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get install -y pgbouncer >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y pgbouncer >/dev/null 2>&1; } || true
+fi
+PGBOUNCER=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null || true)
+if [ -n "$PGBOUNCER" ]; then
+  bouncer_port=$(free_port)
+  echo '"postgres" ""' > "$work/users.txt"
+  cat > "$work/pgbouncer.ini" <<INI
+[databases]
+$DB = host=127.0.0.1 port=5432 dbname=$DB user=postgres
+[pgbouncer]
+server_tls_sslmode = disable
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+auth_type = trust
+auth_file = $work/users.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 20
+unix_socket_dir =
+logfile = $work/pgbouncer.log
+pidfile = $work/pgbouncer.pid
+INI
+  runas=()
+  [ "$(id -u)" = 0 ] && { chown -R postgres "$work"; runas=(runuser -u postgres --); }
+  "${runas[@]}" "$PGBOUNCER" "$work/pgbouncer.ini" >/dev/null 2>&1 &
+  pids+=($!)
+else
+  echo "PgBouncer not available: skipping that path"
+fi
+
+# jitgate with its gateway; plaintext on loopback, like the other two paths.
+go build -o "$work/jitgate" ./cmd/jitgate
+http_port=$(free_port) gw_port=$(free_port)
+cat > "$work/jitgate.yaml" <<YAML
+server:
+  store: sqlite:$work/jitgate.db
+  admins: [admin]
+gateway:
+  postgres: {addr: "127.0.0.1:$gw_port", insecure_plaintext: true}
+users:
+  - {name: bench, groups: [bench]}
+  - {name: admin, groups: [ops]}
+resources:
+  - name: $DB
+    kind: postgres
+    address: 127.0.0.1:5432
+    database: $DB
+    sslmode: disable
+    roles:
+      - {name: read, grants: [pg_read_all_data], upstream: {user: jg_bench_read}}
+policies:
+  - name: bench
+    requesters: {groups: [bench]}
+    resources: [$DB]
+    roles: [read]
+    max_duration: 8h
+    approval: {steps: [{approvers: {groups: [ops]}}]}
+    auto_approve: 'true'
+YAML
+export JITGATE_TOKEN
+JITGATE_TOKEN=$("$work/jitgate" token create --user bench --config "$work/jitgate.yaml" 2>/dev/null)
+"$work/jitgate" server --config "$work/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$work/jitgate.log" &
+pids+=($!)
+export JITGATE_SERVER="http://127.0.0.1:$http_port"
+for _ in $(seq 50); do curl -sf "$JITGATE_SERVER/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+"$work/jitgate" request "$DB" --role read --for 8h --reason "pgbench" >/dev/null
+eval "$("$work/jitgate" credentials "$DB" 2>/dev/null)"
+GW_PASSWORD=$PGPASSWORD
+unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSSLMODE
+
+run() { # path, pgbench args... → prints tps or latency
+  local path=$1; shift
+  case $path in
+    direct)    PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p 5432 -U postgres "$@" "$DB" ;;
+    pgbouncer) PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$bouncer_port" -U postgres "$@" "$DB" ;;
+    gateway)   PGPASSWORD=$GW_PASSWORD PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$gw_port" -U bench "$@" "$DB" ;;
+  esac 2>&1
+}
+tps() { run "$@" | awk '/^tps = /{print $3; exit}'; }
+lat() { run "$@" | awk '/^latency average = /{print $4; exit}'; }
+
+paths=(direct gateway)
+[ -n "$bouncer_port" ] && paths=(direct pgbouncer gateway)
+declare -A sum
+for r in $(seq "$ROUNDS"); do
+  for p in "${paths[@]}"; do
+    t=$(tps "$p" -n -S -c 8 -j 2 -T "$T");       sum[$p,tput]=$(echo "${sum[$p,tput]:-0} + $t" | bc -l)
+    l=$(lat "$p" -n -S -c 1 -j 1 -T "$T");       sum[$p,lat]=$(echo "${sum[$p,lat]:-0} + $l" | bc -l)
+    c=$(tps "$p" -n -S -C -c 8 -j 2 -T "$T");    sum[$p,conn]=$(echo "${sum[$p,conn]:-0} + $c" | bc -l)
+    printf 'round %d %-9s  -S -c8: %10.0f tps   -S -c1: %7.3f ms   -S -C -c8: %7.0f tps\n' "$r" "$p" "$t" "$l" "$c"
+  done
+done
+
+echo
+printf '%-10s %12s %8s %12s %10s %12s %8s\n' path "tps -c8" ratio "latency ms" "+us" "tps -C" ratio
+for p in "${paths[@]}"; do
+  t=$(echo "${sum[$p,tput]} / $ROUNDS" | bc -l); l=$(echo "${sum[$p,lat]} / $ROUNDS" | bc -l); c=$(echo "${sum[$p,conn]} / $ROUNDS" | bc -l)
+  td=$(echo "${sum[direct,tput]} / $ROUNDS" | bc -l); ld=$(echo "${sum[direct,lat]} / $ROUNDS" | bc -l); cd=$(echo "${sum[direct,conn]} / $ROUNDS" | bc -l)
+  printf '%-10s %12.0f %7.2fx %12.3f %+10.0f %12.0f %7.2fx\n' "$p" "$t" "$(echo "$t/$td" | bc -l)" "$l" "$(echo "($l-$ld)*1000" | bc -l)" "$c" "$(echo "$c/$cd" | bc -l)"
+done
+echo
+curl -s "$JITGATE_SERVER/metrics" | grep -E '^jitgate_gateway_(statements|recorder)' || true
