@@ -538,3 +538,100 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("query over TLS: %v", err)
 	}
 }
+
+// The gateway logs in upstream with SCRAM-SHA-256 and a password from the environment, on a
+// private cluster that checks passwords for real.
+func TestSCRAMUpstream(t *testing.T) {
+	addr, super := testdb.PrivateCluster(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, super)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	for _, q := range []string{
+		`CREATE ROLE app_read LOGIN PASSWORD 'read-secret-42' IN ROLE pg_read_all_data`,
+		`CREATE TABLE notes (id int, body text)`,
+		`INSERT INTO notes VALUES (1, 'scram works')`,
+	} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("JG_TEST_APP_READ_PASSWORD", "read-secret-42")
+	cfg, err := config.Parse("scram.yaml", []byte(fmt.Sprintf(`
+users:
+  - {name: alice, groups: [engineering]}
+  - {name: bob, groups: [sre]}
+resources:
+  - name: app-db
+    kind: postgres
+    address: %s
+    database: postgres
+    sslmode: disable
+    roles:
+      - {name: read, grants: [pg_read_all_data], upstream: {user: app_read, password_env: JG_TEST_APP_READ_PASSWORD}}
+policies:
+  - name: all
+    requesters: {groups: [engineering]}
+    resources: [app-db]
+    roles: [read]
+    max_duration: 1h
+    approval: {steps: [{approvers: {groups: [sre]}}]}
+    auto_approve: 'true'
+`, addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, testdb.SQLite(t).DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory()})
+	gw := postgres.New(postgres.Options{Engine: eng, Upstream: postgres.ConfigUpstream(set), InsecurePlaintext: true})
+	defer gw.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gw.Serve(ln)
+	alice, _ := cfg.Directory().LookupUser(ctx, "alice")
+	actx := jitgate.NewContext(ctx, alice)
+	r, err := eng.Submit(actx, jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: time.Hour, Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, _, _, err := eng.MintCredential(actx, r.GrantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{addr: ln.Addr().String()}
+	conn, err := pgx.Connect(ctx, e.dsn("alice", secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var body, who string
+	if err := conn.QueryRow(ctx, `SELECT body, current_user FROM notes`).Scan(&body, &who); err != nil {
+		t.Fatal(err)
+	}
+	if body != "scram works" || who != "app_read" {
+		t.Fatalf("got %q as %q", body, who)
+	}
+	// The cluster accepts TCP logins only by SCRAM, and app_read's verifier is SCRAM's.
+	var scram bool
+	if err := admin.QueryRow(ctx, `SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app_read'`).Scan(&scram); err != nil || !scram {
+		t.Fatalf("app_read has no SCRAM verifier: %v", err)
+	}
+	// A wrong upstream password is an upstream error the client sees, not a silent success.
+	t.Setenv("JG_TEST_APP_READ_PASSWORD", "wrong")
+	_, err = pgx.Connect(ctx, e.dsn("alice", secret))
+	if sqlstate(err) != "28P01" || !strings.Contains(err.Error(), "upstream") {
+		t.Fatalf("wrong upstream password: %v", err)
+	}
+}

@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,6 +129,7 @@ func (r *Recorder) flush(batch []*jitgate.AuditEvent, open bool) []*jitgate.Audi
 		if !open && time.Now().After(deadline) {
 			r.lost.Add(int64(len(batch)))
 			r.log.Error("gateway: statements could not be recorded and are lost", "count", len(batch), "err", err)
+			r.recordLoss(batch)
 			return batch[:0]
 		}
 		r.log.Error("gateway: recording statements failed; sessions wait until it works", "count", len(batch), "err", err)
@@ -145,4 +148,24 @@ func (r *Recorder) Close() error {
 	r.mu.Unlock()
 	<-r.done
 	return nil
+}
+
+// recordLoss makes one last attempt to put the loss itself in the audit log: a single
+// session.statements_lost event with the count and the sessions affected.
+func (r *Recorder) recordLoss(batch []*jitgate.AuditEvent) {
+	sessions := map[int64]bool{}
+	var ids []string
+	for _, e := range batch {
+		if !sessions[e.SessionID] {
+			sessions[e.SessionID] = true
+			ids = append(ids, strconv.FormatInt(e.SessionID, 10))
+		}
+	}
+	ev := &jitgate.AuditEvent{Time: time.Now(), Actor: "jitgate", Action: jitgate.ActionStatementsLost,
+		Details: map[string]string{"count": strconv.Itoa(len(batch)), "sessions": strings.Join(ids, ",")}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.eng.RecordAudit(ctx, []*jitgate.AuditEvent{ev}); err != nil {
+		r.log.Error("gateway: could not record the loss either", "count", len(batch), "err", err)
+	}
 }

@@ -1,0 +1,72 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/gateway/postgres"
+)
+
+// flakyStore fails RecordAudit while down is set.
+type flakyStore struct {
+	refuseAll
+	down   atomic.Bool
+	mu     sync.Mutex
+	events []*jitgate.AuditEvent
+}
+
+func (f *flakyStore) RecordAudit(_ context.Context, evs []*jitgate.AuditEvent) error {
+	if f.down.Load() {
+		return errors.New("store down")
+	}
+	f.mu.Lock()
+	f.events = append(f.events, evs...)
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *flakyStore) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.events)
+}
+
+// While the store is down, sessions wait once the queue is full (back pressure); nothing is
+// dropped, and everything is written once the store is back.
+func TestRecorderBackPressure(t *testing.T) {
+	st := &flakyStore{}
+	st.down.Store(true)
+	rec := postgres.NewRecorder(st, slog.New(slog.DiscardHandler), 4, 2, time.Millisecond)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20 {
+			rec.Record(&jitgate.AuditEvent{Action: "session.statement", SessionID: int64(i)})
+		}
+	}()
+	select {
+	case <-done:
+		t.Fatal("20 statements queued into a queue of 4 while the store was down")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, _, waits, _, _ := rec.Stats(); waits == 0 {
+		t.Fatal("no back-pressure wait counted")
+	}
+	st.down.Store(false)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("sessions still blocked after the store came back")
+	}
+	rec.Close()
+	recorded, lost, _, _, _ := rec.Stats()
+	if recorded != 20 || lost != 0 || st.count() != 20 {
+		t.Fatalf("recorded %d, lost %d, stored %d", recorded, lost, st.count())
+	}
+}
