@@ -101,7 +101,7 @@ policies:
 YAML
 export JITGATE_TOKEN
 JITGATE_TOKEN=$("$work/jitgate" token create --user bench --config "$work/jitgate.yaml" 2>/dev/null)
-"$work/jitgate" server --config "$work/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$work/jitgate.log" &
+${JITGATE_ENV:-} "$work/jitgate" server --config "$work/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$work/jitgate.log" &
 pids+=($!)
 export JITGATE_SERVER="http://127.0.0.1:$http_port"
 for _ in $(seq 50); do curl -sf "$JITGATE_SERVER/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -12,27 +12,33 @@ import (
 	"github.com/jitgate/jitgate"
 )
 
-// Recorder writes statement audit events off the relay path: sessions hand events to a bounded
-// queue, and one goroutine appends them to the audit chain in batches (one transaction per
-// batch). When the store falls behind or fails, the queue fills and sessions wait (back
-// pressure) rather than run statements that are not recorded. Events still queued when the
-// recorder closes and cannot be written are counted as lost, logged, and exported as a metric.
+// Recorder writes statement audit events off the relay path: sessions append events to a
+// bounded buffer (a mutex and a slice, so recording a statement wakes no goroutine), and one
+// goroutine takes the buffer every flush interval, or as soon as it holds a batch, and appends
+// it to the audit chain (one transaction per batch). When the store falls behind or fails, the
+// buffer fills and sessions wait (back pressure) rather than run statements that are not
+// recorded. Events that cannot be written by the time the recorder closes are counted as lost,
+// logged, exported as a metric and, if the store takes it, recorded as one
+// session.statements_lost audit event.
 type Recorder struct {
 	eng   Engine
 	log   *slog.Logger
-	ch    chan *jitgate.AuditEvent
+	max   int
 	batch int
 	every time.Duration
 
-	mu     sync.RWMutex
-	closed bool
-	done   chan struct{}
+	mu      sync.Mutex
+	notFull *sync.Cond
+	buf     []*jitgate.AuditEvent
+	closed  bool
+	kick    chan struct{}
+	done    chan struct{}
 
 	recorded, lost, blocked, batches atomic.Int64
 }
 
-// NewRecorder starts a recorder with a queue of buffer events, writing batches of up to batch
-// events at least every flush. Zero values take defaults (65536, 1000, 20ms).
+// NewRecorder starts a recorder that buffers up to buffer events and writes batches of up to
+// batch events at least every flush. Zero values take defaults (65536, 1000, 20ms).
 func NewRecorder(eng Engine, log *slog.Logger, buffer, batch int, flush time.Duration) *Recorder {
 	if buffer <= 0 {
 		buffer = 65536
@@ -43,79 +49,80 @@ func NewRecorder(eng Engine, log *slog.Logger, buffer, batch int, flush time.Dur
 	if flush <= 0 {
 		flush = 20 * time.Millisecond
 	}
-	r := &Recorder{eng: eng, log: log, ch: make(chan *jitgate.AuditEvent, buffer), batch: batch, every: flush, done: make(chan struct{})}
+	r := &Recorder{eng: eng, log: log, max: buffer, batch: min(batch, buffer), every: flush,
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	r.notFull = sync.NewCond(&r.mu)
 	go r.loop()
 	return r
 }
 
-// Record queues e, waiting while the queue is full.
+// Record buffers e, waiting while the buffer is full.
 func (r *Recorder) Record(e *jitgate.AuditEvent) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.closed {
 		r.lost.Add(1)
 		r.log.Error("gateway: statement recorded after the recorder closed; counted as lost", "session", e.SessionID)
 		return
 	}
-	select {
-	case r.ch <- e:
-	default:
+	if len(r.buf) >= r.max {
 		r.blocked.Add(1)
-		r.ch <- e
+		for len(r.buf) >= r.max && !r.closed {
+			r.notFull.Wait()
+		}
+		if r.closed {
+			r.lost.Add(1)
+			r.log.Error("gateway: recorder closed while a statement waited for room; counted as lost", "session", e.SessionID)
+			return
+		}
+	}
+	r.buf = append(r.buf, e)
+	if len(r.buf) == r.batch {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// Stats reports events written, lost, how often a session had to wait for room in the queue,
-// how many batches were written, and how many events are queued now.
+// Stats reports events written, lost, how often a session had to wait for room in the buffer,
+// how many batches were written, and how many events are buffered now.
 func (r *Recorder) Stats() (recorded, lost, blocked, batches int64, queued int) {
-	return r.recorded.Load(), r.lost.Load(), r.blocked.Load(), r.batches.Load(), len(r.ch)
+	r.mu.Lock()
+	queued = len(r.buf)
+	r.mu.Unlock()
+	return r.recorded.Load(), r.lost.Load(), r.blocked.Load(), r.batches.Load(), queued
 }
 
 func (r *Recorder) loop() {
 	defer close(r.done)
-	batch := make([]*jitgate.AuditEvent, 0, r.batch)
 	tick := time.NewTicker(r.every)
 	defer tick.Stop()
-	open := true
-	for open {
+	for {
 		select {
-		case e, ok := <-r.ch:
-			if !ok {
-				open = false
-				break
-			}
-			batch = append(batch, e)
-			// Take whatever else is queued, up to a batch.
-			for len(batch) < r.batch {
-				select {
-				case e, ok := <-r.ch:
-					if !ok {
-						open = false
-					} else {
-						batch = append(batch, e)
-						continue
-					}
-				default:
-				}
-				break
-			}
-			if len(batch) >= r.batch || !open {
-				batch = r.flush(batch, open)
-			}
+		case <-r.kick:
 		case <-tick.C:
-			batch = r.flush(batch, true)
+		}
+		r.mu.Lock()
+		take, closed := r.buf, r.closed
+		r.buf = nil
+		r.notFull.Broadcast()
+		r.mu.Unlock()
+		for len(take) > 0 {
+			n := min(len(take), r.batch)
+			r.flush(take[:n], !closed)
+			take = take[n:]
+		}
+		if closed {
+			return
 		}
 	}
-	r.flush(batch, false)
 }
 
 // flush writes batch, retrying with backoff while the recorder is open (sessions wait
 // meanwhile, as the queue fills). Once closing, it gives up after 10s and counts the batch
 // as lost.
 func (r *Recorder) flush(batch []*jitgate.AuditEvent, open bool) []*jitgate.AuditEvent {
-	if len(batch) == 0 {
-		return batch
-	}
 	deadline := time.Now().Add(10 * time.Second)
 	for wait := 50 * time.Millisecond; ; wait = min(wait*2, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -137,15 +144,17 @@ func (r *Recorder) flush(batch []*jitgate.AuditEvent, open bool) []*jitgate.Audi
 	}
 }
 
-// Close writes what is queued and stops. It returns once everything is written or counted as
-// lost.
+// Close writes what is buffered and stops. It returns once everything is written or counted
+// as lost.
 func (r *Recorder) Close() error {
 	r.mu.Lock()
-	if !r.closed {
-		r.closed = true
-		close(r.ch)
-	}
+	r.closed = true
+	r.notFull.Broadcast()
 	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
 	<-r.done
 	return nil
 }

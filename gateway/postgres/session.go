@@ -275,7 +275,10 @@ func copyMsg(w *bufio.Writer, r *bufio.Reader, n int) error {
 
 // readBody reads a whole message (header included) into buf.
 func readBody(r *bufio.Reader, n int, buf []byte) ([]byte, error) {
-	buf = append(buf[:0], make([]byte, 5+n)...)
+	if cap(buf) < 5+n {
+		buf = make([]byte, 5+n, max(5+n, 256))
+	}
+	buf = buf[:5+n]
 	_, err := io.ReadFull(r, buf)
 	return buf, err
 }
