@@ -44,6 +44,16 @@ func activeGrant(ctx context.Context, c *httpapi.Client, resource, role string) 
 	return nil, usagef("you hold several roles on %s (%s); pick one with --role", resource, strings.Join(roles, ", "))
 }
 
+// mint gets a gateway credential for the caller's active grant on resource (and role).
+func mint(ctx context.Context, c *httpapi.Client, resource, role string) (*jitgate.Grant, *httpapi.Credentials, error) {
+	g, err := activeGrant(ctx, c, resource, role)
+	if err != nil {
+		return nil, nil, err
+	}
+	cr, err := c.Credentials(ctx, g.ID)
+	return g, cr, err
+}
+
 // pgEnv is the libpq environment for a credential.
 func pgEnv(cr *httpapi.Credentials) []string {
 	return []string{
@@ -62,11 +72,7 @@ gateway, only while the grant is active, and only as you: it never outlives the 
 Output: shell exports (env, the default), a connection URI (uri), or JSON.`,
 		Args: exactArgs("RESOURCE"),
 		RunE: a.withClient(func(ctx context.Context, c *httpapi.Client, args []string) error {
-			g, err := activeGrant(ctx, c, args[0], role)
-			if err != nil {
-				return err
-			}
-			cr, err := c.Credentials(ctx, g.ID)
+			g, cr, err := mint(ctx, c, args[0], role)
 			if err != nil {
 				return err
 			}
@@ -102,11 +108,7 @@ func (a *app) connectCmd() *cobra.Command {
 			return nil
 		},
 		RunE: a.withClient(func(ctx context.Context, c *httpapi.Client, args []string) error {
-			g, err := activeGrant(ctx, c, args[0], role)
-			if err != nil {
-				return err
-			}
-			cr, err := c.Credentials(ctx, g.ID)
+			g, cr, err := mint(ctx, c, args[0], role)
 			if err != nil {
 				return err
 			}

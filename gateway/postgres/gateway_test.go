@@ -66,7 +66,14 @@ type env struct {
 func newEnv(t *testing.T, opts ...func(*postgres.Options)) *env {
 	t.Helper()
 	addr, db := testdb.GatewayUpstream(t)
-	cfg, err := config.Parse("gw.yaml", []byte(fmt.Sprintf(gwConfig, addr, db)))
+	return newEnvConfig(t, fmt.Sprintf(gwConfig, addr, db), opts...)
+}
+
+// newEnvConfig starts an engine (SQLite store, scheduler running) and a gateway for the config
+// text; alice requests, bob approves.
+func newEnvConfig(t *testing.T, src string, opts ...func(*postgres.Options)) *env {
+	t.Helper()
+	cfg, err := config.Parse("gw.yaml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,12 +257,7 @@ func TestRevokeEndsLiveSession(t *testing.T) {
 	e := newEnv(t)
 	g, secret := e.grant(t, "read", time.Hour)
 	conn := e.connect(t, secret)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)")
-		errc <- err
-	}()
-	waitActivity(t, "pg_sleep", true)
+	errc := sleepUpstream(t, conn)
 	start := time.Now()
 	if _, err := e.eng.Revoke(e.bob, g.ID, "incident over"); err != nil {
 		t.Fatal(err)
@@ -329,6 +331,19 @@ func TestExtensionMovesDeadline(t *testing.T) {
 	}
 }
 
+// sleepUpstream runs a 30-second pg_sleep on conn in the background, returns once it is
+// running upstream, and delivers the query's error.
+func sleepUpstream(t *testing.T, conn *pgx.Conn) <-chan error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)")
+		errc <- err
+	}()
+	waitActivity(t, "pg_sleep", true)
+	return errc
+}
+
 // waitActivity waits until a query containing text is (or is no longer) running upstream.
 func waitActivity(t *testing.T, text string, present bool) {
 	t.Helper()
@@ -359,12 +374,7 @@ func TestCancelRequest(t *testing.T) {
 	e := newEnv(t)
 	_, secret := e.grant(t, "read", time.Hour)
 	conn := e.connect(t, secret)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)")
-		errc <- err
-	}()
-	waitActivity(t, "pg_sleep", true)
+	errc := sleepUpstream(t, conn)
 	if err := conn.PgConn().CancelRequest(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -559,7 +569,7 @@ func TestSCRAMUpstream(t *testing.T) {
 		}
 	}
 	t.Setenv("JG_TEST_APP_READ_PASSWORD", "read-secret-42")
-	cfg, err := config.Parse("scram.yaml", []byte(fmt.Sprintf(`
+	src := fmt.Sprintf(`
 users:
   - {name: alice, groups: [engineering]}
   - {name: bob, groups: [sre]}
@@ -579,38 +589,9 @@ policies:
     max_duration: 1h
     approval: {steps: [{approvers: {groups: [sre]}}]}
     auto_approve: 'true'
-`, addr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := policy.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, testdb.SQLite(t).DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory()})
-	gw := postgres.New(postgres.Options{Engine: eng, Upstream: postgres.ConfigUpstream(set), InsecurePlaintext: true})
-	defer gw.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gw.Serve(ln)
-	alice, _ := cfg.Directory().LookupUser(ctx, "alice")
-	actx := jitgate.NewContext(ctx, alice)
-	r, err := eng.Submit(actx, jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: time.Hour, Reason: "x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, _, _, err := eng.MintCredential(actx, r.GrantID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{addr: ln.Addr().String()}
+`, addr)
+	e := newEnvConfig(t, src)
+	_, secret := e.grant(t, "read", time.Hour)
 	conn, err := pgx.Connect(ctx, e.dsn("alice", secret))
 	if err != nil {
 		t.Fatal(err)
