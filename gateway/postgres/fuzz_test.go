@@ -57,3 +57,7 @@ func FuzzStartup(f *testing.F) {
 		}
 	})
 }
+
+func (refuseAll) GrantByID(context.Context, int64) (*jitgate.Grant, error) {
+	return nil, jitgate.Errorf(jitgate.ENOTFOUND, "no grants here")
+}

@@ -29,6 +29,9 @@ type Engine interface {
 	EndSession(ctx context.Context, s *jitgate.Session) error
 	RecordAudit(ctx context.Context, events []*jitgate.AuditEvent) error
 	Subscribe(fn func(jitgate.Event)) (unsubscribe func())
+	// GrantByID reads a grant's current state, for the sweep that catches changes made by
+	// other server instances.
+	GrantByID(ctx context.Context, id int64) (*jitgate.Grant, error)
 }
 
 // UpstreamFunc returns how to log in to the real database for a grant: the resource's
@@ -50,6 +53,10 @@ type Options struct {
 	// MaxMessage caps a client message after startup (default 64 MiB).
 	MaxMessage int
 	Logger     *slog.Logger
+	// SweepEvery is how often live sessions' grants are re-read from the store, so that a
+	// revoke or extension made by another server instance on the same database takes effect
+	// (default 1s). Events from this instance act at once.
+	SweepEvery time.Duration
 	// Recorder settings; see Recorder.
 	RecorderBuffer int
 	RecorderBatch  int
@@ -70,6 +77,8 @@ type Gateway struct {
 	byKey    map[uint32]*session // client-facing backend PID → session, for CancelRequest
 	closed   bool
 	conns    sync.WaitGroup
+	stop     chan struct{} // closed by Close: stops the sweep
+	swept    chan struct{} // closed when the sweep has stopped
 }
 
 // New returns a Gateway. It subscribes to the engine's grant events at once, so a grant that
@@ -87,10 +96,56 @@ func New(o Options) *Gateway {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, sessions: map[*session]struct{}{}, byKey: map[uint32]*session{}}
+	if o.SweepEvery == 0 {
+		o.SweepEvery = time.Second
+	}
+	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, sessions: map[*session]struct{}{}, byKey: map[uint32]*session{},
+		stop: make(chan struct{}), swept: make(chan struct{})}
 	g.rec = NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
 	g.unsub = o.Engine.Subscribe(g.onEvent)
+	go g.sweep()
 	return g
+}
+
+// sweep re-reads the grants of live sessions every SweepEvery and applies what changed: an
+// ended grant ends its sessions, a moved end moves their deadline. It is what makes a revoke
+// on another server instance reach this one's sessions within a second.
+func (g *Gateway) sweep() {
+	defer close(g.swept)
+	t := time.NewTicker(g.opts.SweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		g.mu.Lock()
+		byGrant := map[int64][]*session{}
+		for s := range g.sessions {
+			byGrant[s.grant.ID] = append(byGrant[s.grant.ID], s)
+		}
+		g.mu.Unlock()
+		for id, ss := range byGrant {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			gr, err := g.opts.Engine.GrantByID(ctx, id)
+			cancel()
+			if err != nil {
+				// Store unreachable: sessions keep their known deadline (the grant's end
+				// still closes them); new sessions are refused meanwhile.
+				g.log.Warn("gateway: cannot re-read grant", "grant", id, "err", err)
+				continue
+			}
+			switch {
+			case gr.State.Live():
+				for _, s := range ss {
+					s.setDeadline(gr.EndsAt)
+				}
+			default:
+				g.onEvent(jitgate.Event{Kind: jitgate.EventGrantEnded, Grant: gr})
+			}
+		}
+	}
 }
 
 // Recorder returns the gateway's statement recorder (for metrics).
@@ -194,6 +249,8 @@ func (g *Gateway) Close() error {
 		s.kill("jitgate is shutting down")
 	}
 	g.conns.Wait()
+	close(g.stop)
+	<-g.swept
 	g.unsub()
 	return g.rec.Close()
 }

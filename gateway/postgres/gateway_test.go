@@ -54,6 +54,7 @@ policies:
 `
 
 type env struct {
+	dir    jitgate.Directory
 	eng    *access.Engine
 	store  *store.DB
 	gw     *postgres.Gateway
@@ -98,8 +99,8 @@ func newEnvConfig(t *testing.T, src string, opts ...func(*postgres.Options)) *en
 		t.Fatal(err)
 	}
 	go gw.Serve(ln)
-	e := &env{eng: eng, store: st, gw: gw, addr: ln.Addr().String(), cancel: cancel}
 	dir := cfg.Directory()
+	e := &env{dir: dir, eng: eng, store: st, gw: gw, addr: ln.Addr().String(), cancel: cancel}
 	a, _ := dir.LookupUser(ctx, "alice")
 	b, _ := dir.LookupUser(ctx, "bob")
 	e.alice, e.bob = jitgate.NewContext(context.Background(), a), jitgate.NewContext(context.Background(), b)

@@ -76,8 +76,12 @@ func newSession(g *Gateway, client net.Conn, hj *pgconn.HijackedConn, grant *jit
 // setDeadline moves the session's end (an extension).
 func (s *session) setDeadline(t time.Time) {
 	s.mu.Lock()
+	same := s.deadline.Equal(t)
 	s.deadline = t
 	s.mu.Unlock()
+	if same {
+		return
+	}
 	select {
 	case s.reset <- struct{}{}:
 	default:
