@@ -102,7 +102,13 @@ func (s *session) kill(reason string) {
 	// "canceling statement due to user request"; then stop the running query.
 	s.dead.Store(true)
 	_ = s.up.SetReadDeadline(time.Now())
-	s.cancelUpstream()
+	// kill runs inside the engine's event delivery (a revoke's API call waits for it), so the
+	// cancel, which dials the database, runs on its own; Close still waits for it.
+	s.g.conns.Add(1)
+	go func() {
+		defer s.g.conns.Done()
+		s.cancelUpstream()
+	}()
 }
 
 func (s *session) killReason() string {
