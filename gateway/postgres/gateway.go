@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -407,9 +408,13 @@ func (g *Gateway) handle(conn net.Conn) {
 	up, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		var pe *pgconn.PgError
-		if errors.As(err, &pe) {
+		switch {
+		case errors.As(err, &pe) && strings.HasPrefix(pe.Code, "28"):
+			// Do not show the client the upstream login's name or why it was refused.
+			fatal(be, pe.Code, fmt.Sprintf("jitgate: the upstream login for %s/%s was refused; an operator must fix its credentials", grant.Resource, grant.Role))
+		case errors.As(err, &pe):
 			fatal(be, pe.Code, "jitgate: upstream: "+pe.Message)
-		} else {
+		default:
 			fatal(be, "08006", fmt.Sprintf("jitgate: cannot connect to %s", grant.Resource))
 		}
 		g.log.Warn("gateway: upstream connect failed", "grant", grant.ID, "resource", grant.Resource, "err", err)

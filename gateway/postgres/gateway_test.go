@@ -613,7 +613,7 @@ policies:
 	// A wrong upstream password is an upstream error the client sees, not a silent success.
 	t.Setenv("JG_TEST_APP_READ_PASSWORD", "wrong")
 	_, err = pgx.Connect(ctx, e.dsn("alice", secret))
-	if sqlstate(err) != "28P01" || !strings.Contains(err.Error(), "upstream") {
+	if sqlstate(err) != "28P01" || !strings.Contains(err.Error(), "upstream login for app-db/read was refused") || strings.Contains(err.Error(), "app_read") {
 		t.Fatalf("wrong upstream password: %v", err)
 	}
 }
