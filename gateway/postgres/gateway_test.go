@@ -291,11 +291,7 @@ func TestExpiryEndsSessions(t *testing.T) {
 	g, secret := e.grant(t, "read", 2*time.Second)
 	idle := e.connect(t, secret)
 	busy := e.connect(t, secret)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := busy.Exec(context.Background(), "SELECT pg_sleep(30)")
-		errc <- err
-	}()
+	errc := sleepUpstream(t, busy)
 	select {
 	case err := <-errc:
 		late := time.Since(g.EndsAt)
