@@ -23,6 +23,8 @@ const (
 	DefaultStore      = "sqlite:./jitgate.db"
 	DefaultPendingTTL = 24 * time.Hour
 	DefaultBreakGlass = time.Hour
+	// DefaultReconcileInterval is how often the drift reconciler runs.
+	DefaultReconcileInterval = time.Minute
 )
 
 // Config is the whole validated configuration.
@@ -44,6 +46,14 @@ type Server struct {
 	// Store is "sqlite:PATH" or a "postgres://" URL.
 	Store  string   `yaml:"store"`
 	Admins []string `yaml:"admins"`
+	// ProvisionKeyEnv or ProvisionKeyFile names the secret (at least 32 characters) from which
+	// the passwords of ephemeral database users are derived. Every server instance sharing a
+	// store needs the same key. Required when a role has `provision: ephemeral`.
+	ProvisionKeyEnv  string `yaml:"provision_key_env"`
+	ProvisionKeyFile string `yaml:"provision_key_file"`
+	// ReconcileInterval is how often the drift reconciler runs (default 1m).
+	ReconcileInterval      string        `yaml:"reconcile_interval"`
+	ReconcileIntervalValue time.Duration `yaml:"-"`
 }
 
 // Gateway configures the protocol gateways.
@@ -82,7 +92,15 @@ type Resource struct {
 	// require, verify-ca or verify-full.
 	SSLMode     string  `yaml:"sslmode"`
 	Credentials *Secret `yaml:"credentials"`
-	Roles       []Role  `yaml:"roles"`
+	// Owner is who receives the objects an ephemeral PostgreSQL user created, when it is dropped
+	// (REASSIGN OWNED); it defaults to the credentials' user, so nothing is lost.
+	Owner string `yaml:"owner"`
+	// ConnectionLimit caps the connections of each ephemeral user (default 10).
+	ConnectionLimit int `yaml:"connection_limit"`
+	// SecretEnv or SecretFile names the key webhook requests are signed with (HMAC-SHA256).
+	SecretEnv  string `yaml:"secret_env"`
+	SecretFile string `yaml:"secret_file"`
+	Roles      []Role `yaml:"roles"`
 }
 
 // Role is a least-privilege permission set on a resource.

@@ -12,7 +12,7 @@ import (
 )
 
 const valid = `server:
-  http_addr: 127.0.0.1:9090
+  provision_key_env: JITGATE_PROVISION_KEY
   admins: [carol]
 gateway:
   postgres:
@@ -105,6 +105,12 @@ func TestErrors(t *testing.T) {
 		{"break-glass over max", "max_duration: 1h}", "max_duration: 5h}", "38: policies.0.break_glass.max_duration: must be between 1m"},
 		{"ephemeral without credentials", "    credentials: {user: jitgate_admin, password_env: APP_DB_ADMIN_PASSWORD}\n", "", "23: resources.0.roles.1.provision: ephemeral provisioning needs the resource's credentials"},
 		{"both secret sources", "password_env: APP_DB_ADMIN_PASSWORD", "password_env: A, password_file: /x", "17: resources.0.credentials: set password_env or password_file, not both"},
+		{"ephemeral without key", "  provision_key_env: JITGATE_PROVISION_KEY\n", "", "23: resources.0.roles.1.provision: ephemeral provisioning needs server.provision_key_env"},
+		{"both key sources", "provision_key_env: JITGATE_PROVISION_KEY", "provision_key_env: K\n  provision_key_file: /k", "1: server: set provision_key_env or provision_key_file, not both"},
+		{"bad reconcile interval", "  admins: [carol]", "  admins: [carol]\n  reconcile_interval: 10ms", `4: server.reconcile_interval: want a duration of at least 1s, got "10ms"`},
+		{"bad address", "address: db.internal:5432", "address: db.internal", `15: resources.0.address: want host:port, got "db.internal"`},
+		{"webhook without URL", "kind: postgres", "kind: webhook\n    secret_env: HOOK_KEY", `16: resources.0.address: a webhook resource needs an http(s) URL, got "db.internal:5432"`},
+		{"webhook without secret", "kind: postgres\n    address: db.internal:5432", "kind: webhook\n    address: https://hooks.internal/jit", "13: resources.0: a webhook resource needs secret_env or secret_file"},
 		{"wrong type", "require_reason: true", "require_reason: [yes]", "32: cannot unmarshal !!seq into bool"},
 		{"bad yaml", "roles: [read]", "roles: [read", "28: did not find expected ',' or ']'"},
 	}
@@ -124,6 +130,37 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("error %q\nwant it to contain %q", err, "jitgate.yaml:"+c.want)
 			}
 		})
+	}
+}
+
+// MySQL grants are role names or "PRIVS ON db.table"; anything else could smuggle SQL in.
+func TestMySQLGrants(t *testing.T) {
+	const base = `server: {provision_key_env: K}
+users: [{name: alice}]
+resources:
+  - name: shop
+    kind: mysql
+    address: 127.0.0.1:3306
+    credentials: {user: root}
+    roles:
+      - name: rw
+        provision: ephemeral
+        grants: [GRANTS]
+`
+	for _, ok := range []string{"app_reader", "SELECT ON shop.*", "SELECT, INSERT, UPDATE ON shop.orders", "SELECT ON *.*"} {
+		if _, err := config.Parse("m.yaml", []byte(strings.Replace(base, "GRANTS", `"`+ok+`"`, 1))); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"SELECT ON shop.*; DROP USER root", "reader'@'%", "ALL ON `shop`.*", "SELECT ON shop"} {
+		_, err := config.Parse("m.yaml", []byte(strings.Replace(base, "GRANTS", `"`+strings.ReplaceAll(bad, `"`, `\"`)+`"`, 1)))
+		if err == nil || !strings.Contains(err.Error(), "m.yaml:11: resources.0.roles.0.grants.0: invalid MySQL grant") {
+			t.Errorf("%q: error %v", bad, err)
+		}
+	}
+	owner := strings.Replace(strings.Replace(base, "GRANTS", "app_reader", 1), "    credentials:", "    owner: admin\n    credentials:", 1)
+	if _, err := config.Parse("m.yaml", []byte(owner)); err == nil || !strings.Contains(err.Error(), "m.yaml:7: resources.0.owner") {
+		t.Errorf("owner on mysql: %v", err)
 	}
 }
 

@@ -3,6 +3,9 @@ package config
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +26,17 @@ func (c *Config) validate() error {
 	}
 	if s := c.Server.Store; !strings.HasPrefix(s, "sqlite:") && !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") {
 		return c.Errorf("server.store", "must be sqlite:PATH or a postgres:// URL")
+	}
+	if c.Server.ProvisionKeyEnv != "" && c.Server.ProvisionKeyFile != "" {
+		return c.Errorf("server", "set provision_key_env or provision_key_file, not both")
+	}
+	c.Server.ReconcileIntervalValue = DefaultReconcileInterval
+	if c.Server.ReconcileInterval != "" {
+		d, err := ParseDuration(c.Server.ReconcileInterval)
+		if err != nil || d < time.Second {
+			return c.Errorf("server.reconcile_interval", "want a duration of at least 1s, got %q", c.Server.ReconcileInterval)
+		}
+		c.Server.ReconcileIntervalValue = d
 	}
 
 	users := map[string]bool{}
@@ -77,6 +91,9 @@ func (c *Config) validate() error {
 				return err
 			}
 		}
+		if err := c.validateTarget(p, r); err != nil {
+			return err
+		}
 		if len(r.Roles) == 0 {
 			return c.Errorf(p+".roles", "a resource needs at least one role")
 		}
@@ -95,6 +112,10 @@ func (c *Config) validate() error {
 				if g == "" || strings.IndexFunc(g, unicode.IsControl) >= 0 || len(g) > 63 {
 					return c.Errorf(fmt.Sprintf("%s.grants.%d", rp, k), "invalid privilege name %q", g)
 				}
+				if r.Kind == jitgate.KindMySQL && !mysqlGrant.MatchString(g) {
+					return c.Errorf(fmt.Sprintf("%s.grants.%d", rp, k),
+						"invalid MySQL grant %q: give a role name (letters, digits, _ . -) or privileges like \"SELECT, INSERT ON app.*\"", g)
+				}
 			}
 			if ro.Upstream != nil {
 				if err := c.validateSecret(rp+".upstream", ro.Upstream); err != nil {
@@ -109,6 +130,12 @@ func (c *Config) validate() error {
 			if ro.Provision == jitgate.ProvisionEphemeral && r.Credentials == nil {
 				return c.Errorf(rp+".provision", "ephemeral provisioning needs the resource's credentials")
 			}
+			if ro.Provision == jitgate.ProvisionEphemeral && r.Kind == jitgate.KindWebhook {
+				return c.Errorf(rp+".provision", "a webhook resource provisions every role; leave provision out")
+			}
+			if ro.Provision == jitgate.ProvisionEphemeral && c.Server.ProvisionKeyEnv == "" && c.Server.ProvisionKeyFile == "" {
+				return c.Errorf(rp+".provision", "ephemeral provisioning needs server.provision_key_env or server.provision_key_file (the key ephemeral passwords are derived from)")
+			}
 		}
 	}
 
@@ -120,6 +147,44 @@ func (c *Config) validate() error {
 		if err := c.validatePolicy(i, names, users, groupMembers, resources); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// mysqlGrant is what a MySQL role's grant may be: a role name, or privileges on a database
+// or table ("SELECT, INSERT ON app.*", "SELECT ON app.orders").
+var mysqlGrant = regexp.MustCompile(`^(?:[A-Za-z0-9_.-]+|[A-Za-z ]+(?:, *[A-Za-z ]+)* ON (?:\*|[A-Za-z0-9_$]+)\.(?:\*|[A-Za-z0-9_$]+))$`)
+
+// validateTarget checks how jitgate reaches a resource: a host:port for databases, a URL and a
+// signing secret for webhooks.
+func (c *Config) validateTarget(p string, r *Resource) error {
+	switch r.Kind {
+	case jitgate.KindWebhook:
+		u, err := url.Parse(r.Address)
+		if r.Address == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c.Errorf(p+".address", "a webhook resource needs an http(s) URL, got %q", r.Address)
+		}
+		if r.SecretEnv == "" && r.SecretFile == "" {
+			return c.Errorf(p, "a webhook resource needs secret_env or secret_file (the HMAC signing key)")
+		}
+		if r.SecretEnv != "" && r.SecretFile != "" {
+			return c.Errorf(p, "set secret_env or secret_file, not both")
+		}
+	default:
+		if r.SecretEnv != "" || r.SecretFile != "" {
+			return c.Errorf(p, "secret_env and secret_file are for webhook resources")
+		}
+		if r.Address != "" {
+			if _, _, err := net.SplitHostPort(r.Address); err != nil {
+				return c.Errorf(p+".address", "want host:port, got %q", r.Address)
+			}
+		}
+	}
+	if r.Owner != "" && (r.Kind != jitgate.KindPostgres || strings.IndexFunc(r.Owner, unicode.IsControl) >= 0 || len(r.Owner) > 63) {
+		return c.Errorf(p+".owner", "owner %q: want a PostgreSQL role name (postgres resources only)", r.Owner)
+	}
+	if r.ConnectionLimit < 0 {
+		return c.Errorf(p+".connection_limit", "must not be negative")
 	}
 	return nil
 }
@@ -271,7 +336,9 @@ func (c *Config) checkPrincipals(p string, pr Principals, users map[string]bool)
 func (c *Config) DomainResources() []*jitgate.Resource {
 	out := make([]*jitgate.Resource, 0, len(c.Resources))
 	for _, r := range c.Resources {
-		dr := &jitgate.Resource{Name: r.Name, Kind: r.Kind, Address: r.Address, Database: r.Database, SSLMode: r.SSLMode}
+		dr := &jitgate.Resource{Name: r.Name, Kind: r.Kind, Address: r.Address, Database: r.Database, SSLMode: r.SSLMode,
+			Owner: r.Owner, ConnectionLimit: r.ConnectionLimit,
+			SigningSecret: jitgate.Secret{User: r.Name + " signing key", PasswordEnv: r.SecretEnv, PasswordFile: r.SecretFile}}
 		if r.Credentials != nil {
 			dr.Credentials = jitgate.Secret(*r.Credentials)
 		}
