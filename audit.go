@@ -27,6 +27,15 @@ const (
 	ActionGrantProvisioned   = "grant.provisioned"
 	ActionGrantDeprovisioned = "grant.deprovisioned"
 	ActionProvisionFailed    = "grant.provision_failed"
+	// ActionRevocationVerified is the revocation receipt: the provisioner re-read the target
+	// after revoking and found the access gone.
+	ActionRevocationVerified = "grant.revocation_verified"
+	// ActionRevocationUnverified is an alert: the access was still there after a revoke. The
+	// revoke is retried until a verification passes.
+	ActionRevocationUnverified = "grant.revocation_unverified"
+	// ActionDriftRepaired: the reconciler removed a jitgate-managed account that no live grant
+	// explains (left behind by a crash, a restore or a hand edit).
+	ActionDriftRepaired = "drift.repaired"
 )
 
 // AuditEvent is one append-only, hash-chained record of a state change.

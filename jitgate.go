@@ -50,7 +50,14 @@ type Resource struct {
 	SSLMode string `json:"-"`
 	// Credentials is how jitgate itself logs in to the resource (to provision users).
 	Credentials Secret `json:"-"`
-	Roles       []Role `json:"roles"`
+	// Owner receives what an ephemeral PostgreSQL user owned when it is dropped; empty means
+	// the Credentials user.
+	Owner string `json:"-"`
+	// ConnectionLimit caps each ephemeral user's connections.
+	ConnectionLimit int `json:"-"`
+	// SigningSecret is the key webhook requests are signed with (only its source is held).
+	SigningSecret Secret `json:"-"`
+	Roles         []Role `json:"roles"`
 }
 
 // Role returns the role with the given name, or nil.

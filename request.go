@@ -183,6 +183,30 @@ type ProvisionStatus struct {
 	LastError string `json:"last_error,omitempty"`
 	// NextAt is when the next attempt is due; zero when there is nothing to do.
 	NextAt time.Time `json:"next_at,omitzero"`
+	// VerifiedAt is when the provisioner re-read the target after revoking and found the access
+	// gone; Receipt says what it checked. Both are empty for provisioners that cannot verify.
+	VerifiedAt time.Time `json:"verified_at,omitzero"`
+	Receipt    string    `json:"receipt,omitempty"`
+}
+
+// TimeToRevoke is how long the access outlived the grant: from the moment it should have
+// ended (its scheduled end, or the revocation if that came first) to the verified removal.
+// A grant that ended while jitgate was down counts the downtime. It is zero until the
+// revocation is verified.
+func (g *Grant) TimeToRevoke() time.Duration {
+	if g.Provision.VerifiedAt.IsZero() || g.EndedAt.IsZero() {
+		return 0
+	}
+	return g.Provision.VerifiedAt.Sub(g.StopAt())
+}
+
+// StopAt is when the grant's access should have stopped: its scheduled end, or its
+// revocation if that came first.
+func (g *Grant) StopAt() time.Time {
+	if !g.EndedAt.IsZero() && g.EndedAt.Before(g.EndsAt) {
+		return g.EndedAt
+	}
+	return g.EndsAt
 }
 
 // Remaining returns how long the grant has left at now, zero if it has ended.

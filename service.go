@@ -115,10 +115,15 @@ type GrantFilter struct {
 	Limit    int
 }
 
-// Provisioner switches a grant on and off in a target system. Both methods must be idempotent:
-// granting twice or revoking an already revoked grant succeeds. The engine retries a failing
-// call with backoff until it succeeds and shows the failure on the grant meanwhile.
+// Provisioner switches a grant on and off in a target system. Grant and Revoke must be
+// idempotent: granting twice or revoking an already revoked grant succeeds. The engine retries
+// a failing call with backoff until it succeeds and shows the failure on the grant meanwhile.
+// Provisioners may also implement CredentialIssuer, RevocationVerifier, Reconciler and
+// StandingAccessReporter.
 type Provisioner interface {
+	// Manages reports whether grants of the named role are switched on and off by this
+	// provisioner. Grants of other roles on the resource are left to the gateway alone.
+	Manages(role string) bool
 	Grant(ctx context.Context, g *Grant) error
 	Revoke(ctx context.Context, g *Grant) error
 }
@@ -145,8 +150,13 @@ const (
 	EventGrantStarted   EventKind = "grant.started"
 	EventGrantExtended  EventKind = "grant.extended"
 	EventGrantEnded     EventKind = "grant.ended"
-	// EventGrantDeprovisioned: the provisioner has switched an ended grant off in its target.
+	// EventGrantDeprovisioned: the provisioner has switched an ended grant off in its target
+	// (and, where it can, verified that; see Grant.Provision.VerifiedAt).
 	EventGrantDeprovisioned EventKind = "grant.deprovisioned"
+	// EventRevocationUnverified: an alert; access was still there after a revoke.
+	EventRevocationUnverified EventKind = "grant.revocation_unverified"
+	// EventDriftRepaired: the reconciler removed an account that no live grant explains.
+	EventDriftRepaired EventKind = "drift.repaired"
 )
 
 // Event tells subscribers (the gateway, notifiers) about a committed change.

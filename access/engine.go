@@ -40,7 +40,13 @@ type Options struct {
 	Backoff func(failures int) time.Duration
 	// ProvisionTimeout bounds one provisioner call; defaults to 30s.
 	ProvisionTimeout time.Duration
-	Logger           *slog.Logger
+	// ProvisionConcurrency is how many provisioner calls one scheduler pass runs at once, so
+	// that many grants ending together are all revoked quickly; defaults to 8.
+	ProvisionConcurrency int
+	// ReconcileInterval is how often Run looks for drift (jitgate-managed accounts that no live
+	// grant explains); it also does so at start-up. Defaults to one minute.
+	ReconcileInterval time.Duration
+	Logger            *slog.Logger
 }
 
 // DefaultBackoff doubles from 1s up to 5 minutes.
@@ -63,6 +69,8 @@ type Engine struct {
 	provs   map[string]jitgate.Provisioner
 	backoff func(int) time.Duration
 	provTO  time.Duration
+	provPar int
+	recon   time.Duration
 	log     *slog.Logger
 
 	wake chan struct{}
@@ -78,7 +86,8 @@ var _ jitgate.AccessService = (*Engine)(nil)
 func New(o Options) *Engine {
 	e := &Engine{
 		store: o.Store, pol: o.Policies, dir: o.Directory, clock: o.Clock, provs: o.Provisioners,
-		backoff: o.Backoff, provTO: o.ProvisionTimeout, log: o.Logger,
+		backoff: o.Backoff, provTO: o.ProvisionTimeout, provPar: o.ProvisionConcurrency,
+		recon: o.ReconcileInterval, log: o.Logger,
 		wake: make(chan struct{}, 1), subs: map[int]func(jitgate.Event){},
 	}
 	if e.clock == nil {
@@ -89,6 +98,12 @@ func New(o Options) *Engine {
 	}
 	if e.provTO == 0 {
 		e.provTO = 30 * time.Second
+	}
+	if e.provPar <= 0 {
+		e.provPar = 8
+	}
+	if e.recon <= 0 {
+		e.recon = time.Minute
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -328,6 +343,11 @@ func (e *Engine) approve(o *op, pol *policy.Policy, r *jitgate.Request, actor, n
 		}
 		g.EndsAt = g.EndsAt.Add(r.Duration)
 		g.Extensions++
+		if g.Provision.State == jitgate.ProvisionStateGranted {
+			// Grant again, idempotently, so the target learns the new end (a database user's
+			// VALID UNTIL, a webhook receiver's expiry).
+			g.Provision = jitgate.ProvisionStatus{State: jitgate.ProvisionStateGranting, NextAt: o.now, Attempts: g.Provision.Attempts}
+		}
 		if err := o.tx.UpdateGrant(g); err != nil {
 			return err
 		}
@@ -394,7 +414,7 @@ func capExtension(pol *policy.Policy, g *jitgate.Grant, d time.Duration) error {
 func (e *Engine) activate(o *op, g *jitgate.Grant) {
 	g.State = jitgate.GrantActive
 	g.ActivatedAt = o.now
-	if _, ok := e.provs[g.Resource]; ok {
+	if p, ok := e.provs[g.Resource]; ok && p.Manages(g.Role) {
 		g.Provision = jitgate.ProvisionStatus{State: jitgate.ProvisionStateGranting, NextAt: o.now}
 	}
 }

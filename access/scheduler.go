@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jitgate/jitgate"
@@ -21,8 +22,13 @@ const (
 )
 
 // Run runs the scheduler until ctx ends: it catches up with everything overdue at once, then
-// sleeps until the next due time (or until a change wakes it) and does it again.
+// sleeps until the next due time (or until a change wakes it) and does it again. Beside it, the
+// drift reconciler runs at start-up and every ReconcileInterval.
 func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); e.reconcileLoop(ctx) }()
+	defer wg.Wait()
 	for {
 		next, err := e.Tick(ctx)
 		wait := maxSleep
@@ -73,9 +79,7 @@ func (e *Engine) Tick(ctx context.Context) (time.Time, error) {
 		for _, id := range due.Expire {
 			errs = append(errs, e.expireDue(ctx, id))
 		}
-		for _, id := range due.Provision {
-			errs = append(errs, e.provision(ctx, id))
-		}
+		errs = append(errs, e.provisionAll(ctx, due.Provision))
 		if err := errors.Join(errs...); err != nil {
 			return time.Time{}, err
 		}
@@ -134,6 +138,24 @@ func (e *Engine) expireDue(ctx context.Context, id int64) error {
 	})
 }
 
+// provisionAll runs the due provisioning attempts ids, up to provPar at once: the calls wait on
+// remote systems, and a revoke should not queue behind a hundred others.
+func (e *Engine) provisionAll(ctx context.Context, ids []int64) error {
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, e.provPar)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = e.provision(ctx, id)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // provision runs one due provisioning attempt for grant id. It first claims the attempt by
 // pushing its due time out by a lease, so that a second scheduler instance skips it; then it
 // calls the provisioner outside any transaction; then it records the outcome, unless the grant
@@ -160,7 +182,11 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 		return err
 	}
 	want := claimed.Provision.State
-	var callErr error
+	var (
+		callErr  error
+		receipt  string
+		verified bool
+	)
 	p, ok := e.provs[claimed.Resource]
 	switch {
 	case !ok:
@@ -172,11 +198,24 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 	case want == jitgate.ProvisionStateRevoking:
 		cctx, cancel := context.WithTimeout(ctx, e.provTO)
 		callErr = p.Revoke(cctx, claimed)
+		if v, ok := p.(jitgate.RevocationVerifier); ok && callErr == nil {
+			// Trust, but verify: re-read the target. A revoke that left the access in place
+			// is an alert and is retried like any failure.
+			receipt, callErr = v.VerifyRevoked(cctx, claimed)
+			verified = callErr == nil
+			if callErr != nil {
+				callErr = &unverified{callErr}
+			}
+		}
 		cancel()
 	default:
 		return nil
 	}
-	if callErr != nil {
+	var uv *unverified
+	switch {
+	case errors.As(callErr, &uv):
+		e.log.Error("ALERT: access still present after revoke; will retry", "grant", claimed.ID, "resource", claimed.Resource, "err", uv.err)
+	case callErr != nil:
 		e.log.Warn("provisioner failed; will retry", "grant", claimed.ID, "resource", claimed.Resource, "op", want, "err", callErr)
 	}
 	err = e.write(ctx, func(o *op) error {
@@ -194,17 +233,30 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 			if err := o.tx.UpdateGrant(g); err != nil {
 				return err
 			}
-			return o.audit(SystemActor, jitgate.ActionProvisionFailed, g.RequestID, g.ID, map[string]string{
+			action := jitgate.ActionProvisionFailed
+			if uv != nil {
+				action = jitgate.ActionRevocationUnverified
+				o.emit(jitgate.Event{Kind: jitgate.EventRevocationUnverified, Grant: g})
+			}
+			return o.audit(SystemActor, action, g.RequestID, g.ID, map[string]string{
 				"op": string(want), "attempt": fmt.Sprint(g.Provision.Attempts), "error": g.Provision.LastError,
 				"next_at": stamp(g.Provision.NextAt)})
 		}
 		action := jitgate.ActionGrantProvisioned
 		g.Provision.State = jitgate.ProvisionStateGranted
+		attempts := g.Provision.Attempts + 1
+		details := map[string]string{"attempts": fmt.Sprint(attempts)}
 		if want == jitgate.ProvisionStateRevoking {
 			action = jitgate.ActionGrantDeprovisioned
 			g.Provision.State = jitgate.ProvisionStateRevoked
+			if verified {
+				action = jitgate.ActionRevocationVerified
+				g.Provision.VerifiedAt, g.Provision.Receipt = o.now, truncate(receipt, 500)
+				details["receipt"] = g.Provision.Receipt
+				details["verified_at"] = stamp(o.now)
+				details["time_to_revoke"] = g.TimeToRevoke().String()
+			}
 		}
-		attempts := g.Provision.Attempts + 1
 		g.Provision.LastError, g.Provision.NextAt = "", time.Time{}
 		g.Provision.Attempts = attempts
 		if err := o.tx.UpdateGrant(g); err != nil {
@@ -213,10 +265,16 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 		if want == jitgate.ProvisionStateRevoking {
 			o.emit(jitgate.Event{Kind: jitgate.EventGrantDeprovisioned, Grant: g})
 		}
-		return o.audit(SystemActor, action, g.RequestID, g.ID, map[string]string{"attempts": fmt.Sprint(attempts)})
+		return o.audit(SystemActor, action, g.RequestID, g.ID, details)
 	})
 	return err
 }
+
+// unverified marks a revoke whose verification found the access still in place.
+type unverified struct{ err error }
+
+func (u *unverified) Error() string { return "revocation not verified: " + u.err.Error() }
+func (u *unverified) Unwrap() error { return u.err }
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

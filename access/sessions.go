@@ -11,24 +11,43 @@ import (
 	"github.com/jitgate/jitgate"
 )
 
-// MintCredential issues a gateway password for grantID. Only the grant's owner may, and only
-// while it is active. The credential works only while the grant stays active.
-func (e *Engine) MintCredential(ctx context.Context, grantID int64) (string, *jitgate.SessionCredential, *jitgate.Grant, error) {
+// Credential routes.
+const (
+	// ViaGateway: the login is a session credential for the PostgreSQL gateway.
+	ViaGateway = "gateway"
+	// ViaDirect: the login is the grant's own ephemeral database user, used directly.
+	ViaDirect = "direct"
+)
+
+// IssuedLogin is what IssueLogin hands the grant's owner.
+type IssuedLogin struct {
+	jitgate.Login
+	// Via is ViaGateway or ViaDirect. For the gateway, Host, Port and SSLMode are left for the
+	// caller, who knows where the gateway listens.
+	Via   string         `json:"via"`
+	Grant *jitgate.Grant `json:"-"`
+}
+
+// IssueLogin hands the owner of grantID a way in, while the grant is active. Where the grant's
+// resource is PostgreSQL and a gateway runs (gateway true), it mints a session credential: the
+// gateway is then the only way in, so every statement is audited. Otherwise, for a role with
+// ephemeral provisioning, it returns the login of the grant's own database user once that user
+// exists. Only the grant's owner may call it; others get EFORBIDDEN (or ENOTFOUND if they may
+// not see the grant).
+func (e *Engine) IssueLogin(ctx context.Context, grantID int64, gateway bool) (*IssuedLogin, error) {
 	u, err := e.caller(ctx)
 	if err != nil {
-		return "", nil, nil, err
+		return nil, err
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", nil, nil, err
+		return nil, err
 	}
 	secret := jitgate.CredentialPrefix + base64.RawURLEncoding.EncodeToString(b[:])
-	var (
-		c *jitgate.SessionCredential
-		g *jitgate.Grant
-	)
+	var out *IssuedLogin
 	err = e.write(ctx, func(o *op) error {
-		if g, err = o.tx.GetGrant(grantID, false); err != nil {
+		g, err := o.tx.GetGrant(grantID, false)
+		if err != nil {
 			return err
 		}
 		if g.User != u.Name {
@@ -40,16 +59,60 @@ func (e *Engine) MintCredential(ctx context.Context, grantID int64) (string, *ji
 		if g.State != jitgate.GrantActive || !o.now.Before(g.EndsAt) {
 			return jitgate.Errorf(jitgate.ECONFLICT, "grant %d is %s; credentials are only issued while it is active", grantID, g.State)
 		}
-		c = &jitgate.SessionCredential{GrantID: g.ID, User: u.Name, Hash: jitgate.HashToken(secret), CreatedAt: o.now, ExpiresAt: g.EndsAt}
-		if err := o.tx.InsertCredential(c); err != nil {
+		res := e.pol.Resource(g.Resource)
+		if res == nil {
+			return jitgate.Errorf(jitgate.ENOTFOUND, "resource %s is no longer configured", g.Resource)
+		}
+		if gateway && res.Kind == jitgate.KindPostgres {
+			c := &jitgate.SessionCredential{GrantID: g.ID, User: u.Name, Hash: jitgate.HashToken(secret), CreatedAt: o.now, ExpiresAt: g.EndsAt}
+			if err := o.tx.InsertCredential(c); err != nil {
+				return err
+			}
+			out = &IssuedLogin{Via: ViaGateway, Grant: g, Login: jitgate.Login{Kind: res.Kind, User: g.User,
+				Password: secret, Database: g.Resource, ExpiresAt: c.ExpiresAt}}
+			return o.audit(u.Name, jitgate.ActionCredentialMinted, g.RequestID, g.ID, map[string]string{
+				"via": ViaGateway, "credential_id": fmt.Sprint(c.ID)})
+		}
+		login, err := e.ProvisionedLogin(g)
+		if err != nil {
 			return err
 		}
-		return o.audit(u.Name, jitgate.ActionCredentialMinted, g.RequestID, g.ID, map[string]string{"credential_id": fmt.Sprint(c.ID)})
+		out = &IssuedLogin{Via: ViaDirect, Grant: g, Login: *login}
+		return o.audit(u.Name, jitgate.ActionCredentialMinted, g.RequestID, g.ID, map[string]string{
+			"via": ViaDirect, "login": login.User})
 	})
 	if err != nil {
-		return "", nil, nil, err
+		return nil, err
 	}
-	return secret, c, g, nil
+	return out, nil
+}
+
+// ProvisionedLogin returns the login of the ephemeral account provisioned for g, which must be
+// active and provisioned. It does no authorization: the gateway calls it for a grant whose
+// owner it has authenticated, and IssueLogin after its own checks. The login expires with g.
+func (e *Engine) ProvisionedLogin(g *jitgate.Grant) (*jitgate.Login, error) {
+	p, ok := e.provs[g.Resource]
+	issuer, canIssue := p.(jitgate.CredentialIssuer)
+	if !ok || !canIssue || !p.Manages(g.Role) {
+		return nil, jitgate.Errorf(jitgate.ECONFLICT,
+			"role %s/%s has no ephemeral provisioning and this server runs no gateway for it: there is no login to hand out", g.Resource, g.Role)
+	}
+	// An extended grant is re-granted to move its end; its account exists meanwhile.
+	ready := g.Provision.State == jitgate.ProvisionStateGranted ||
+		(g.Provision.State == jitgate.ProvisionStateGranting && g.Extensions > 0 && g.Provision.Attempts > 0)
+	if !ready {
+		msg := fmt.Sprintf("grant %d's database account is not ready yet (provisioning is %s", g.ID, g.Provision.State)
+		if g.Provision.LastError != "" {
+			msg += fmt.Sprintf("; attempt %d failed: %s", g.Provision.Attempts, g.Provision.LastError)
+		}
+		return nil, jitgate.Errorf(jitgate.EUNAVAILABLE, "%s); try again in a moment", msg)
+	}
+	login, err := issuer.Login(g)
+	if err != nil {
+		return nil, err
+	}
+	login.ExpiresAt = g.EndsAt
+	return login, nil
 }
 
 // AuthenticateSession checks a gateway login: the credential must exist, belong to user,

@@ -212,6 +212,16 @@ func (c *Client) VerifyAudit(ctx context.Context) (*audit.Result, error) {
 	return &out, c.do(ctx, "GET", "/v1/audit/verify", nil, nil, &out)
 }
 
+// StandingAccess reads the standing-access report for resource (all resources if empty).
+func (c *Client) StandingAccess(ctx context.Context, resource string) (*StandingAccessReport, error) {
+	var out StandingAccessReport
+	q := url.Values{}
+	if resource != "" {
+		q.Set("resource", resource)
+	}
+	return &out, c.do(ctx, "GET", "/v1/reports/standing-access", q, nil, &out)
+}
+
 // Explain asks how a request would be decided.
 func (c *Client) Explain(ctx context.Context, user, resource, role string, d time.Duration) (*policy.Explanation, error) {
 	v := url.Values{"resource": {resource}, "role": {role}}

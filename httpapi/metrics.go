@@ -36,7 +36,18 @@ func registerMetrics(reg *prometheus.Registry, e *access.Engine) {
 		Help:    "How late the scheduler activated or expired a grant, or timed out a request, after it was due.",
 		Buckets: []float64{0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60},
 	})
-	reg.MustRegister(created, decided, grantsEnded, toDecision, toRevoke, lag, &storeCollector{e: e})
+	verified := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "jitgate_revocation_verified_seconds",
+		Help:    "Time from a grant's end to the provisioner's verification that its access is gone (the revocation receipt).",
+		Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60},
+	})
+	unverified := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "jitgate_revocations_unverified_total", Help: "Alerts: revokes after which the access was still there (retried).",
+	})
+	drift := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "jitgate_drift_repaired_total", Help: "Jitgate-managed accounts the reconciler removed because no live grant explained them.",
+	})
+	reg.MustRegister(created, decided, grantsEnded, toDecision, toRevoke, lag, verified, unverified, drift, &storeCollector{e: e})
 
 	e.Subscribe(func(ev jitgate.Event) {
 		switch ev.Kind {
@@ -62,20 +73,19 @@ func registerMetrics(reg *prometheus.Registry, e *access.Engine) {
 			}
 			if g.Provision.State == jitgate.ProvisionStateNone {
 				// Gateway-only grants are off once the end is committed and published.
-				toRevoke.Observe(max(e.Now().Sub(endOf(g)), 0).Seconds())
+				toRevoke.Observe(max(e.Now().Sub(g.StopAt()), 0).Seconds())
 			}
 		case jitgate.EventGrantDeprovisioned:
-			toRevoke.Observe(max(e.Now().Sub(endOf(ev.Grant)), 0).Seconds())
+			toRevoke.Observe(max(e.Now().Sub(ev.Grant.StopAt()), 0).Seconds())
+			if !ev.Grant.Provision.VerifiedAt.IsZero() {
+				verified.Observe(max(ev.Grant.TimeToRevoke(), 0).Seconds())
+			}
+		case jitgate.EventRevocationUnverified:
+			unverified.Inc()
+		case jitgate.EventDriftRepaired:
+			drift.Inc()
 		}
 	})
-}
-
-// endOf is when a grant should have stopped: its end, or when it was revoked if earlier.
-func endOf(g *jitgate.Grant) time.Time {
-	if !g.EndedAt.IsZero() && g.EndedAt.Before(g.EndsAt) {
-		return g.EndedAt
-	}
-	return g.EndsAt
 }
 
 // storeCollector reads the live counts from the store at scrape time.

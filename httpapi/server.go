@@ -142,6 +142,10 @@ func (s *Server) routes(reg *prometheus.Registry) {
 	})
 	s.api("GET /v1/audit", s.listAudit)
 	s.api("GET /v1/audit/verify", func(r *http.Request) (any, error) { return s.engine.VerifyAudit(r.Context()) })
+	s.api("GET /v1/reports/standing-access", func(r *http.Request) (any, error) {
+		reports, err := s.engine.StandingAccess(r.Context(), r.URL.Query().Get("resource"))
+		return &StandingAccessReport{Resources: reports}, err
+	})
 	s.api("GET /v1/policy/explain", s.explain)
 	s.apiStatus("POST /v1/tokens", http.StatusCreated, s.createToken)
 	s.api("GET /v1/tokens", func(r *http.Request) (any, error) {
@@ -498,13 +502,14 @@ func (s *Server) credentials(r *http.Request) (any, error) {
 	if err := decodeOptional(r, &struct{}{}); err != nil {
 		return nil, err
 	}
-	if s.gateway == nil {
-		return nil, jitgate.Errorf(jitgate.ECONFLICT, "this server runs no PostgreSQL gateway (configure gateway.postgres)")
-	}
-	secret, c, g, err := s.engine.MintCredential(r.Context(), id)
+	in, err := s.engine.IssueLogin(r.Context(), id, s.gateway != nil)
 	if err != nil {
 		return nil, err
 	}
-	return &Credentials{GrantID: g.ID, Host: s.gateway.Host, Port: s.gateway.Port, User: g.User, Database: g.Resource,
-		Password: secret, SSLMode: s.gateway.SSLMode, ExpiresAt: c.ExpiresAt}, nil
+	out := &Credentials{GrantID: in.Grant.ID, Kind: in.Kind, Via: in.Via, Host: in.Host, Port: in.Port, User: in.User,
+		Database: in.Database, Password: in.Password, SSLMode: in.SSLMode, ExpiresAt: in.ExpiresAt}
+	if in.Via == access.ViaGateway {
+		out.Host, out.Port, out.SSLMode = s.gateway.Host, s.gateway.Port, s.gateway.SSLMode
+	}
+	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/access"
 )
 
 // MaxBodyBytes caps a request body.
@@ -101,10 +102,14 @@ type GatewayInfo struct {
 	SSLMode string `json:"sslmode"`
 }
 
-// Credentials is the response to POST /v1/grants/{id}/credentials: how to connect to the
-// gateway under the grant. Password is shown only here.
+// Credentials is the response to POST /v1/grants/{id}/credentials: how to connect under the
+// grant, through the gateway (Via "gateway") or as the grant's own ephemeral database user (Via
+// "direct"). Password is shown only here.
 type Credentials struct {
-	GrantID   int64     `json:"grant_id"`
+	GrantID int64 `json:"grant_id"`
+	// Kind is the resource kind: postgres or mysql.
+	Kind      string    `json:"kind"`
+	Via       string    `json:"via"`
 	Host      string    `json:"host"`
 	Port      string    `json:"port"`
 	User      string    `json:"user"`
@@ -117,4 +122,9 @@ type Credentials struct {
 // SessionList is the response to GET /v1/sessions.
 type SessionList struct {
 	Sessions []*jitgate.Session `json:"sessions"`
+}
+
+// StandingAccessReport is the response to GET /v1/reports/standing-access[?resource=NAME].
+type StandingAccessReport struct {
+	Resources []access.StandingAccessReport `json:"resources"`
 }

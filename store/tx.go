@@ -293,24 +293,24 @@ func scanReview(sc scanner) (*jitgate.Review, error) {
 
 const grantCols = `id, request_id, user_name, resource, role, policy, state, break_glass, starts_at,
 	ends_at, activated_at, ended_at, end_reason, ended_by, extensions, prov_state, prov_attempts,
-	prov_error, prov_next_at, version`
+	prov_error, prov_next_at, prov_verified_at, prov_receipt, version`
 
 func scanGrant(sc scanner) (*jitgate.Grant, error) {
 	var (
-		g                                        jitgate.Grant
-		state, prov                              string
-		starts, ends, activated, ended, provNext sql.NullInt64
+		g                                                  jitgate.Grant
+		state, prov                                        string
+		starts, ends, activated, ended, provNext, verified sql.NullInt64
 	)
 	err := sc.Scan(&g.ID, &g.RequestID, &g.User, &g.Resource, &g.Role, &g.Policy, &state, &g.BreakGlass,
 		&starts, &ends, &activated, &ended, &g.EndReason, &g.EndedBy, &g.Extensions, &prov,
-		&g.Provision.Attempts, &g.Provision.LastError, &provNext, &g.Version)
+		&g.Provision.Attempts, &g.Provision.LastError, &provNext, &verified, &g.Provision.Receipt, &g.Version)
 	if err != nil {
 		return nil, err
 	}
 	g.State = jitgate.GrantState(state)
 	g.Provision.State = jitgate.ProvisionState(prov)
 	g.StartsAt, g.EndsAt, g.ActivatedAt, g.EndedAt = fromTS(starts), fromTS(ends), fromTS(activated), fromTS(ended)
-	g.Provision.NextAt = fromTS(provNext)
+	g.Provision.NextAt, g.Provision.VerifiedAt = fromTS(provNext), fromTS(verified)
 	return &g, nil
 }
 
@@ -318,12 +318,12 @@ func (t *txn) InsertGrant(g *jitgate.Grant) error {
 	g.Version = 1
 	return t.queryRow(`INSERT INTO grants (request_id, user_name, resource, role, policy, state,
 		break_glass, starts_at, ends_at, activated_at, ended_at, end_reason, ended_by, extensions,
-		prov_state, prov_attempts, prov_error, prov_next_at, version)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		prov_state, prov_attempts, prov_error, prov_next_at, prov_verified_at, prov_receipt, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		g.RequestID, g.User, g.Resource, g.Role, g.Policy, string(g.State), g.BreakGlass,
 		ts(g.StartsAt), ts(g.EndsAt), ts(g.ActivatedAt), ts(g.EndedAt), g.EndReason, g.EndedBy,
 		g.Extensions, string(g.Provision.State), g.Provision.Attempts, g.Provision.LastError,
-		ts(g.Provision.NextAt), g.Version).Scan(&g.ID)
+		ts(g.Provision.NextAt), ts(g.Provision.VerifiedAt), g.Provision.Receipt, g.Version).Scan(&g.ID)
 }
 
 func (t *txn) GetGrant(id int64, lock bool) (*jitgate.Grant, error) {
@@ -337,11 +337,11 @@ func (t *txn) GetGrant(id int64, lock bool) (*jitgate.Grant, error) {
 func (t *txn) UpdateGrant(g *jitgate.Grant) error {
 	res, err := t.exec(`UPDATE grants SET state = ?, starts_at = ?, ends_at = ?, activated_at = ?,
 		ended_at = ?, end_reason = ?, ended_by = ?, extensions = ?, prov_state = ?, prov_attempts = ?,
-		prov_error = ?, prov_next_at = ?, version = version + 1
+		prov_error = ?, prov_next_at = ?, prov_verified_at = ?, prov_receipt = ?, version = version + 1
 		WHERE id = ? AND version = ?`,
 		string(g.State), ts(g.StartsAt), ts(g.EndsAt), ts(g.ActivatedAt), ts(g.EndedAt), g.EndReason,
 		g.EndedBy, g.Extensions, string(g.Provision.State), g.Provision.Attempts, g.Provision.LastError,
-		ts(g.Provision.NextAt), g.ID, g.Version)
+		ts(g.Provision.NextAt), ts(g.Provision.VerifiedAt), g.Provision.Receipt, g.ID, g.Version)
 	if err != nil {
 		return err
 	}

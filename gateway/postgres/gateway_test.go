@@ -89,7 +89,7 @@ func newEnvConfig(t *testing.T, src string, opts ...func(*postgres.Options)) *en
 	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory()})
 	ctx, cancel := context.WithCancel(context.Background())
 	go eng.Run(ctx)
-	o := postgres.Options{Engine: eng, Upstream: postgres.ConfigUpstream(set), InsecurePlaintext: true}
+	o := postgres.Options{Engine: eng, Upstream: postgres.ConfigUpstream(set, nil), InsecurePlaintext: true}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -119,11 +119,11 @@ func (e *env) grant(t *testing.T, role string, d time.Duration) (*jitgate.Grant,
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret, _, g, err := e.eng.MintCredential(e.alice, r.GrantID)
+	in, err := e.eng.IssueLogin(e.alice, r.GrantID, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return g, secret
+	return in.Grant, in.Password
 }
 
 func (e *env) dsn(user, password string) string {

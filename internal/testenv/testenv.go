@@ -191,6 +191,9 @@ func (p *Provisioner) call(list *[]int64, id int64) error {
 	return nil
 }
 
+// Manages reports true: the fake provisions every role.
+func (p *Provisioner) Manages(string) bool { return true }
+
 // Grant records g.
 func (p *Provisioner) Grant(_ context.Context, g *jitgate.Grant) error {
 	return p.call(&p.Grants, g.ID)
@@ -206,4 +209,32 @@ func (p *Provisioner) Calls() (grants, revokes []int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]int64(nil), p.Grants...), append([]int64(nil), p.Revokes...)
+}
+
+// Build starts an engine for an arbitrary config text (named fixture.yaml in errors) on
+// backend b, with the given clock (nil for the system clock) and provisioners built from the
+// compiled resources by provs. It returns the engine, the compiled policies and the directory.
+func Build(tb testing.TB, src string, b testdb.Backend, clk jitgate.Clock, provs func(set *policy.Set) map[string]jitgate.Provisioner) (*access.Engine, *policy.Set, jitgate.Directory) {
+	tb.Helper()
+	cfg, set := Compile(tb, src)
+	s, err := store.Open(context.Background(), b.DSN)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	eng := access.New(access.Options{
+		Store: s, Policies: set, Directory: cfg.Directory(), Clock: clk, Provisioners: provs(set),
+		Backoff: func(n int) time.Duration { return time.Duration(n) * time.Second },
+	})
+	return eng, set, cfg.Directory()
+}
+
+// User returns a context whose caller is the named user of dir.
+func User(tb testing.TB, dir jitgate.Directory, name string) context.Context {
+	tb.Helper()
+	u, err := dir.LookupUser(context.Background(), name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return jitgate.NewContext(context.Background(), u)
 }

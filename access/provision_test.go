@@ -1,0 +1,172 @@
+package access_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/access"
+	"github.com/jitgate/jitgate/internal/clocktest"
+	"github.com/jitgate/jitgate/internal/testdb"
+	"github.com/jitgate/jitgate/internal/testenv"
+	"github.com/jitgate/jitgate/policy"
+)
+
+// target is a fake target system: accounts keyed by name, with a verifier that can be told to
+// find the access still there, and a login per grant.
+type target struct {
+	mu         sync.Mutex
+	accounts   map[string]int64
+	lingering  int // VerifyRevoked fails this many more times
+	roles      map[string]bool
+	concurrent int
+	peak       int
+}
+
+func (t *target) Manages(role string) bool { return t.roles[role] }
+func (t *target) AccountFor(g *jitgate.Grant) string {
+	return fmt.Sprintf("jit_%s_%d", g.User, g.ID)
+}
+
+func (t *target) enter() func() {
+	t.mu.Lock()
+	t.concurrent++
+	t.peak = max(t.peak, t.concurrent)
+	t.mu.Unlock()
+	time.Sleep(20 * time.Millisecond) // a remote call
+	return func() { t.mu.Lock(); t.concurrent--; t.mu.Unlock() }
+}
+
+func (t *target) Grant(_ context.Context, g *jitgate.Grant) error {
+	defer t.enter()()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.accounts[t.AccountFor(g)] = g.ID
+	return nil
+}
+
+func (t *target) Revoke(_ context.Context, g *jitgate.Grant) error {
+	defer t.enter()()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.accounts, t.AccountFor(g))
+	return nil
+}
+
+func (t *target) VerifyRevoked(_ context.Context, g *jitgate.Grant) (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lingering > 0 {
+		t.lingering--
+		return "", errors.New("1 session still runs as " + t.AccountFor(g))
+	}
+	if _, ok := t.accounts[t.AccountFor(g)]; ok {
+		return "", errors.New("account still exists")
+	}
+	return "account " + t.AccountFor(g) + " absent", nil
+}
+
+func (t *target) Login(g *jitgate.Grant) (*jitgate.Login, error) {
+	return &jitgate.Login{Kind: jitgate.KindPostgres, Host: "db", Port: "5432", User: t.AccountFor(g), Password: "derived"}, nil
+}
+
+func (t *target) ManagedAccounts(context.Context) ([]jitgate.ManagedAccount, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []jitgate.ManagedAccount
+	for n, id := range t.accounts {
+		out = append(out, jitgate.ManagedAccount{Name: n, GrantID: id})
+	}
+	return out, nil
+}
+
+func (t *target) RemoveAccount(_ context.Context, a jitgate.ManagedAccount) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.accounts, a.Name)
+	return nil
+}
+
+func newTarget(t *testing.T, clk *clocktest.Clock) (*access.Engine, *target, func(string) context.Context) {
+	tg := &target{accounts: map[string]int64{}, roles: map[string]bool{"read": true}}
+	eng, _, dir := testenv.Build(t, testenv.Config, testdb.SQLite(t), clk, func(*policy.Set) map[string]jitgate.Provisioner {
+		return map[string]jitgate.Provisioner{"app-db": tg}
+	})
+	return eng, tg, func(name string) context.Context { return testenv.User(t, dir, name) }
+}
+
+// A revoke whose verification still finds the access is an alert, is retried, and the receipt
+// is written once verification passes.
+func TestUnverifiedRevocationIsRetried(t *testing.T) {
+	clk := clocktest.New(testenv.T0)
+	eng, tg, as := newTarget(t, clk)
+	ctx := context.Background()
+	var alerts []jitgate.Event
+	eng.Subscribe(func(ev jitgate.Event) {
+		if ev.Kind == jitgate.EventRevocationUnverified {
+			alerts = append(alerts, ev)
+		}
+	})
+	r, err := eng.Submit(as("oscar"), jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: 10 * time.Minute, Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng.Tick(ctx)
+	in, err := eng.IssueLogin(as("oscar"), r.GrantID, false)
+	if err != nil || in.Via != access.ViaDirect || in.User != tg.AccountFor(in.Grant) || !in.ExpiresAt.Equal(in.Grant.EndsAt) {
+		t.Fatalf("IssueLogin = %+v, %v", in, err)
+	}
+	if _, err := eng.IssueLogin(as("bob"), r.GrantID, false); jitgate.ErrorCode(err) != jitgate.EFORBIDDEN {
+		t.Fatalf("someone else's login: %v", err)
+	}
+	tg.lingering = 1
+	if _, err := eng.Revoke(as("bob"), r.GrantID, "done"); err != nil {
+		t.Fatal(err)
+	}
+	eng.Tick(ctx)
+	g, _ := eng.GetGrant(as("oscar"), r.GrantID)
+	if g.Provision.State != jitgate.ProvisionStateRevoking || !strings.Contains(g.Provision.LastError, "revocation not verified: 1 session still runs") || len(alerts) != 1 {
+		t.Fatalf("after a failed verification: %+v, %d alerts", g.Provision, len(alerts))
+	}
+	clk.Advance(3 * time.Second)
+	eng.Tick(ctx)
+	g, _ = eng.GetGrant(as("oscar"), r.GrantID)
+	if g.Provision.State != jitgate.ProvisionStateRevoked || g.Provision.Receipt != "account "+tg.AccountFor(g)+" absent" || g.TimeToRevoke() != 3*time.Second {
+		t.Fatalf("after the retry: %+v (time to revoke %s)", g.Provision, g.TimeToRevoke())
+	}
+	evs, _ := eng.AuditEvents(as("carol"), jitgate.AuditFilter{GrantID: g.ID})
+	var actions []string
+	for _, e := range evs {
+		actions = append(actions, e.Action)
+		if e.Action == jitgate.ActionRevocationVerified && e.Details["time_to_revoke"] != "3s" {
+			t.Errorf("receipt details %v", e.Details)
+		}
+	}
+	got := strings.Join(actions, " ")
+	if !strings.Contains(got, "grant.revoked grant.revocation_unverified grant.revocation_verified") {
+		t.Fatalf("audit: %s", got)
+	}
+}
+
+// Many grants ending together are revoked concurrently, not one after another.
+func TestProvisioningRunsConcurrently(t *testing.T) {
+	clk := clocktest.New(testenv.T0)
+	eng, tg, as := newTarget(t, clk)
+	ctx := context.Background()
+	for _, u := range []string{"oscar", "alice", "bob"} {
+		if _, err := eng.Submit(as(u), jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: 10 * time.Minute, Reason: "x", BreakGlass: u != "oscar"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := eng.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tg.peak < 2 {
+		t.Fatalf("peak concurrency %d", tg.peak)
+	}
+}
