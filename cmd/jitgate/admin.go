@@ -18,7 +18,7 @@ import (
 // localAdmin runs fn against the store named in the config file directly, as a local
 // operator: whoever can read the config and reach the store is trusted to manage tokens.
 func (a *app) localAdmin(ctx context.Context, cfgPath string, fn func(ctx context.Context, rt *runtime) error) error {
-	rt, err := openRuntime(ctx, cfgPath, false, "", slog.New(slog.DiscardHandler))
+	rt, err := openRuntime(ctx, cfgPath, false, false, "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}

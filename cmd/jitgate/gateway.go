@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -54,22 +55,39 @@ func mint(ctx context.Context, c *httpapi.Client, resource, role string) (*jitga
 	return g, cr, err
 }
 
-// pgEnv is the libpq environment for a credential.
-func pgEnv(cr *httpapi.Credentials) []string {
+// clientEnv is the client environment for a credential: libpq's for PostgreSQL, the mysql
+// client's for MySQL (which has no variable for the user; connect passes -u).
+func clientEnv(cr *httpapi.Credentials) []string {
+	if cr.Kind == jitgate.KindMySQL {
+		return []string{"MYSQL_HOST=" + cr.Host, "MYSQL_TCP_PORT=" + cr.Port, "MYSQL_PWD=" + cr.Password}
+	}
 	return []string{
 		"PGHOST=" + cr.Host, "PGPORT=" + cr.Port, "PGUSER=" + cr.User, "PGDATABASE=" + cr.Database,
 		"PGPASSWORD=" + cr.Password, "PGSSLMODE=" + cr.SSLMode,
 	}
 }
 
+// credentialURI is a connection URI for a credential.
+func credentialURI(cr *httpapi.Credentials) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(cr.User, cr.Password), Host: net.JoinHostPort(cr.Host, cr.Port),
+		Path: "/" + cr.Database, RawQuery: "sslmode=" + cr.SSLMode}
+	if cr.Kind == jitgate.KindMySQL {
+		u.Scheme, u.RawQuery = "mysql", ""
+	}
+	return u.String()
+}
+
 func (a *app) credentialsCmd() *cobra.Command {
 	var role string
 	cmd := &cobra.Command{
 		Use:   "credentials RESOURCE [--role ROLE] [-o env|uri|json]",
-		Short: "Get a short-lived password for the PostgreSQL gateway under your active grant",
-		Long: `Mint a session credential for your active grant on RESOURCE. It works only through the
-gateway, only while the grant is active, and only as you: it never outlives the grant.
-Output: shell exports (env, the default), a connection URI (uri), or JSON.`,
+		Short: "Get a short-lived login under your active grant",
+		Long: `Get a login for your active grant on RESOURCE. Where the server runs the PostgreSQL gateway
+and RESOURCE is PostgreSQL, it is a session credential that works only through the gateway,
+only while the grant is active, and only as you. Otherwise, for a role with ephemeral
+provisioning, it is the grant's own database user (jit_<you>_<grant>), which is dropped when
+the grant ends. Either way it never outlives the grant.
+Output: shell exports (env, the default: PG* or MYSQL_* variables), a connection URI (uri), or JSON.`,
 		Args: exactArgs("RESOURCE"),
 		RunE: a.withClient(func(ctx context.Context, c *httpapi.Client, args []string) error {
 			g, cr, err := mint(ctx, c, args[0], role)
@@ -80,12 +98,13 @@ Output: shell exports (env, the default), a connection URI (uri), or JSON.`,
 			case "json":
 				return a.printJSON(cr)
 			case "uri":
-				u := url.URL{Scheme: "postgres", User: url.UserPassword(cr.User, cr.Password), Host: cr.Host + ":" + cr.Port,
-					Path: "/" + cr.Database, RawQuery: "sslmode=" + cr.SSLMode}
-				fmt.Fprintln(a.stdout, u.String())
+				fmt.Fprintln(a.stdout, credentialURI(cr))
 			default:
-				for _, kv := range pgEnv(cr) {
+				for _, kv := range clientEnv(cr) {
 					fmt.Fprintf(a.stdout, "export %s\n", kv)
+				}
+				if cr.Kind == jitgate.KindMySQL {
+					fmt.Fprintf(a.stderr, "# then: mysql -u %s %s\n", cr.User, cr.Database)
 				}
 				fmt.Fprintf(a.stderr, "# valid while grant %d is active (ends %s)\n", g.ID, relative(g.EndsAt, time.Now()))
 			}
@@ -100,7 +119,7 @@ func (a *app) connectCmd() *cobra.Command {
 	var role string
 	cmd := &cobra.Command{
 		Use:   "connect RESOURCE [--role ROLE] [-- PSQL-ARGS...]",
-		Short: "Open psql through the gateway under your active grant",
+		Short: "Open psql (or mysql) under your active grant",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 {
 				return usagef("connect takes a RESOURCE")
@@ -112,14 +131,22 @@ func (a *app) connectCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			psql, err := exec.LookPath("psql")
-			if err != nil {
-				return fmt.Errorf("psql is not installed; use jitgate credentials %s with your own client", args[0])
+			client, clientArgs := "psql", args[1:]
+			if cr.Kind == jitgate.KindMySQL {
+				client, clientArgs = "mysql", append([]string{"-u", cr.User}, append(args[1:], cr.Database)...)
 			}
-			fmt.Fprintf(a.stderr, "Connecting to %s as %s/%s through jitgate; the session ends with grant %d (%s).\n",
-				g.Resource, g.User, g.Role, g.ID, relative(g.EndsAt, time.Now()))
-			p := exec.CommandContext(ctx, psql, args[1:]...)
-			p.Env = append(os.Environ(), pgEnv(cr)...)
+			bin, err := exec.LookPath(client)
+			if err != nil {
+				return fmt.Errorf("%s is not installed; use jitgate credentials %s with your own client", client, args[0])
+			}
+			how := "through the jitgate gateway"
+			if cr.Via == access.ViaDirect {
+				how = "as " + cr.User
+			}
+			fmt.Fprintf(a.stderr, "Connecting to %s as %s/%s %s; the session ends with grant %d (%s).\n",
+				g.Resource, g.User, g.Role, how, g.ID, relative(g.EndsAt, time.Now()))
+			p := exec.CommandContext(ctx, bin, clientArgs...)
+			p.Env = append(os.Environ(), clientEnv(cr)...)
 			p.Stdin, p.Stdout, p.Stderr = a.stdin, a.stdout, a.stderr
 			if err := p.Run(); err != nil {
 				return silentError{err}

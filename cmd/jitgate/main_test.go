@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jitgate/jitgate/internal/testdb"
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -56,9 +60,15 @@ func TestScripts(t *testing.T) {
 				default:
 					return err
 				}
+				// UNIQ makes user names (and so jit_ role names in the shared PostgreSQL) unique
+				// to this script run.
+				uniq := make([]byte, 4)
+				rand.Read(uniq)
+				env.Setenv("UNIQ", "u"+hex.EncodeToString(uniq))
 				cfg := filepath.Join(env.WorkDir, "jitgate.yaml")
 				if data, err := os.ReadFile(cfg); err == nil {
-					r := strings.NewReplacer("STORE_DSN", dsn, "GATEWAY_ADDR", gwAddr, "UPSTREAM_ADDR", upstream, "UPSTREAM_DB", database)
+					r := strings.NewReplacer("STORE_DSN", dsn, "GATEWAY_ADDR", gwAddr, "UPSTREAM_ADDR", upstream, "UPSTREAM_DB", database,
+						"UNIQ", env.Getenv("UNIQ"))
 					if err := os.WriteFile(cfg, []byte(r.Replace(string(data))), 0o600); err != nil {
 						return err
 					}
@@ -81,6 +91,8 @@ func TestScripts(t *testing.T) {
 				"waitserver": waitServer,
 				"setstdout":  setStdout,
 				"filemode":   fileMode,
+				"pgrole":     pgRole,
+				"sleep":      sleepCmd,
 			},
 		})
 	})
@@ -130,4 +142,48 @@ func fileMode(ts *testscript.TestScript, neg bool, args []string) {
 	if got := fmt.Sprintf("%04o", st.Mode().Perm()); got != args[1] {
 		ts.Fatalf("%s has mode %s, want %s", args[0], got, args[1])
 	}
+}
+
+// pgRole waits for a role in the test PostgreSQL to be present or absent: pgrole NAME
+// present|absent [TIMEOUT]. Without a timeout it checks once.
+func pgRole(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 2 || len(args) > 3 || (args[1] != "present" && args[1] != "absent") {
+		ts.Fatalf("usage: pgrole NAME present|absent [TIMEOUT]")
+	}
+	var wait time.Duration
+	if len(args) == 3 {
+		var err error
+		wait, err = time.ParseDuration(args[2])
+		ts.Check(err)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testdb.PostgresURL())
+	ts.Check(err)
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(wait)
+	for {
+		var exists bool
+		ts.Check(conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, args[0]).Scan(&exists))
+		if exists == (args[1] == "present") {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("role %s is not %s after %s", args[0], args[1], wait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sleepCmd waits for a duration: sleep 5s. Scripts use it only where real time must pass
+// (a grant ending while the server is down).
+func sleepCmd(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: sleep DURATION")
+	}
+	d, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	if d > 30*time.Second {
+		ts.Fatalf("sleep %s: keep scripts fast (at most 30s)", d)
+	}
+	time.Sleep(d)
 }

@@ -225,6 +225,11 @@ func printGrant(w io.Writer, g *jitgate.Grant, now time.Time) {
 		prov += fmt.Sprintf(" — failing after %d attempt(s): %s; next try %s", g.Provision.Attempts, g.Provision.LastError, relative(g.Provision.NextAt, now))
 	}
 	kv.row("Provisioning", prov)
+	if !g.Provision.VerifiedAt.IsZero() {
+		kv.row("Revocation", fmt.Sprintf("verified %s, %s after the grant ended", g.Provision.VerifiedAt.Local().Format(time.RFC3339),
+			g.TimeToRevoke().Round(time.Millisecond)))
+		kv.row("Receipt", g.Provision.Receipt)
+	}
 	kv.row("Request", fmt.Sprint(g.RequestID))
 	kv.flush()
 }

@@ -92,10 +92,14 @@ type runtime struct {
 	set    *policy.Set
 	store  *store.DB
 	engine *access.Engine
+	// close releases the store and the provisioners' connections.
+	close func()
 }
 
 // openRuntime loads the config (or the dev config), opens the store and builds the engine.
-func openRuntime(ctx context.Context, cfgPath string, dev bool, storeOverride string, log *slog.Logger) (*runtime, error) {
+// With targets, it also connects the provisioners (the server does; local CLI commands that
+// only touch the store do not, so they need no target passwords).
+func openRuntime(ctx context.Context, cfgPath string, dev, targets bool, storeOverride string, log *slog.Logger) (*runtime, error) {
 	var (
 		cfg *config.Config
 		err error
@@ -115,12 +119,20 @@ func openRuntime(ctx context.Context, cfgPath string, dev bool, storeOverride st
 	if err != nil {
 		return nil, err
 	}
+	provs, closeProvs := map[string]jitgate.Provisioner{}, func() {}
+	if targets {
+		if provs, closeProvs, err = provisioners(cfg, set.Resources(), dev); err != nil {
+			return nil, err
+		}
+	}
 	st, err := store.Open(ctx, cfg.Server.Store)
 	if err != nil {
+		closeProvs()
 		return nil, err
 	}
-	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory(), Logger: log})
-	return &runtime{cfg: cfg, set: set, store: st, engine: eng}, nil
+	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory(), Logger: log,
+		Provisioners: provs, ReconcileInterval: cfg.Server.ReconcileIntervalValue})
+	return &runtime{cfg: cfg, set: set, store: st, engine: eng, close: func() { closeProvs(); st.Close() }}, nil
 }
 
 func (a *app) runServer(ctx context.Context, o serverOpts) error {
@@ -135,11 +147,11 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 		}
 		o.store = "sqlite:" + filepath.Join(dir, "jitgate.db")
 	}
-	rt, err := openRuntime(ctx, o.config, o.dev, o.store, log)
+	rt, err := openRuntime(ctx, o.config, o.dev, true, o.store, log)
 	if err != nil {
 		return err
 	}
-	defer rt.store.Close()
+	defer rt.close()
 	addr := rt.cfg.Server.HTTPAddr
 	if o.httpAddr != "" {
 		addr = o.httpAddr
@@ -293,7 +305,7 @@ func startGateway(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server, 
 		return nil, fmt.Errorf("gateway: listen on %s: %w", pg.Addr, err)
 	}
 	gw := pggateway.New(pggateway.Options{
-		Engine: rt.engine, Upstream: pggateway.ConfigUpstream(rt.set), TLS: tlsCfg,
+		Engine: rt.engine, Upstream: pggateway.ConfigUpstream(rt.set, rt.engine.ProvisionedLogin), TLS: tlsCfg,
 		InsecurePlaintext: pg.InsecurePlaintext, Logger: log,
 	})
 	reg.MustRegister(gw)
