@@ -156,6 +156,14 @@ func TestAuthorization(t *testing.T) {
 	// Explaining someone else's access needs admin.
 	_, err = f.client("alice").Explain(ctx, "bob", "app-db", "read", 0)
 	wantErr(t, err, jitgate.EFORBIDDEN)
+	// The standing-access report is for admins; an unknown resource is named.
+	_, err = f.client("alice").StandingAccess(ctx, "")
+	wantErr(t, err, jitgate.EFORBIDDEN)
+	_, err = f.client("carol").StandingAccess(ctx, "nope")
+	wantErr(t, err, jitgate.ENOTFOUND)
+	// Credentials are the owner's alone, and only for an active grant with a way in.
+	_, err = f.client("alice").Credentials(ctx, 999)
+	wantErr(t, err, jitgate.ENOTFOUND)
 
 	// No token, a bad token, a revoked token, an expired token: 401.
 	_, err = httpapi.NewClient(f.srv.URL, "").Whoami(ctx)
