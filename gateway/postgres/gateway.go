@@ -395,6 +395,11 @@ func (g *Gateway) handle(conn net.Conn) {
 		return
 	}
 	cfg, err := g.opts.Upstream(grant)
+	if jitgate.ErrorCode(err) == jitgate.EUNAVAILABLE {
+		// The grant's ephemeral user is still being created: a moment's wait, not a fault.
+		fatal(be, "57P03", "jitgate: "+jitgate.ErrorMessage(err))
+		return
+	}
 	if err != nil {
 		g.log.Error("gateway: upstream config", "grant", grant.ID, "err", err)
 		fatal(be, "08006", fmt.Sprintf("jitgate: resource %s is not reachable through the gateway: %s", grant.Resource, jitgate.ErrorMessage(err)))
