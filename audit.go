@@ -38,6 +38,21 @@ const (
 	ActionDriftRepaired = "drift.repaired"
 )
 
+// Statement is one statement run through the gateway, as its session.statements audit event
+// records it.
+type Statement struct {
+	// N numbers the session's statements from 1.
+	N          int64     `json:"n"`
+	Start      time.Time `json:"start"`
+	DurationUS int64     `json:"duration_us"`
+	SQL        string    `json:"sql"`
+	// SQLState is the error's SQLSTATE if the statement failed; Tag the command tag if not.
+	SQLState string `json:"sqlstate,omitempty"`
+	Tag      string `json:"tag,omitempty"`
+	// Protocol is "extended" for Parse/Bind/Execute, empty for a simple query.
+	Protocol string `json:"protocol,omitempty"`
+}
+
 // AuditEvent is one append-only, hash-chained record of a state change.
 type AuditEvent struct {
 	// Seq numbers events 1, 2, 3, ... with no gaps.
@@ -49,6 +64,10 @@ type AuditEvent struct {
 	GrantID   int64             `json:"grant_id,omitempty"`
 	SessionID int64             `json:"session_id,omitempty"`
 	Details   map[string]string `json:"details,omitempty"`
+	// Statements are the statements a session.statements event records: the gateway writes
+	// one such event per session and batch rather than one event per statement. The hash
+	// covers them.
+	Statements []Statement `json:"statements,omitempty"`
 	// PrevHash is the Hash of the event before (empty for the first event).
 	PrevHash string `json:"prev_hash"`
 	// Hash is ComputeHash of this event.
@@ -89,6 +108,20 @@ func (e *AuditEvent) ComputeHash() string {
 	for _, k := range keys {
 		writeStr(k)
 		writeStr(e.Details[k])
+	}
+	if len(e.Statements) > 0 {
+		// Only events that carry statements encode them, so every older event keeps its hash.
+		writeStr("statements")
+		writeInt(int64(len(e.Statements)))
+		for _, st := range e.Statements {
+			writeInt(st.N)
+			writeInt(st.Start.UnixNano())
+			writeInt(st.DurationUS)
+			writeStr(st.SQL)
+			writeStr(st.SQLState)
+			writeStr(st.Tag)
+			writeStr(st.Protocol)
+		}
 	}
 	writeStr(e.PrevHash)
 	return hex.EncodeToString(h.Sum(nil))

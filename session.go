@@ -44,9 +44,12 @@ type SessionFilter struct {
 
 // Audit actions for gateway sessions.
 const (
-	ActionSessionStarted    = "session.started"
-	ActionSessionEnded      = "session.ended"
-	ActionSessionStatement  = "session.statement"
+	ActionSessionStarted = "session.started"
+	ActionSessionEnded   = "session.ended"
+	// ActionSessionStatement is one statement per event (older gateways).
+	ActionSessionStatement = "session.statement"
+	// ActionSessionStatements records a batch of one session's statements (AuditEvent.Statements).
+	ActionSessionStatements = "session.statements"
 	ActionStatementsLost    = "session.statements_lost"
 	ActionCredentialMinted  = "grant.credentials_minted"
 	ActionSessionAuthFailed = "session.auth_failed"

@@ -2,6 +2,8 @@
 # Compares, in one run against the local PostgreSQL, three paths to the same database:
 #   direct     pgbench → PostgreSQL
 #   pgbouncer  pgbench → PgBouncer (session mode) → PostgreSQL
+#   relay      pgbench → a bare Go io.Copy relay (bench/relay) → PostgreSQL: the floor for a
+#              proxy built, like the gateway, on a goroutine per direction
 #   gateway    pgbench → jitgate's PostgreSQL gateway (statement audit on) → PostgreSQL
 # Every hop is plaintext on loopback, so the comparison is of the proxies, not of TLS.
 # For each: select-only throughput with 8 clients (pgbench -S -c 8 -j 2), single-client average
@@ -70,7 +72,13 @@ else
   echo "PgBouncer not available: skipping that path"
 fi
 
-# jitgate with its gateway; plaintext on loopback, like the other two paths.
+# The bare relay.
+go build -o "$work/relay" ./bench/relay
+relay_port=$(free_port)
+"$work/relay" -listen "127.0.0.1:$relay_port" -upstream 127.0.0.1:5432 &
+pids+=($!)
+
+# jitgate with its gateway; plaintext on loopback, like the other paths.
 go build -o "$work/jitgate" ./cmd/jitgate
 http_port=$(free_port) gw_port=$(free_port)
 cat > "$work/jitgate.yaml" <<YAML
@@ -115,14 +123,15 @@ run() { # path, pgbench args... → prints tps or latency
   case $path in
     direct)    PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p 5432 -U postgres "$@" "$DB" ;;
     pgbouncer) PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$bouncer_port" -U postgres "$@" "$DB" ;;
+    relay)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$relay_port" -U postgres "$@" "$DB" ;;
     gateway)   PGPASSWORD=$GW_PASSWORD PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$gw_port" -U bench "$@" "$DB" ;;
   esac 2>&1
 }
 tps() { run "$@" | awk '/^tps = /{print $3; exit}'; }
 lat() { run "$@" | awk '/^latency average = /{print $4; exit}'; }
 
-paths=(direct gateway)
-[ -n "$bouncer_port" ] && paths=(direct pgbouncer gateway)
+paths=(direct relay gateway)
+[ -n "$bouncer_port" ] && paths=(direct pgbouncer relay gateway)
 declare -A sum
 for r in $(seq "$ROUNDS"); do
   for p in "${paths[@]}"; do

@@ -421,7 +421,15 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 					return err
 				}
 			}
-			args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, e.SessionID, string(details), e.PrevHash, e.Hash)
+			var stmts any // NULL unless the event carries statements
+			if len(e.Statements) > 0 {
+				b, err := json.Marshal(e.Statements)
+				if err != nil {
+					return err
+				}
+				stmts = string(b)
+			}
+			args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, e.SessionID, string(details), stmts, e.PrevHash, e.Hash)
 		}
 		if _, err := t.exec(auditInsert(n), args...); err != nil {
 			return err
@@ -432,7 +440,7 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 	return err
 }
 
-const auditCols = 10
+const auditCols = 11
 
 // auditChunks are the row counts of the audit INSERT statements, largest first.
 var auditChunks = []int{128, 16, 1}
@@ -444,12 +452,12 @@ func auditInsert(rows int) string {
 		return q.(string)
 	}
 	var q strings.Builder
-	q.WriteString(`INSERT INTO audit_events (seq, time, actor, action, request_id, grant_id, session_id, details, prev_hash, hash) VALUES `)
+	q.WriteString(`INSERT INTO audit_events (seq, time, actor, action, request_id, grant_id, session_id, details, statements, prev_hash, hash) VALUES `)
 	for i := range rows {
 		if i > 0 {
 			q.WriteString(", ")
 		}
-		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 	}
 	auditInserts.Store(rows, q.String())
 	return q.String()
@@ -475,7 +483,7 @@ func (t *txn) ListAudit(f jitgate.AuditFilter) ([]*jitgate.AuditEvent, error) {
 	if f.SessionID != 0 {
 		w.add("session_id = ?", f.SessionID)
 	}
-	return collect(t, scanAudit, `SELECT seq, time, actor, action, request_id, grant_id, session_id, details, prev_hash, hash
+	return collect(t, scanAudit, `SELECT seq, time, actor, action, request_id, grant_id, session_id, details, statements, prev_hash, hash
 		FROM audit_events`+w.String()+` ORDER BY seq LIMIT ?`, append(w.args, limit(f.Limit))...)
 }
 
@@ -484,9 +492,16 @@ func scanAudit(sc scanner) (*jitgate.AuditEvent, error) {
 		e       jitgate.AuditEvent
 		tm      int64
 		details string
+		stmts   sql.NullString
 	)
-	if err := sc.Scan(&e.Seq, &tm, &e.Actor, &e.Action, &e.RequestID, &e.GrantID, &e.SessionID, &details, &e.PrevHash, &e.Hash); err != nil {
+	if err := sc.Scan(&e.Seq, &tm, &e.Actor, &e.Action, &e.RequestID, &e.GrantID, &e.SessionID, &details, &stmts, &e.PrevHash, &e.Hash); err != nil {
 		return nil, err
+	}
+	if stmts.Valid && stmts.String != "" {
+		if err := json.Unmarshal([]byte(stmts.String), &e.Statements); err != nil {
+			// Listed anyway; its hash no longer matches, which Verify reports.
+			e.Statements = []jitgate.Statement{{SQL: "[unparsable statements: " + stmts.String + "]"}}
+		}
 	}
 	e.Time = time.Unix(0, tm).UTC()
 	if details != "" && details != "{}" {

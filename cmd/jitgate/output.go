@@ -149,6 +149,18 @@ func printAudit(w io.Writer, evs []*jitgate.AuditEvent) error {
 			parts = append(parts, fmt.Sprintf("%s=%q", k, e.Details[k]))
 		}
 		t.row(e.Seq, e.Time.Local().Format("2006-01-02 15:04:05"), e.Actor, e.Action, dash(e.RequestID), dash(e.GrantID), truncate(strings.Join(parts, " "), 100))
+		// A session.statements event: one line per statement under it.
+		for _, st := range e.Statements {
+			d := fmt.Sprintf("n=%d sql=%q", st.N, st.SQL)
+			if st.SQLState != "" {
+				d += fmt.Sprintf(" sqlstate=%q", st.SQLState)
+			}
+			if st.Tag != "" {
+				d += fmt.Sprintf(" tag=%q", st.Tag)
+			}
+			d += fmt.Sprintf(" duration_us=%d", st.DurationUS)
+			t.row("", st.Start.Local().Format("2006-01-02 15:04:05"), e.Actor, "  statement", dash(e.RequestID), dash(e.GrantID), truncate(d, 100))
+		}
 	}
 	return t.flush()
 }

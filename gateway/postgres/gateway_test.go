@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -210,8 +211,8 @@ func TestReadGrantReadsAndCannotWrite(t *testing.T) {
 	}
 	for sql, outcome := range want {
 		found := false
-		for _, ev := range stmts {
-			if ev.Details["sql"] == sql && (ev.Details["tag"] == strings.TrimPrefix(outcome, "tag=") || ev.Details["sqlstate"] == strings.TrimPrefix(outcome, "sqlstate=")) {
+		for _, st := range stmts {
+			if st.SQL == sql && (st.Tag == strings.TrimPrefix(outcome, "tag=") || st.SQLState == strings.TrimPrefix(outcome, "sqlstate=")) {
 				found = true
 			}
 		}
@@ -225,17 +226,21 @@ func TestReadGrantReadsAndCannotWrite(t *testing.T) {
 	}
 }
 
-// waitStatements waits until the grant has at least n statement events recorded.
-func waitStatements(t *testing.T, e *env, grantID int64, n int) []*jitgate.AuditEvent {
+// waitStatements waits until the grant has at least n statements recorded, and returns them
+// in the order they were recorded (numbered from 1 within each session).
+func waitStatements(t *testing.T, e *env, grantID int64, n int) []jitgate.Statement {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		var evs []*jitgate.AuditEvent
+		var evs []jitgate.Statement
 		err := e.store.View(context.Background(), func(tx jitgate.Tx) error {
 			all, err := tx.ListAudit(jitgate.AuditFilter{GrantID: grantID})
 			for _, ev := range all {
-				if ev.Action == jitgate.ActionSessionStatement {
-					evs = append(evs, ev)
+				if ev.Action == jitgate.ActionSessionStatements {
+					if ev.Details["count"] != strconv.Itoa(len(ev.Statements)) {
+						t.Errorf("event %d: count %s for %d statements", ev.Seq, ev.Details["count"], len(ev.Statements))
+					}
+					evs = append(evs, ev.Statements...)
 				}
 			}
 			return err

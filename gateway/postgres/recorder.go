@@ -14,8 +14,10 @@ import (
 
 // Recorder writes statement audit events off the relay path: sessions append events to a
 // bounded buffer (a mutex and a slice, so recording a statement wakes no goroutine), and one
-// goroutine takes the buffer every flush interval, or as soon as it holds a batch, and appends
-// it to the audit chain (one transaction per batch). When the store falls behind or fails, the
+// goroutine takes the buffer every flush interval, or as soon as it holds a batch, merges each
+// session's statements into one session.statements event, and appends those to the audit chain
+// (one transaction per batch). The chain covers every statement; a batch costs one row per
+// session rather than one per statement. When the store falls behind or fails, the
 // buffer fills and sessions wait (back pressure) rather than run statements that are not
 // recorded. Events that cannot be written by the time the recorder closes are counted as lost,
 // logged, exported as a metric and, if the store takes it, recorded as one
@@ -30,6 +32,10 @@ type Recorder struct {
 	mu      sync.Mutex
 	notFull *sync.Cond
 	buf     []*jitgate.AuditEvent
+	// queued counts events ever buffered and settled those written or counted lost; Sync
+	// waits on written for settled to catch up.
+	queued, settled int64
+	written         *sync.Cond
 	closed  bool
 	kick    chan struct{}
 	done    chan struct{}
@@ -52,6 +58,7 @@ func NewRecorder(eng Engine, log *slog.Logger, buffer, batch int, flush time.Dur
 	r := &Recorder{eng: eng, log: log, max: buffer, batch: min(batch, buffer), every: flush,
 		kick: make(chan struct{}, 1), done: make(chan struct{})}
 	r.notFull = sync.NewCond(&r.mu)
+	r.written = sync.NewCond(&r.mu)
 	go r.loop()
 	return r
 }
@@ -77,11 +84,31 @@ func (r *Recorder) Record(e *jitgate.AuditEvent) {
 		}
 	}
 	r.buf = append(r.buf, e)
+	r.queued++
 	if len(r.buf) == r.batch {
 		select {
 		case r.kick <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// Sync returns once every event recorded before it was called is written (or counted as
+// lost): a session calls it before recording its end, so the chain holds its statements
+// before its session.ended event.
+func (r *Recorder) Sync() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	target := r.queued
+	if r.settled >= target {
+		return
+	}
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	for r.settled < target {
+		r.written.Wait()
 	}
 }
 
@@ -112,6 +139,10 @@ func (r *Recorder) loop() {
 			n := min(len(take), r.batch)
 			r.flush(take[:n], !closed)
 			take = take[n:]
+			r.mu.Lock()
+			r.settled += int64(n)
+			r.written.Broadcast()
+			r.mu.Unlock()
 		}
 		if closed {
 			return
@@ -126,7 +157,7 @@ func (r *Recorder) flush(batch []*jitgate.AuditEvent, open bool) []*jitgate.Audi
 	deadline := time.Now().Add(10 * time.Second)
 	for wait := 50 * time.Millisecond; ; wait = min(wait*2, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := r.eng.RecordAudit(ctx, batch)
+		err := r.eng.RecordAudit(ctx, merge(batch))
 		cancel()
 		if err == nil {
 			r.recorded.Add(int64(len(batch)))
@@ -142,6 +173,34 @@ func (r *Recorder) flush(batch []*jitgate.AuditEvent, open bool) []*jitgate.Audi
 		r.log.Error("gateway: recording statements failed; sessions wait until it works", "count", len(batch), "err", err)
 		time.Sleep(wait)
 	}
+}
+
+// merge folds the statement events of each session in batch into one event that carries all
+// of them, in order; sessions keep the order of their first statement. Other events pass
+// through as they are.
+func merge(batch []*jitgate.AuditEvent) []*jitgate.AuditEvent {
+	out := make([]*jitgate.AuditEvent, 0, len(batch))
+	bySession := map[int64]*jitgate.AuditEvent{}
+	for _, e := range batch {
+		if e.Action != jitgate.ActionSessionStatements {
+			out = append(out, e)
+			continue
+		}
+		if m := bySession[e.SessionID]; m != nil {
+			m.Statements = append(m.Statements, e.Statements...)
+			continue
+		}
+		m := *e
+		m.Statements = append(make([]jitgate.Statement, 0, 8), e.Statements...)
+		bySession[e.SessionID] = &m
+		out = append(out, &m)
+	}
+	for _, m := range out {
+		if m.Action == jitgate.ActionSessionStatements {
+			m.Details = map[string]string{"count": strconv.Itoa(len(m.Statements))}
+		}
+	}
+	return out
 }
 
 // Close writes what is buffered and stops. It returns once everything is written or counted

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,7 +48,8 @@ func TestRecorderBackPressure(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range 20 {
-			rec.Record(&jitgate.AuditEvent{Action: "session.statement", SessionID: int64(i)})
+			rec.Record(&jitgate.AuditEvent{Action: jitgate.ActionSessionStatements, SessionID: int64(i),
+				Statements: []jitgate.Statement{{N: 1, SQL: "SELECT 1"}}})
 		}
 	}()
 	select {
@@ -68,5 +70,34 @@ func TestRecorderBackPressure(t *testing.T) {
 	recorded, lost, _, _, _ := rec.Stats()
 	if recorded != 20 || lost != 0 || st.count() != 20 {
 		t.Fatalf("recorded %d, lost %d, stored %d", recorded, lost, st.count())
+	}
+}
+
+// A batch holds one session.statements event per session, with that session's statements in
+// order, whatever the interleaving.
+func TestRecorderMergesSessions(t *testing.T) {
+	st := &flakyStore{}
+	rec := postgres.NewRecorder(st, slog.New(slog.DiscardHandler), 100, 100, time.Hour)
+	for i := range 6 {
+		sess := int64(1 + i%2)
+		rec.Record(&jitgate.AuditEvent{Action: jitgate.ActionSessionStatements, SessionID: sess,
+			Statements: []jitgate.Statement{{N: int64(1 + i/2), SQL: "SELECT " + strconv.Itoa(i)}}})
+	}
+	rec.Close()
+	if recorded, lost, _, batches, _ := rec.Stats(); recorded != 6 || lost != 0 || batches != 1 {
+		t.Fatalf("recorded %d, lost %d, batches %d", recorded, lost, batches)
+	}
+	if len(st.events) != 2 {
+		t.Fatalf("%d events, want one per session", len(st.events))
+	}
+	for k, e := range st.events {
+		if e.SessionID != int64(k+1) || len(e.Statements) != 3 || e.Details["count"] != "3" {
+			t.Fatalf("event %d: %+v", k, e)
+		}
+		for j, s := range e.Statements {
+			if s.N != int64(j+1) || s.SQL != "SELECT "+strconv.Itoa(2*j+k) {
+				t.Fatalf("event %d statement %d: %+v", k, j, s)
+			}
+		}
 	}
 }

@@ -220,6 +220,7 @@ func (s *session) run() {
 func (s *session) finish(reason string) {
 	s.info.EndReason = reason
 	s.info.BytesIn, s.info.BytesOut, s.info.Statements = s.bytesIn.Load(), s.bytesOut.Load(), s.statements.Load()
+	s.g.rec.Sync() // the session's statements enter the chain before its end
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.g.opts.Engine.EndSession(ctx, s.info); err != nil {
@@ -510,22 +511,15 @@ func (s *session) emit(st *stmt) {
 	if len(sql) > maxSQL {
 		sql = sql[:maxSQL] + fmt.Sprintf("... [%d bytes in all]", len(st.sql))
 	}
-	// The event's time is the statement's start; user, grant and session are its columns.
-	d := map[string]string{
-		"sql":         sql,
-		"duration_us": strconv.FormatInt(time.Since(st.start).Microseconds(), 10),
-	}
-	if st.sqlstate != "" {
-		d["sqlstate"] = st.sqlstate
-	}
-	if st.tag != "" {
-		d["tag"] = st.tag
-	}
+	rec := jitgate.Statement{N: s.statements.Load(), Start: st.start, DurationUS: time.Since(st.start).Microseconds(),
+		SQL: sql, SQLState: st.sqlstate, Tag: st.tag}
 	if st.extended {
-		d["protocol"] = "extended"
+		rec.Protocol = "extended"
 	}
+	// The recorder merges a session's statements into one session.statements event per batch;
+	// user, grant and session are the event's columns.
 	s.g.rec.Record(&jitgate.AuditEvent{
-		Time: st.start, Actor: s.grant.User, Action: jitgate.ActionSessionStatement,
-		RequestID: s.grant.RequestID, GrantID: s.grant.ID, SessionID: s.info.ID, Details: d,
+		Time: st.start, Actor: s.grant.User, Action: jitgate.ActionSessionStatements,
+		RequestID: s.grant.RequestID, GrantID: s.grant.ID, SessionID: s.info.ID, Statements: []jitgate.Statement{rec},
 	})
 }
