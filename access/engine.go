@@ -766,5 +766,5 @@ func (e *Engine) Revoke(ctx context.Context, grantID int64, reason string) (*jit
 // canSee reports whether u may see (and so act on) a request or grant of owner under pol:
 // the owner, an admin, or an approver of the policy. Approvers may also revoke.
 func (e *Engine) canSee(u *jitgate.User, owner string, pol *policy.Policy) bool {
-	return u.Name == owner || e.pol.IsAdmin(u.Name) || (pol != nil && pol.IsApprover(u))
+	return u.Name == owner || e.isAdmin(u) || (pol != nil && pol.IsApprover(u))
 }

@@ -25,6 +25,8 @@ const (
 	DefaultBreakGlass = time.Hour
 	// DefaultReconcileInterval is how often the drift reconciler runs.
 	DefaultReconcileInterval = time.Minute
+	// DefaultExpiryWarning is how long before its end a grant's owner is warned.
+	DefaultExpiryWarning = 10 * time.Minute
 )
 
 // Config is the whole validated configuration.
@@ -36,6 +38,8 @@ type Config struct {
 	Users     []User     `yaml:"users"`
 	Resources []Resource `yaml:"resources"`
 	Policies  []Policy   `yaml:"policies"`
+	// Notifications configures who is told what, where.
+	Notifications Notifications `yaml:"notifications"`
 
 	pos positions
 }
@@ -73,6 +77,36 @@ type PostgresGateway struct {
 type User struct {
 	Name   string   `yaml:"name"`
 	Groups []string `yaml:"groups"`
+	// Slack is the user's Slack member ID (U0123...), for mentions in Slack notifications.
+	Slack string `yaml:"slack"`
+}
+
+// Notifications configures the notification sinks.
+type Notifications struct {
+	// BaseURL is the web address of this jitgate server, for links in messages.
+	BaseURL string `yaml:"base_url"`
+	// ExpiryWarning is how long before a grant ends its owner is warned (default 10m; "0"
+	// turns the warning off).
+	ExpiryWarning      string        `yaml:"expiry_warning"`
+	ExpiryWarningValue time.Duration `yaml:"-"`
+	// Slack posts to an incoming webhook whose URL (a secret) comes from the environment or a
+	// file.
+	Slack *SlackSink `yaml:"slack"`
+	// Webhooks receive every message as signed JSON.
+	Webhooks []WebhookSink `yaml:"webhooks"`
+}
+
+// SlackSink names where the Slack incoming webhook URL comes from.
+type SlackSink struct {
+	WebhookURLEnv  string `yaml:"webhook_url_env"`
+	WebhookURLFile string `yaml:"webhook_url_file"`
+}
+
+// WebhookSink is a generic notification receiver.
+type WebhookSink struct {
+	URL        string `yaml:"url"`
+	SecretEnv  string `yaml:"secret_env"`
+	SecretFile string `yaml:"secret_file"`
 }
 
 // Secret names where a login's password comes from: an environment variable or a file.

@@ -111,6 +111,10 @@ func TestErrors(t *testing.T) {
 		{"bad address", "address: db.internal:5432", "address: db.internal", `15: resources.0.address: want host:port, got "db.internal"`},
 		{"webhook without URL", "kind: postgres", "kind: webhook\n    secret_env: HOOK_KEY", `16: resources.0.address: a webhook resource needs an http(s) URL, got "db.internal:5432"`},
 		{"webhook without secret", "kind: postgres\n    address: db.internal:5432", "kind: webhook\n    address: https://hooks.internal/jit", "13: resources.0: a webhook resource needs secret_env or secret_file"},
+		{"bad slack id", "{name: carol}", "{name: carol, slack: carol}", `11: users.2.slack: "carol" is not a Slack member ID`},
+		{"slack url from two places", "users:\n", "notifications:\n  slack: {webhook_url_env: A, webhook_url_file: /b}\nusers:\n", "9: notifications.slack: set one of webhook_url_env or webhook_url_file"},
+		{"notification webhook without secret", "users:\n", "notifications:\n  webhooks: [{url: https://h.example/x}]\nusers:\n", "9: notifications.webhooks.0: set one of secret_env or secret_file"},
+		{"bad expiry warning", "users:\n", "notifications:\n  expiry_warning: soon\nusers:\n", `9: notifications.expiry_warning: want a duration`},
 		{"wrong type", "require_reason: true", "require_reason: [yes]", "32: cannot unmarshal !!seq into bool"},
 		{"bad yaml", "roles: [read]", "roles: [read", "28: did not find expected ',' or ']'"},
 	}

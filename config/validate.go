@@ -142,6 +142,9 @@ func (c *Config) validate() error {
 	if err := c.validateGateway(); err != nil {
 		return err
 	}
+	if err := c.validateNotifications(); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	for i := range c.Policies {
 		if err := c.validatePolicy(i, names, users, groupMembers, resources); err != nil {
@@ -154,6 +157,49 @@ func (c *Config) validate() error {
 // mysqlGrant is what a MySQL role's grant may be: a role name, or privileges on a database
 // or table ("SELECT, INSERT ON app.*", "SELECT ON app.orders").
 var mysqlGrant = regexp.MustCompile(`^(?:[A-Za-z0-9_.-]+|[A-Za-z ]+(?:, *[A-Za-z ]+)* ON (?:\*|[A-Za-z0-9_$]+)\.(?:\*|[A-Za-z0-9_$]+))$`)
+
+// slackMember is the shape of a Slack member ID.
+var slackMember = regexp.MustCompile(`^[UW][A-Z0-9]{2,20}$`)
+
+// validateNotifications checks the notifications section and the users' Slack IDs.
+func (c *Config) validateNotifications() error {
+	n := &c.Notifications
+	for i, u := range c.Users {
+		if u.Slack != "" && !slackMember.MatchString(u.Slack) {
+			return c.Errorf(fmt.Sprintf("users.%d.slack", i), "%q is not a Slack member ID (like U0123ABCD)", u.Slack)
+		}
+	}
+	if n.BaseURL != "" {
+		u, err := url.Parse(n.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c.Errorf("notifications.base_url", "want an http(s) URL, got %q", n.BaseURL)
+		}
+	}
+	n.ExpiryWarningValue = DefaultExpiryWarning
+	if n.ExpiryWarning == "0" {
+		n.ExpiryWarningValue = 0
+	} else if n.ExpiryWarning != "" {
+		d, err := ParseDuration(n.ExpiryWarning)
+		if err != nil || d < time.Second {
+			return c.Errorf("notifications.expiry_warning", "want a duration of at least 1s, or 0 for none; got %q", n.ExpiryWarning)
+		}
+		n.ExpiryWarningValue = d
+	}
+	if s := n.Slack; s != nil && (s.WebhookURLEnv == "") == (s.WebhookURLFile == "") {
+		return c.Errorf("notifications.slack", "set one of webhook_url_env or webhook_url_file (the URL is a secret)")
+	}
+	for i, w := range n.Webhooks {
+		p := fmt.Sprintf("notifications.webhooks.%d", i)
+		u, err := url.Parse(w.URL)
+		if w.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c.Errorf(p+".url", "want an http(s) URL, got %q", w.URL)
+		}
+		if (w.SecretEnv == "") == (w.SecretFile == "") {
+			return c.Errorf(p, "set one of secret_env or secret_file (the HMAC signing key)")
+		}
+	}
+	return nil
+}
 
 // validateTarget checks how jitgate reaches a resource: a host:port for databases, a URL and a
 // signing secret for webhooks.

@@ -163,6 +163,11 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	api := httpapi.New(rt.engine, log, reg)
+	notifier, err := newNotifier(rt, log, reg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	gw, err := startGateway(rt, o.dev, log, api, reg)
 	if err != nil {
 		ln.Close()
@@ -187,6 +192,10 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if notifier != nil {
+		notifier.Start(ctx)
+		defer func() { cancel(); notifier.Wait() }()
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

@@ -4,31 +4,28 @@
 // the same across retries, so the receiver can apply it once. Any answer but 2xx is an error:
 // the engine retries it with backoff and shows it on the grant.
 //
-// Signature: the X-Jitgate-Signature header is "v1=" and the hex HMAC-SHA256, under the
-// resource's secret, of the X-Jitgate-Timestamp header (Unix seconds), a ".", and the body.
-// Receivers should reject timestamps more than a few minutes old.
+// Signature: see internal/signing. The X-Jitgate-Signature header is "v1=" and the hex
+// HMAC-SHA256, under the resource's secret, of the X-Jitgate-Timestamp header (Unix seconds), a
+// ".", and the body. Receivers should reject timestamps more than a few minutes old.
 package webhook
 
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/internal/signing"
 )
 
 // Header names.
 const (
-	HeaderSignature      = "X-Jitgate-Signature"
-	HeaderTimestamp      = "X-Jitgate-Timestamp"
+	HeaderSignature      = signing.HeaderSignature
+	HeaderTimestamp      = signing.HeaderTimestamp
 	HeaderIdempotencyKey = "Idempotency-Key"
 )
 
@@ -94,17 +91,11 @@ func (p *Provisioner) Revoke(ctx context.Context, g *jitgate.Grant) error {
 }
 
 // Sign returns the signature header value for body at timestamp ts under secret.
-func Sign(secret []byte, ts string, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return "v1=" + hex.EncodeToString(m.Sum(nil))
-}
+func Sign(secret []byte, ts string, body []byte) string { return signing.Sign(secret, ts, body) }
 
 // Verify checks a request's signature in constant time; receivers (and tests) use it.
 func Verify(secret []byte, ts, signature string, body []byte) bool {
-	return hmac.Equal([]byte(Sign(secret, ts, body)), []byte(signature))
+	return signing.Verify(secret, ts, signature, body)
 }
 
 func (p *Provisioner) call(ctx context.Context, action, key string, g *jitgate.Grant) error {
@@ -122,12 +113,10 @@ func (p *Provisioner) call(ctx context.Context, action, key string, g *jitgate.G
 	if err != nil {
 		return fmt.Errorf("webhook %s: %w", p.res.Name, err)
 	}
-	ts := strconv.FormatInt(p.now().Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "jitgate-webhook/1")
 	req.Header.Set(HeaderIdempotencyKey, key)
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, Sign(p.secret, ts, body))
+	signing.SetHeaders(req, p.secret, body, p.now())
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("webhook %s: %w", p.res.Name, err)

@@ -1,0 +1,214 @@
+package notify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate/internal/signing"
+)
+
+// post sends body as JSON to u and treats any answer but 2xx as an error.
+func post(ctx context.Context, c *http.Client, u string, body []byte, header func(*http.Request)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "jitgate-notify/1")
+	if header != nil {
+		header(req)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return redactURL(err)
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("answered %s: %s", resp.Status, bytes.TrimSpace(snippet))
+	}
+	return nil
+}
+
+// redactURL drops the URL from a client error: a Slack webhook URL is a secret.
+func redactURL(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
+// Slack posts to a Slack incoming webhook: one Block Kit message per notification, naming
+// its recipients with Slack mentions where their Slack member IDs are known. Incoming
+// webhooks cannot edit what they posted, so a decision is a follow-up message that quotes the
+// request it decides.
+type Slack struct {
+	// URL is the incoming webhook's URL (a secret: it is never logged).
+	URL string
+	// Members maps jitgate user names to Slack member IDs (U0123...).
+	Members map[string]string
+	Client  *http.Client
+}
+
+// Name is "slack".
+func (s *Slack) Name() string { return "slack" }
+
+func (s *Slack) mention(user string) string {
+	if id := s.Members[user]; id != "" {
+		return "<@" + id + ">"
+	}
+	return "@" + user
+}
+
+// Send posts m.
+func (s *Slack) Send(ctx context.Context, m *Message) error {
+	body, err := json.Marshal(s.blocks(m))
+	if err != nil {
+		return err
+	}
+	c := s.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	if err := post(ctx, c, s.URL, body, nil); err != nil {
+		return fmt.Errorf("slack: %w", err)
+	}
+	return nil
+}
+
+// SlackMessage is the Block Kit payload Send posts.
+type SlackMessage struct {
+	Text   string       `json:"text"`
+	Blocks []SlackBlock `json:"blocks"`
+}
+
+// SlackBlock is one Block Kit block (header, section, context or actions).
+type SlackBlock struct {
+	Type     string         `json:"type"`
+	Text     *SlackText     `json:"text,omitempty"`
+	Fields   []SlackText    `json:"fields,omitempty"`
+	Elements []SlackElement `json:"elements,omitempty"`
+}
+
+// SlackText is a plain_text or mrkdwn text object.
+type SlackText struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+// SlackElement is a context text or an actions button.
+type SlackElement struct {
+	Type  string     `json:"type"`
+	Text  any        `json:"text,omitempty"`
+	URL   string     `json:"url,omitempty"`
+	Style string     `json:"style,omitempty"`
+}
+
+func (s *Slack) blocks(m *Message) *SlackMessage {
+	title := m.Title
+	if m.Urgent {
+		title = ":rotating_light: " + title
+	}
+	var who []string
+	for _, r := range m.Recipients {
+		who = append(who, s.mention(r))
+	}
+	fallback := title
+	if len(who) > 0 {
+		fallback = strings.Join(who, " ") + " " + title
+	}
+	msg := &SlackMessage{Text: fallback}
+	msg.Blocks = append(msg.Blocks, SlackBlock{Type: "header", Text: &SlackText{Type: "plain_text", Text: truncate(title, 150)}})
+	var fields []SlackText
+	if r := m.Request; r != nil {
+		fields = append(fields,
+			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Request*\n#%d (%s)", r.ID, strings.ReplaceAll(string(r.State), "_", " "))},
+			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Requester*\n%s", s.mention(r.Requester))},
+			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Access*\n%s/%s", r.Resource, r.Role)},
+			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Duration*\n%s", r.Duration)})
+	} else if g := m.Grant; g != nil {
+		fields = append(fields,
+			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Grant*\n#%d (%s)", g.ID, g.State)},
+			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Owner*\n%s", s.mention(g.User))},
+			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Access*\n%s/%s", g.Resource, g.Role)},
+			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Ends*\n<!date^%d^{date_short_pretty} {time}|%s>", g.EndsAt.Unix(), g.EndsAt.Format(time.RFC3339))})
+	}
+	if len(fields) > 0 {
+		msg.Blocks = append(msg.Blocks, SlackBlock{Type: "section", Fields: fields})
+	}
+	if m.Text != "" {
+		msg.Blocks = append(msg.Blocks, SlackBlock{Type: "section", Text: &SlackText{Type: "mrkdwn", Text: truncate(m.Text, 2900)}})
+	}
+	if len(who) > 0 {
+		msg.Blocks = append(msg.Blocks, SlackBlock{Type: "context", Elements: []SlackElement{{Type: "mrkdwn", Text: "For " + strings.Join(who, " ")}}})
+	}
+	if m.URL != "" {
+		label := "Open in jitgate"
+		if m.Kind == KindRequestPending || m.Kind == KindBreakGlass {
+			label = "Review"
+		}
+		btn := SlackElement{Type: "button", Text: SlackText{Type: "plain_text", Text: label}, URL: m.URL}
+		if m.Urgent {
+			btn.Style = "danger"
+		}
+		msg.Blocks = append(msg.Blocks, SlackBlock{Type: "actions", Elements: []SlackElement{btn}})
+	}
+	return msg
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+// Webhook posts each message as JSON (the Message itself) to URL, signed like jitgate's other
+// webhooks (see internal/signing: X-Jitgate-Timestamp and X-Jitgate-Signature), with the
+// message ID as Idempotency-Key.
+type Webhook struct {
+	URL    string
+	Secret []byte
+	Client *http.Client
+	// Now stamps the signature; defaults to time.Now.
+	Now func() time.Time
+}
+
+// Name is "webhook:" and the receiver's host.
+func (w *Webhook) Name() string {
+	if u, err := url.Parse(w.URL); err == nil {
+		return "webhook:" + u.Host
+	}
+	return "webhook"
+}
+
+// Send posts m.
+func (w *Webhook) Send(ctx context.Context, m *Message) error {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	now := time.Now
+	if w.Now != nil {
+		now = w.Now
+	}
+	c := w.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	err = post(ctx, c, w.URL, body, func(req *http.Request) {
+		req.Header.Set("Idempotency-Key", m.ID)
+		signing.SetHeaders(req, w.Secret, body, now())
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", w.Name(), err)
+	}
+	return nil
+}
