@@ -105,10 +105,10 @@ type SlackText struct {
 
 // SlackElement is a context text or an actions button.
 type SlackElement struct {
-	Type  string     `json:"type"`
-	Text  any        `json:"text,omitempty"`
-	URL   string     `json:"url,omitempty"`
-	Style string     `json:"style,omitempty"`
+	Type  string `json:"type"`
+	Text  any    `json:"text,omitempty"`
+	URL   string `json:"url,omitempty"`
+	Style string `json:"style,omitempty"`
 }
 
 func (s *Slack) blocks(m *Message) *SlackMessage {

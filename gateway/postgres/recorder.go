@@ -36,9 +36,9 @@ type Recorder struct {
 	// waits on written for settled to catch up.
 	queued, settled int64
 	written         *sync.Cond
-	closed  bool
-	kick    chan struct{}
-	done    chan struct{}
+	closed          bool
+	kick            chan struct{}
+	done            chan struct{}
 
 	recorded, lost, blocked, batches atomic.Int64
 }
