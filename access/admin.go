@@ -243,3 +243,56 @@ func (e *Engine) Counts(ctx context.Context) (map[jitgate.RequestState]int, map[
 	})
 	return rs, gs, err
 }
+
+// Sign-in audit actions.
+const (
+	ActionSignedIn  = "user.signed_in"
+	ActionSignedOut = "user.signed_out"
+)
+
+// SignIn starts a web (or CLI) session for user, who has just proved who they are (through
+// the identity provider, or the dev sign-in of --dev): it mints an API token valid for ttl,
+// stored hashed like every token, and audits it. Only jitgate itself may call it: the caller
+// must be a local operator (jitgate.User.Local), never a request's user.
+func (e *Engine) SignIn(ctx context.Context, user, via string, ttl time.Duration) (string, *jitgate.Token, error) {
+	u, err := e.caller(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	if !u.Local {
+		return "", nil, jitgate.Errorf(jitgate.EFORBIDDEN, "sign-in sessions are started by jitgate itself")
+	}
+	if _, err := e.dir.LookupUser(ctx, user); err != nil {
+		return "", nil, err
+	}
+	secret, hash := jitgate.NewTokenSecret()
+	var tk *jitgate.Token
+	err = e.write(ctx, func(o *op) error {
+		tk = &jitgate.Token{User: user, Hash: hash, Description: "signed in via " + via, CreatedBy: user, CreatedAt: o.now, ExpiresAt: o.now.Add(ttl)}
+		if err := o.tx.InsertToken(tk); err != nil {
+			return err
+		}
+		return o.audit(user, ActionSignedIn, 0, 0, map[string]string{"via": via, "token_id": fmt.Sprint(tk.ID), "expires_at": stamp(tk.ExpiresAt)})
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return secret, tk, nil
+}
+
+// SignOut revokes the session token: whoever holds it may end it.
+func (e *Engine) SignOut(ctx context.Context, token string) error {
+	return e.write(ctx, func(o *op) error {
+		tk, err := o.tx.TokenByHash(jitgate.HashToken(token))
+		if err != nil {
+			return err
+		}
+		if !tk.RevokedAt.IsZero() {
+			return nil
+		}
+		if err := o.tx.RevokeToken(tk.ID, o.now); err != nil {
+			return err
+		}
+		return o.audit(tk.User, ActionSignedOut, 0, 0, map[string]string{"token_id": fmt.Sprint(tk.ID)})
+	})
+}

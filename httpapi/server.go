@@ -31,6 +31,9 @@ type Server struct {
 // SetGateway tells the API where the PostgreSQL gateway listens, enabling credentials.
 func (s *Server) SetGateway(g GatewayInfo) { s.gateway = &g }
 
+// Mount serves h for every path the API does not own (the web UI at /).
+func (s *Server) Mount(h http.Handler) { s.mux.Handle("/", h) }
+
 // Gateway returns where the PostgreSQL gateway listens, or nil.
 func (s *Server) Gateway() *GatewayInfo { return s.gateway }
 

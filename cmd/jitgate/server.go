@@ -22,6 +22,7 @@ import (
 	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/policy"
 	"github.com/jitgate/jitgate/store"
+	"github.com/jitgate/jitgate/web"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -163,6 +164,18 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	api := httpapi.New(rt.engine, log, reg)
+	var devUsers []string
+	if o.dev {
+		for _, u := range rt.cfg.Users {
+			devUsers = append(devUsers, u.Name)
+		}
+	}
+	ui, err := web.New(web.Options{Engine: rt.engine, DevUsers: devUsers, Logger: log})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	api.Mount(ui)
 	notifier, err := newNotifier(rt, log, reg)
 	if err != nil {
 		ln.Close()
