@@ -57,6 +57,14 @@ type Tx interface {
 	RevokeToken(id int64, at time.Time) error
 	// ListTokens lists tokens, of one user if user is not empty, newest first.
 	ListTokens(user string) ([]*Token, error)
+
+	// PutUser records a user an identity provider vouched for, with its groups, replacing
+	// what was known of them.
+	PutUser(u *User, source string, at time.Time) error
+	// GetUser returns a recorded user (ENOTFOUND if none).
+	GetUser(name string) (*User, error)
+	// ListUsers lists the recorded users by name.
+	ListUsers() ([]*User, error)
 	// InsertCredential stores c and sets its ID.
 	InsertCredential(c *SessionCredential) error
 	// CredentialByHash returns the credential with the given hash (ENOTFOUND if none).

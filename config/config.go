@@ -40,6 +40,8 @@ type Config struct {
 	Policies  []Policy   `yaml:"policies"`
 	// Notifications configures who is told what, where.
 	Notifications Notifications `yaml:"notifications"`
+	// OIDC configures single sign-on for the web UI and `jitgate login`.
+	OIDC *OIDC `yaml:"oidc"`
 
 	pos positions
 }
@@ -79,6 +81,23 @@ type User struct {
 	Groups []string `yaml:"groups"`
 	// Slack is the user's Slack member ID (U0123...), for mentions in Slack notifications.
 	Slack string `yaml:"slack"`
+}
+
+// OIDC is an OpenID Connect provider users sign in with.
+type OIDC struct {
+	// Name labels the sign-in button.
+	Name             string `yaml:"name"`
+	Issuer           string `yaml:"issuer"`
+	ClientID         string `yaml:"client_id"`
+	ClientSecretEnv  string `yaml:"client_secret_env"`
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// RedirectURL is this server's /auth/callback URL, as registered at the provider.
+	RedirectURL string `yaml:"redirect_url"`
+	// UsernameClaim (default preferred_username) and GroupsClaim (default groups) name the ID
+	// token claims that give the jitgate user name and groups.
+	UsernameClaim string   `yaml:"username_claim"`
+	GroupsClaim   string   `yaml:"groups_claim"`
+	Scopes        []string `yaml:"scopes"`
 }
 
 // Notifications configures the notification sinks.

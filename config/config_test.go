@@ -115,6 +115,8 @@ func TestErrors(t *testing.T) {
 		{"slack url from two places", "users:\n", "notifications:\n  slack: {webhook_url_env: A, webhook_url_file: /b}\nusers:\n", "9: notifications.slack: set one of webhook_url_env or webhook_url_file"},
 		{"notification webhook without secret", "users:\n", "notifications:\n  webhooks: [{url: https://h.example/x}]\nusers:\n", "9: notifications.webhooks.0: set one of secret_env or secret_file"},
 		{"bad expiry warning", "users:\n", "notifications:\n  expiry_warning: soon\nusers:\n", `9: notifications.expiry_warning: want a duration`},
+		{"oidc without secret", "users:\n", "oidc: {issuer: https://idp.example, client_id: j, redirect_url: https://j.example/auth/callback}\nusers:\n", "8: oidc: set one of client_secret_env or client_secret_file"},
+		{"oidc wrong callback", "users:\n", "oidc: {issuer: https://idp.example, client_id: j, client_secret_env: S, redirect_url: https://j.example/cb}\nusers:\n", `8: oidc.redirect_url: must end in /auth/callback`},
 		{"wrong type", "require_reason: true", "require_reason: [yes]", "32: cannot unmarshal !!seq into bool"},
 		{"bad yaml", "roles: [read]", "roles: [read", "28: did not find expected ',' or ']'"},
 	}

@@ -145,6 +145,9 @@ func (c *Config) validate() error {
 	if err := c.validateNotifications(); err != nil {
 		return err
 	}
+	if err := c.validateOIDC(); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	for i := range c.Policies {
 		if err := c.validatePolicy(i, names, users, groupMembers, resources); err != nil {
@@ -157,6 +160,30 @@ func (c *Config) validate() error {
 // mysqlGrant is what a MySQL role's grant may be: a role name, or privileges on a database
 // or table ("SELECT, INSERT ON app.*", "SELECT ON app.orders").
 var mysqlGrant = regexp.MustCompile(`^(?:[A-Za-z0-9_.-]+|[A-Za-z ]+(?:, *[A-Za-z ]+)* ON (?:\*|[A-Za-z0-9_$]+)\.(?:\*|[A-Za-z0-9_$]+))$`)
+
+// validateOIDC checks the single sign-on section.
+func (c *Config) validateOIDC() error {
+	o := c.OIDC
+	if o == nil {
+		return nil
+	}
+	for _, f := range []struct{ key, val string }{{"issuer", o.Issuer}, {"redirect_url", o.RedirectURL}} {
+		u, err := url.Parse(f.val)
+		if f.val == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c.Errorf("oidc."+f.key, "want an http(s) URL, got %q", f.val)
+		}
+	}
+	if u, _ := url.Parse(o.RedirectURL); u.Path != "/auth/callback" {
+		return c.Errorf("oidc.redirect_url", "must end in /auth/callback (jitgate's callback path), got %q", o.RedirectURL)
+	}
+	if o.ClientID == "" {
+		return c.Errorf("oidc.client_id", "missing")
+	}
+	if (o.ClientSecretEnv == "") == (o.ClientSecretFile == "") {
+		return c.Errorf("oidc", "set one of client_secret_env or client_secret_file")
+	}
+	return nil
+}
 
 // slackMember is the shape of a Slack member ID.
 var slackMember = regexp.MustCompile(`^[UW][A-Z0-9]{2,20}$`)

@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -309,4 +311,34 @@ func TestOpenErrors(t *testing.T) {
 	if msg := err.Error(); strings.Contains(msg, "s3cret") {
 		t.Fatalf("error leaks the password: %s", msg)
 	}
+}
+
+func TestDirectoryUsers(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		tx(t, s, func(tx jitgate.Tx) error {
+			if _, err := tx.GetUser("zoe"); jitgate.ErrorCode(err) != jitgate.ENOTFOUND {
+				return fmt.Errorf("unknown user: %v", err)
+			}
+			if err := tx.PutUser(&jitgate.User{Name: "zoe", Groups: []string{"sre"}}, "oidc", t0); err != nil {
+				return err
+			}
+			// A later sign-in replaces the groups.
+			if err := tx.PutUser(&jitgate.User{Name: "zoe", Groups: []string{"dba", "oncall"}}, "oidc", t0.Add(time.Hour)); err != nil {
+				return err
+			}
+			if err := tx.PutUser(&jitgate.User{Name: "adam"}, "oidc", t0); err != nil {
+				return err
+			}
+			u, err := tx.GetUser("zoe")
+			if err != nil || !slices.Equal(u.Groups, []string{"dba", "oncall"}) {
+				return fmt.Errorf("zoe: %+v %v", u, err)
+			}
+			all, err := tx.ListUsers()
+			if err != nil || len(all) != 2 || all[0].Name != "adam" || len(all[0].Groups) != 0 {
+				return fmt.Errorf("list: %+v %v", all, err)
+			}
+			return nil
+		})
+	})
 }

@@ -700,3 +700,45 @@ func (t *txn) ListSessions(f jitgate.SessionFilter) ([]*jitgate.Session, error) 
 	}
 	return collect(t, scanSession, `SELECT `+sessionCols+` FROM sessions`+w.String()+` ORDER BY id DESC LIMIT ?`, append(w.args, limit(f.Limit))...)
 }
+
+// ---- directory ----
+
+func (t *txn) PutUser(u *jitgate.User, source string, at time.Time) error {
+	groups, err := json.Marshal(u.Groups)
+	if err != nil {
+		return err
+	}
+	_, err = t.exec(`INSERT INTO directory_users (name, groups_json, source, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET groups_json = excluded.groups_json, source = excluded.source, updated_at = excluded.updated_at`,
+		u.Name, string(groups), source, at.UnixNano())
+	return err
+}
+
+func scanUser(sc scanner) (*jitgate.User, error) {
+	var (
+		u      jitgate.User
+		groups string
+	)
+	if err := sc.Scan(&u.Name, &groups); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(groups), &u.Groups); err != nil {
+		return nil, fmt.Errorf("user %s: groups: %w", u.Name, err)
+	}
+	if u.Groups == nil {
+		u.Groups = []string{}
+	}
+	return &u, nil
+}
+
+func (t *txn) GetUser(name string) (*jitgate.User, error) {
+	u, err := scanUser(t.queryRow(`SELECT name, groups_json FROM directory_users WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, jitgate.Errorf(jitgate.ENOTFOUND, "user %s not found", name)
+	}
+	return u, err
+}
+
+func (t *txn) ListUsers() ([]*jitgate.User, error) {
+	return collect(t, scanUser, `SELECT name, groups_json FROM directory_users ORDER BY name`)
+}

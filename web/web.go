@@ -74,6 +74,7 @@ type SignInMethod interface {
 // UI serves the pages.
 type UI struct {
 	o      Options
+	codes  cliCodes
 	mux    *http.ServeMux
 	pages  map[string]*template.Template
 	system context.Context
@@ -84,7 +85,7 @@ func New(o Options) (*UI, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	u := &UI{o: o, mux: http.NewServeMux(), pages: map[string]*template.Template{},
+	u := &UI{o: o, mux: http.NewServeMux(), pages: map[string]*template.Template{}, codes: cliCodes{codes: map[string]cliCode{}},
 		system: jitgate.NewContext(context.Background(), &jitgate.User{Name: access.SystemActor, Local: true})}
 	funcs := template.FuncMap{
 		"dur":   jitgate.FormatDuration,
@@ -130,6 +131,9 @@ func New(o Options) (*UI, error) {
 	u.mux.HandleFunc("POST /grants/{id}/revoke", u.auth(u.revoke))
 	u.mux.HandleFunc("POST /grants/{id}/extend", u.auth(u.extend))
 	u.mux.HandleFunc("GET /audit", u.auth(u.auditPage))
+	u.mux.HandleFunc("GET /cli/login", u.auth(u.cliConfirm))
+	u.mux.HandleFunc("POST /cli/login", u.auth(u.cliApprove))
+	u.mux.HandleFunc("POST /cli/token", u.cliToken)
 	return u, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -87,15 +88,32 @@ func parseDurationFlag(name, s string) (time.Duration, error) {
 func (a *app) loginCmd() *cobra.Command {
 	var server, token string
 	cmd := &cobra.Command{
-		Use:   "login --server URL --token TOKEN",
-		Short: "Save the server and your API token for later commands",
-		Long: `Check the token against the server and save both, readable only by you, under your config
-directory (e.g. ~/.config/jitgate/credentials.json). JITGATE_SERVER and JITGATE_TOKEN, when set,
+		Use:   "login --server URL [--token TOKEN]",
+		Short: "Sign in (in the browser, or with an API token) and save the credentials",
+		Long: `Without --token, sign in through the server's web sign-in (and so its identity provider):
+the command prints a URL (and opens it in your browser if it can), you confirm in the
+browser, and the browser hands a one-time code back to this command on a loopback port; the
+code is traded for an API token valid 12 hours. With --token, check that token instead.
+Either way the server and token are saved, readable only by you, under your config directory
+(e.g. ~/.config/jitgate/credentials.json). JITGATE_SERVER and JITGATE_TOKEN, when set,
 override what is saved.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if server == "" || token == "" {
-				return usagef("login needs --server and --token")
+			if server == "" {
+				return usagef("login needs --server")
+			}
+			if token == "" {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
+				defer cancel()
+				bt, err := httpapi.BrowserLogin(ctx, server, func(u string) error {
+					fmt.Fprintf(a.stderr, "Open this address in your browser to sign in:\n\n  %s\n\nWaiting (up to 5 minutes)...\n", u)
+					openBrowser(u)
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				token = bt.Token
 			}
 			c := httpapi.NewClient(server, token)
 			who, err := c.Whoami(cmd.Context())
@@ -124,6 +142,17 @@ override what is saved.`,
 	cmd.Flags().StringVar(&server, "server", "", "server URL, e.g. http://127.0.0.1:8080")
 	cmd.Flags().StringVar(&token, "token", "", "API token (from jitgate token create)")
 	return cmd
+}
+
+// openBrowser tries to open u in the desktop's browser; the URL is printed anyway.
+func openBrowser(u string) {
+	for _, opener := range []string{"xdg-open", "open"} {
+		if path, err := exec.LookPath(opener); err == nil {
+			if exec.Command(path, u).Start() == nil {
+				return
+			}
+		}
+	}
 }
 
 func (a *app) whoamiCmd() *cobra.Command {

@@ -131,7 +131,8 @@ func openRuntime(ctx context.Context, cfgPath string, dev, targets bool, storeOv
 		closeProvs()
 		return nil, err
 	}
-	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory(), Logger: log,
+	dir := &access.Directory{Static: cfg.Directory(), Store: st}
+	eng := access.New(access.Options{Store: st, Policies: set, Directory: dir, Logger: log,
 		Provisioners: provs, ReconcileInterval: cfg.Server.ReconcileIntervalValue})
 	return &runtime{cfg: cfg, set: set, store: st, engine: eng, close: func() { closeProvs(); st.Close() }}, nil
 }
@@ -170,7 +171,23 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 			devUsers = append(devUsers, u.Name)
 		}
 	}
-	ui, err := web.New(web.Options{Engine: rt.engine, DevUsers: devUsers, Logger: log})
+	var sso web.SignInMethod
+	if oc := rt.cfg.OIDC; oc != nil {
+		secret, err := config.LoadPassword(jitgate.Secret{User: "oidc client secret", PasswordEnv: oc.ClientSecretEnv, PasswordFile: oc.ClientSecretFile})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		o, err := web.NewOIDC(ctx, web.OIDCOptions{Name: oc.Name, Issuer: oc.Issuer, ClientID: oc.ClientID, ClientSecret: secret,
+			RedirectURL: oc.RedirectURL, UsernameClaim: oc.UsernameClaim, GroupsClaim: oc.GroupsClaim, Scopes: oc.Scopes,
+			Engine: rt.engine, Logger: log})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		sso = o
+	}
+	ui, err := web.New(web.Options{Engine: rt.engine, DevUsers: devUsers, SignIn: sso, Logger: log})
 	if err != nil {
 		ln.Close()
 		return err

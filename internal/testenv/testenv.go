@@ -223,10 +223,10 @@ func Build(tb testing.TB, src string, b testdb.Backend, clk jitgate.Clock, provs
 	}
 	tb.Cleanup(func() { s.Close() })
 	eng := access.New(access.Options{
-		Store: s, Policies: set, Directory: cfg.Directory(), Clock: clk, Provisioners: provs(set),
+		Store: s, Policies: set, Directory: &access.Directory{Static: cfg.Directory(), Store: s}, Clock: clk, Provisioners: provs(set),
 		Backoff: func(n int) time.Duration { return time.Duration(n) * time.Second },
 	})
-	return eng, set, cfg.Directory()
+	return eng, set, &access.Directory{Static: cfg.Directory(), Store: s}
 }
 
 // User returns a context whose caller is the named user of dir.
