@@ -660,6 +660,7 @@ func (u *UI) grantDetail(w http.ResponseWriter, r *http.Request, s *session) {
 // ---- audit ----
 
 type auditData struct {
+	Hint     string
 	Filter   url.Values
 	Events   []*jitgate.AuditEvent
 	Verified string
@@ -681,13 +682,19 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, s *session) {
 			}
 		}
 	}
-	evs, err := u.o.Engine.AuditEvents(s.ctx, f)
-	if err != nil {
-		u.fail(w, r, s, err)
-		return
+	d := auditData{Filter: q}
+	if !s.admin && f.RequestID == 0 && f.GrantID == 0 {
+		// Only admins read the whole log; others choose a request or grant they can see.
+		d.Hint = "Enter a request or grant number to see its events (the whole log is for admins)."
+	} else {
+		evs, err := u.o.Engine.AuditEvents(s.ctx, f)
+		if err != nil {
+			u.fail(w, r, s, err)
+			return
+		}
+		slices.Reverse(evs) // newest first
+		d.Events = evs
 	}
-	slices.Reverse(evs) // newest first
-	d := auditData{Filter: q, Events: evs}
 	if res, err := u.o.Engine.VerifyAudit(s.ctx); err == nil {
 		d.OK = res.OK
 		d.Verified = res.Message

@@ -288,6 +288,7 @@ PostgreSQL gateway (TLS, self-signed) on %s:%s. With an active grant on demo-db
 	fmt.Fprintf(w, `
 jitgate dev server on %s (store %s)
 Demo users: alice (engineering, requests access), bob (sre, approves), carol (admin).
+Web UI: open %s and sign in as any of them with a click (--dev only).
 No jitgate on your PATH? Run: go install ./cmd/jitgate
 
 In another terminal:
@@ -309,7 +310,7 @@ In another terminal:
 %s
 Tokens expire in 24h. Stop the server with Ctrl-C.
 
-`, url, storePath, url, tokens["alice"], tokens["bob"], tokens["carol"], gatewayHelp)
+`, url, storePath, url, url, tokens["alice"], tokens["bob"], tokens["carol"], gatewayHelp)
 	return nil
 }
 
