@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 
@@ -55,6 +56,22 @@ func Password(key []byte, resource string, g *jitgate.Grant) string {
 	m := hmac.New(sha256.New, key)
 	fmt.Fprintf(m, "jitgate account password v1\x00%s\x00%d\x00%s\x00%d", resource, g.ID, g.User, g.ActivatedAt.UnixNano())
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// Manages reports whether res's role has `provision: ephemeral`: the database provisioners
+// handle those roles and leave the others to the gateway.
+func Manages(res *jitgate.Resource, role string) bool {
+	r := res.Role(role)
+	return r != nil && r.Provision == jitgate.ProvisionEphemeral
+}
+
+// Endpoint splits res.Address into the host and port a grant's login connects to.
+func Endpoint(res *jitgate.Resource) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(res.Address)
+	if err != nil {
+		return "", "", jitgate.Errorf(jitgate.EINVALID, "resource %s: address %q is not host:port", res.Name, res.Address)
+	}
+	return host, port, nil
 }
 
 // Ephemeral reports whether any role of res has `provision: ephemeral`.

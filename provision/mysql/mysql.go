@@ -15,7 +15,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -83,10 +82,7 @@ func New(res *jitgate.Resource, adminPassword string, key []byte) (*Provisioner,
 func (p *Provisioner) Close() { p.db.Close() }
 
 // Manages reports whether role has `provision: ephemeral`.
-func (p *Provisioner) Manages(role string) bool {
-	r := p.res.Role(role)
-	return r != nil && r.Provision == jitgate.ProvisionEphemeral
-}
+func (p *Provisioner) Manages(role string) bool { return provision.Manages(p.res, role) }
 
 // AccountFor returns the name of g's user: jit_<user>_<grant>, at most 32 characters.
 func (p *Provisioner) AccountFor(g *jitgate.Grant) string {
@@ -95,9 +91,9 @@ func (p *Provisioner) AccountFor(g *jitgate.Grant) string {
 
 // Login returns the login of g's user.
 func (p *Provisioner) Login(g *jitgate.Grant) (*jitgate.Login, error) {
-	host, port, err := net.SplitHostPort(p.res.Address)
+	host, port, err := provision.Endpoint(p.res)
 	if err != nil {
-		return nil, jitgate.Errorf(jitgate.EINVALID, "resource %s: address %q is not host:port", p.res.Name, p.res.Address)
+		return nil, err
 	}
 	return &jitgate.Login{Kind: jitgate.KindMySQL, Host: host, Port: port, User: p.AccountFor(g),
 		Password: provision.Password(p.key, p.res.Name, g), Database: p.res.Database}, nil
@@ -254,16 +250,7 @@ func (p *Provisioner) connections(ctx context.Context, conn *sql.Conn, name stri
 	if err != nil {
 		return nil, fmt.Errorf("list connections of %s: %w", name, err)
 	}
-	defer rows.Close()
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return column[int64](rows)
 }
 
 // VerifyRevoked re-reads mysql.user and the process list: g's user must be gone and no
@@ -409,14 +396,19 @@ func (p *Provisioner) strings(ctx context.Context, q string, args ...any) ([]str
 	if err != nil {
 		return nil, err
 	}
+	return column[string](rows)
+}
+
+// column reads the single column of rows and closes them.
+func column[T any](rows *sql.Rows) ([]T, error) {
 	defer rows.Close()
-	var out []string
+	var out []T
 	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
+		var v T
+		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
-		out = append(out, s)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }

@@ -17,7 +17,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"regexp"
 	"slices"
@@ -100,10 +99,7 @@ func New(res *jitgate.Resource, adminPassword string, key []byte) (*Provisioner,
 func (p *Provisioner) Close() { p.pool.Close() }
 
 // Manages reports whether role has `provision: ephemeral`.
-func (p *Provisioner) Manages(role string) bool {
-	r := p.res.Role(role)
-	return r != nil && r.Provision == jitgate.ProvisionEphemeral
-}
+func (p *Provisioner) Manages(role string) bool { return provision.Manages(p.res, role) }
 
 // AccountFor returns the name of g's user: jit_<user>_<grant>.
 func (p *Provisioner) AccountFor(g *jitgate.Grant) string {
@@ -112,9 +108,9 @@ func (p *Provisioner) AccountFor(g *jitgate.Grant) string {
 
 // Login returns the login of g's user on the resource itself.
 func (p *Provisioner) Login(g *jitgate.Grant) (*jitgate.Login, error) {
-	host, port, err := net.SplitHostPort(p.res.Address)
+	host, port, err := provision.Endpoint(p.res)
 	if err != nil {
-		return nil, jitgate.Errorf(jitgate.EINVALID, "resource %s: address %q is not host:port", p.res.Name, p.res.Address)
+		return nil, err
 	}
 	sslmode := p.res.SSLMode
 	if sslmode == "" {
