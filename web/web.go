@@ -93,7 +93,7 @@ func New(o Options) (*UI, error) {
 		"local": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 		"until": func(t time.Time) string { return jitgate.FormatDuration(time.Until(t).Round(time.Second)) },
 		"join":  strings.Join,
-		"state": func(s any) string { return strings.ReplaceAll(fmt.Sprint(s), "_", " ") },
+		"state": state,
 		"add":   func(a, b int) int { return a + b },
 	}
 	names, err := fs.Glob(templateFS, "templates/*.html")
@@ -223,15 +223,13 @@ func (u *UI) clearCookie(w http.ResponseWriter, r *http.Request, name string) {
 
 // page data common to every page.
 type page struct {
-	Title   string
-	Nav     string
-	User    *jitgate.User
-	Admin   bool
-	CSRF    string
-	Flash   string
-	Error   string
-	Refresh string // the URL the live region reloads from, if any
-	Data    any
+	Title string
+	Nav   string
+	User  *jitgate.User
+	Admin bool
+	CSRF  string
+	Flash string
+	Data  any
 }
 
 func (u *UI) render(w http.ResponseWriter, r *http.Request, s *session, status int, name, title string, data any) {
