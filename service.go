@@ -65,6 +65,9 @@ type Tx interface {
 	GetUser(name string) (*User, error)
 	// ListUsers lists the recorded users by name.
 	ListUsers() ([]*User, error)
+
+	// InstallationID returns this installation's random identity (made with the store).
+	InstallationID() (string, error)
 	// InsertCredential stores c and sets its ID.
 	InsertCredential(c *SessionCredential) error
 	// CredentialByHash returns the credential with the given hash (ENOTFOUND if none).

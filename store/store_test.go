@@ -313,6 +313,20 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
+func TestInstallationID(t *testing.T) {
+	ids := map[string]bool{}
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		var first, again string
+		tx(t, s, func(tx jitgate.Tx) (err error) { first, err = tx.InstallationID(); return err })
+		tx(t, s, func(tx jitgate.Tx) (err error) { again, err = tx.InstallationID(); return err })
+		if len(first) != 32 || first != again || ids[first] {
+			t.Fatalf("installation id %q then %q (seen: %v)", first, again, ids)
+		}
+		ids[first] = true
+	})
+}
+
 func TestDirectoryUsers(t *testing.T) {
 	testdb.All(t, func(t *testing.T, b testdb.Backend) {
 		s := open(t, b)

@@ -742,3 +742,9 @@ func (t *txn) GetUser(name string) (*jitgate.User, error) {
 func (t *txn) ListUsers() ([]*jitgate.User, error) {
 	return collect(t, scanUser, `SELECT name, groups_json FROM directory_users ORDER BY name`)
 }
+
+func (t *txn) InstallationID() (string, error) {
+	var id string
+	err := t.queryRow(`SELECT id FROM installation WHERE singleton = 1`).Scan(&id)
+	return id, err
+}

@@ -19,8 +19,9 @@ import (
 
 // provisioners builds a provisioner for every resource jitgate can reach: databases with admin
 // credentials (ephemeral users, drift repair and the standing-access report) and webhooks.
-// The returned function closes their connections.
-func provisioners(cfg *config.Config, resources []*jitgate.Resource, dev bool) (map[string]jitgate.Provisioner, func(), error) {
+// The returned function closes their connections. install is the installation's identity
+// (from the store), with which the accounts they make are marked.
+func provisioners(cfg *config.Config, resources []*jitgate.Resource, dev bool, install string) (map[string]jitgate.Provisioner, func(), error) {
 	key, err := provisionKey(cfg, dev)
 	if err != nil {
 		return nil, nil, err
@@ -50,7 +51,7 @@ func provisioners(cfg *config.Config, resources []*jitgate.Resource, dev bool) (
 			}
 			if res.Kind == jitgate.KindPostgres {
 				var pp *pgprov.Provisioner
-				if pp, err = pgprov.New(res, password, key); err == nil {
+				if pp, err = pgprov.New(res, install, password, key); err == nil {
 					p, closers = pp, append(closers, pp.Close)
 				}
 			} else {

@@ -120,16 +120,21 @@ func openRuntime(ctx context.Context, cfgPath string, dev, targets bool, storeOv
 	if err != nil {
 		return nil, err
 	}
-	provs, closeProvs := map[string]jitgate.Provisioner{}, func() {}
-	if targets {
-		if provs, closeProvs, err = provisioners(cfg, set.Resources(), dev); err != nil {
-			return nil, err
-		}
-	}
 	st, err := store.Open(ctx, cfg.Server.Store)
 	if err != nil {
-		closeProvs()
 		return nil, err
+	}
+	provs, closeProvs := map[string]jitgate.Provisioner{}, func() {}
+	if targets {
+		var install string
+		err := st.View(ctx, func(tx jitgate.Tx) (err error) { install, err = tx.InstallationID(); return err })
+		if err == nil {
+			provs, closeProvs, err = provisioners(cfg, set.Resources(), dev, install)
+		}
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	dir := &access.Directory{Static: cfg.Directory(), Store: st}
 	eng := access.New(access.Options{Store: st, Policies: set, Directory: dir, Logger: log,

@@ -68,7 +68,7 @@ policies:
 `, l.prefix, u.Host, strings.TrimPrefix(u.Path, "/"), u.User.Username(), strings.Join(l.users, ", "), l.prefix, l.users[0])
 	pw, _ := u.User.Password()
 	l.eng, _, l.dir = testenv.Build(t, cfg.String(), testdb.SQLite(t), nil, func(set *policy.Set) map[string]jitgate.Provisioner {
-		if l.prov, err = pgprov.New(set.Resource(l.prefix), pw, testKey); err != nil {
+		if l.prov, err = pgprov.New(set.Resource(l.prefix), "install-"+l.prefix, pw, testKey); err != nil {
 			t.Fatal(err)
 		}
 		return map[string]jitgate.Provisioner{l.prefix: l.prov}
@@ -196,15 +196,21 @@ func TestReconcilerRemovesOrphans(t *testing.T) {
 	g, _ := l.eng.GetGrant(owner, r.GrantID)
 	live := l.prov.AccountFor(g)
 	// Orphans: a grant this store never issued, and a stranger squatting on a live grant's id.
-	for _, o := range []struct{ name, grant string }{{"jit_" + l.prefix + "ghost_999", "999"}, {"jit_" + l.prefix + "mallory_" + fmt.Sprint(g.ID), fmt.Sprint(g.ID)}} {
+	// And a role another jitgate installation made, which must be left alone.
+	for _, o := range []struct{ name, grant, install string }{
+		{"jit_" + l.prefix + "ghost_999", "999", "install-" + l.prefix},
+		{"jit_" + l.prefix + "mallory_" + fmt.Sprint(g.ID), fmt.Sprint(g.ID), "install-" + l.prefix},
+		{"jit_" + l.prefix + "theirs_5", "5", "another-installation"},
+	} {
 		exec(t, l.admin, fmt.Sprintf(`CREATE ROLE %s LOGIN`, pgx.Identifier{o.name}.Sanitize()),
-			fmt.Sprintf(`COMMENT ON ROLE %s IS 'jitgate-managed grant=%s resource=%s user=x'`, pgx.Identifier{o.name}.Sanitize(), o.grant, l.prefix))
+			fmt.Sprintf(`COMMENT ON ROLE %s IS 'jitgate-managed install=%s grant=%s resource=%s user=x'`, pgx.Identifier{o.name}.Sanitize(), o.install, o.grant, l.prefix))
 	}
 	n, err := l.eng.Reconcile(ctx)
 	if err != nil || n != 2 {
 		t.Fatalf("Reconcile = %d, %v", n, err)
 	}
-	if !l.roleExists(t, live) || l.roleExists(t, "jit_"+l.prefix+"ghost_999") || l.roleExists(t, "jit_"+l.prefix+"mallory_"+fmt.Sprint(g.ID)) {
+	if !l.roleExists(t, live) || l.roleExists(t, "jit_"+l.prefix+"ghost_999") || l.roleExists(t, "jit_"+l.prefix+"mallory_"+fmt.Sprint(g.ID)) ||
+		!l.roleExists(t, "jit_"+l.prefix+"theirs_5") {
 		t.Fatal("wrong roles removed")
 	}
 	evs, _ := l.eng.AuditEvents(jitgate.NewContext(ctx, &jitgate.User{Name: "op", Local: true}), jitgate.AuditFilter{})

@@ -41,11 +41,12 @@ const commentPrefix = "jitgate-managed"
 
 // Provisioner manages the ephemeral users of one PostgreSQL resource.
 type Provisioner struct {
-	res   *jitgate.Resource
-	key   []byte
-	owner string
-	limit int
-	pool  *pgxpool.Pool
+	res     *jitgate.Resource
+	install string
+	key     []byte
+	owner   string
+	limit   int
+	pool    *pgxpool.Pool
 }
 
 var (
@@ -56,10 +57,11 @@ var (
 	_ jitgate.StandingAccessReporter = (*Provisioner)(nil)
 )
 
-// New returns a provisioner for res, logging in as res.Credentials with adminPassword and
+// New returns a provisioner for res of the jitgate installation install (see
+// jitgate.Tx.InstallationID), logging in as res.Credentials with adminPassword and
 // deriving passwords from key (which may be nil if no role of res is ephemeral: the
 // provisioner then only reconciles and reports). It connects lazily; Close releases its connections.
-func New(res *jitgate.Resource, adminPassword string, key []byte) (*Provisioner, error) {
+func New(res *jitgate.Resource, install, adminPassword string, key []byte) (*Provisioner, error) {
 	if res.Kind != jitgate.KindPostgres {
 		return nil, fmt.Errorf("resource %s is %s, not postgres", res.Name, res.Kind)
 	}
@@ -85,7 +87,11 @@ func New(res *jitgate.Resource, adminPassword string, key []byte) (*Provisioner,
 	if err != nil {
 		return nil, err
 	}
-	p := &Provisioner{res: res, key: key, owner: res.Owner, limit: res.ConnectionLimit, pool: pool}
+	if install == "" || strings.ContainsAny(install, " %_'") {
+		pool.Close()
+		return nil, fmt.Errorf("resource %s: invalid installation id %q", res.Name, install)
+	}
+	p := &Provisioner{res: res, install: install, key: key, owner: res.Owner, limit: res.ConnectionLimit, pool: pool}
 	if p.owner == "" {
 		p.owner = res.Credentials.User
 	}
@@ -120,9 +126,13 @@ func (p *Provisioner) Login(g *jitgate.Grant) (*jitgate.Login, error) {
 		Password: provision.Password(p.key, p.res.Name, g), Database: p.res.Database, SSLMode: sslmode}, nil
 }
 
+// comment marks a role as this installation's, for this resource and grant.
 func (p *Provisioner) comment(g *jitgate.Grant) string {
-	return fmt.Sprintf("%s grant=%d resource=%s user=%s", commentPrefix, g.ID, p.res.Name, g.User)
+	return fmt.Sprintf("%s grant=%d resource=%s user=%s", p.mark(), g.ID, p.res.Name, g.User)
 }
+
+// mark starts the comment of every role this installation creates.
+func (p *Provisioner) mark() string { return commentPrefix + " install=" + p.install }
 
 // ident quotes a name as a PostgreSQL identifier.
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
@@ -164,9 +174,19 @@ func (p *Provisioner) Grant(ctx context.Context, g *jitgate.Grant) error {
 		return err
 	}
 	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, name).Scan(&exists); err != nil {
+		var (
+			exists  bool
+			comment string
+		)
+		err := tx.QueryRow(ctx, `SELECT true, COALESCE(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1`,
+			name).Scan(&exists, &comment)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
+		}
+		if exists && !strings.HasPrefix(comment, p.mark()+" ") {
+			// Never take over a role this installation did not make (a hand-made one, or
+			// another jitgate's that manages this database too).
+			return fmt.Errorf("role %s exists and is not this jitgate's (its comment is %q); refusing to take it over", name, comment)
 		}
 		verb := "CREATE"
 		if exists {
@@ -223,13 +243,26 @@ func (p *Provisioner) RemoveAccount(ctx context.Context, a jitgate.ManagedAccoun
 	return p.remove(ctx, a.Name)
 }
 
+// owned reports whether role name exists, and whether this installation made it.
+func (p *Provisioner) owned(ctx context.Context, name string) (exists, ours bool, err error) {
+	var comment string
+	err = p.pool.QueryRow(ctx, `SELECT COALESCE(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1`, name).Scan(&comment)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	return true, strings.HasPrefix(comment, p.mark()+" "), nil
+}
+
 func (p *Provisioner) remove(ctx context.Context, name string) error {
-	var exists bool
-	if err := p.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, name).Scan(&exists); err != nil {
+	exists, ours, err := p.owned(ctx, name)
+	if err != nil {
 		return err
 	}
-	if !exists {
-		return nil
+	if !exists || !ours {
+		return nil // gone already, or never ours: a role of that name that jitgate did not make is left alone
 	}
 	// NOLOGIN first, in its own statement, so no new session starts while we end the others.
 	if _, err := p.pool.Exec(ctx, "ALTER ROLE "+ident(name)+" NOLOGIN"); err != nil {
@@ -286,18 +319,23 @@ func (p *Provisioner) terminate(ctx context.Context, name string) error {
 // may still run as it (or as any dropped role).
 func (p *Provisioner) VerifyRevoked(ctx context.Context, g *jitgate.Grant) (string, error) {
 	name := p.AccountFor(g)
+	exists, ours, err := p.owned(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("verify %s: %w", name, err)
+	}
+	if exists && !ours {
+		return fmt.Sprintf("postgres %s: no role %s of this jitgate (a role of that name that jitgate did not make is left alone)", p.res.Address, name), nil
+	}
 	var (
-		exists       bool
 		canLogin     bool
 		sessions     int
 		orphanedPIDs int
 	)
-	err := p.pool.QueryRow(ctx, `SELECT
-		EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
+	err = p.pool.QueryRow(ctx, `SELECT
 		COALESCE((SELECT rolcanlogin FROM pg_roles WHERE rolname = $1), false),
 		(SELECT count(*) FROM pg_stat_activity WHERE usename = $1),
 		(SELECT count(*) FROM pg_stat_activity WHERE usesysid IS NOT NULL AND usesysid NOT IN (SELECT oid FROM pg_roles))`,
-		name).Scan(&exists, &canLogin, &sessions, &orphanedPIDs)
+		name).Scan(&canLogin, &sessions, &orphanedPIDs)
 	if err != nil {
 		return "", fmt.Errorf("verify %s: %w", name, err)
 	}
@@ -319,12 +357,12 @@ func (p *Provisioner) VerifyRevoked(ctx context.Context, g *jitgate.Grant) (stri
 
 var grantInComment = regexp.MustCompile(`\bgrant=(\d+)\b`)
 
-// ManagedAccounts lists the roles carrying this resource's jitgate-managed comment.
+// ManagedAccounts lists the roles this installation made for this resource (by their comment).
 func (p *Provisioner) ManagedAccounts(ctx context.Context) ([]jitgate.ManagedAccount, error) {
 	rows, err := p.pool.Query(ctx, `SELECT r.rolname, d.description FROM pg_roles r
 		JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
 		WHERE r.rolname LIKE 'jit\_%' AND d.description LIKE $1 ORDER BY r.rolname`,
-		commentPrefix+" %resource="+p.res.Name+" %")
+		p.mark()+" %resource="+p.res.Name+" %")
 	if err != nil {
 		return nil, err
 	}

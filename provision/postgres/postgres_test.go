@@ -65,7 +65,7 @@ func TestProvisioner(t *testing.T) {
 			{Name: "create", Grants: []string{"app_reader", "app_creator"}, Provision: jitgate.ProvisionEphemeral},
 			{Name: "gw", Grants: []string{"app_reader"}},
 		}}
-	p, err := pgprov.New(res, testdb.ClusterPassword, testKey)
+	p, err := pgprov.New(res, "install1", testdb.ClusterPassword, testKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestProvisioner(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !validUntil.Equal(g.EndsAt) || limit != pgprov.DefaultConnectionLimit || super || !slices.Equal(members, []string{"app_reader"}) ||
-			comment != "jitgate-managed grant=7 resource=pgres user=alice" {
+			comment != "jitgate-managed install=install1 grant=7 resource=pgres user=alice" {
 			t.Fatalf("role: valid until %s (want %s), limit %d, super %t, members %v, comment %q", validUntil, g.EndsAt, limit, super, members, comment)
 		}
 		login, err := p.Login(g)
@@ -241,6 +241,28 @@ func TestProvisioner(t *testing.T) {
 		}
 	})
 
+	t.Run("another installation's role is neither taken over nor removed", func(t *testing.T) {
+		exec(t, admin, `CREATE ROLE jit_dave_11 LOGIN`, `COMMENT ON ROLE jit_dave_11 IS 'jitgate-managed install=other grant=11 resource=pgres user=dave'`)
+		g := &jitgate.Grant{ID: 11, User: "dave", Resource: "pgres", Role: "read", State: jitgate.GrantActive, ActivatedAt: now, EndsAt: now.Add(time.Hour)}
+		if err := p.Grant(ctx, g); err == nil || !strings.Contains(err.Error(), "is not this jitgate's") {
+			t.Fatalf("Grant over a foreign role: %v", err)
+		}
+		if accts, _ := p.ManagedAccounts(ctx); len(accts) != 0 {
+			t.Fatalf("foreign role listed as ours: %+v", accts)
+		}
+		if err := p.Revoke(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		if receipt, err := p.VerifyRevoked(ctx, g); err != nil || !strings.Contains(receipt, "left alone") {
+			t.Fatalf("verify: %q %v", receipt, err)
+		}
+		var n int
+		admin.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname = 'jit_dave_11'`).Scan(&n)
+		if n != 1 {
+			t.Fatal("the foreign role was dropped")
+		}
+	})
+
 	t.Run("a long user name is shortened to 63 bytes", func(t *testing.T) {
 		g := &jitgate.Grant{ID: 123456, User: strings.Repeat("x", 63), Role: "read"}
 		if n := p.AccountFor(g); len(n) != 63 || !strings.HasSuffix(n, "_123456") {
@@ -285,7 +307,7 @@ func TestStandingAccessLocal(t *testing.T) {
 	pw, _ := u.User.Password()
 	res := &jitgate.Resource{Name: "local", Kind: jitgate.KindPostgres, Address: u.Host, Database: strings.TrimPrefix(u.Path, "/"),
 		SSLMode: u.Query().Get("sslmode"), Credentials: jitgate.Secret{User: u.User.Username()}, Roles: []jitgate.Role{{Name: "r"}}}
-	p, err := pgprov.New(res, pw, nil)
+	p, err := pgprov.New(res, "install1", pw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
