@@ -179,6 +179,10 @@ func TestBrowserFlow(t *testing.T) {
 	// Alice's page was never reloaded: the live region picks the grant up.
 	run(t, alice, "see the grant go active", chromedp.WaitVisible(`#grant-1[data-state=active]`))
 	shot(t, alice, "my-access-active")
+	// The same page on a phone.
+	run(t, alice, "phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(1)), chromedp.WaitVisible(`#grant-1`))
+	shot(t, alice, "my-access-phone")
+	run(t, alice, "desktop", chromedp.ResetViewport())
 
 	// A POST with alice's session but no CSRF token is refused.
 	res, err := chromedp.Call(alice, network.GetCookies, network.GetCookiesParams{URLs: []string{base}})

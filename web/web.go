@@ -416,7 +416,14 @@ func (u *UI) requestPage(w http.ResponseWriter, r *http.Request, s *session) {
 		}
 		out = append(out, it)
 	}
-	u.render(w, r, s, http.StatusOK, "request", "Request access", out)
+	d := struct {
+		Items      []requestable
+		BreakGlass bool
+	}{Items: out}
+	for _, it := range out {
+		d.BreakGlass = d.BreakGlass || it.BreakGlass
+	}
+	u.render(w, r, s, http.StatusOK, "request", "Request access", d)
 }
 
 func (u *UI) submit(w http.ResponseWriter, r *http.Request, s *session) {
