@@ -602,14 +602,23 @@ type requestData struct {
 	CanReview bool
 }
 
-func (u *UI) requestDetail(w http.ResponseWriter, r *http.Request, s *session) {
+// byID loads the object the path's {id} names with get, or answers the error page.
+func byID[T any](u *UI, w http.ResponseWriter, r *http.Request, s *session, get func(context.Context, int64) (T, error)) (T, bool) {
+	var v T
 	id, err := pathID(r)
-	var req *jitgate.Request
 	if err == nil {
-		req, err = u.o.Engine.GetRequest(s.ctx, id)
+		v, err = get(s.ctx, id)
 	}
 	if err != nil {
 		u.fail(w, r, s, err)
+		return v, false
+	}
+	return v, true
+}
+
+func (u *UI) requestDetail(w http.ResponseWriter, r *http.Request, s *session) {
+	req, ok := byID(u, w, r, s, u.o.Engine.GetRequest)
+	if !ok {
 		return
 	}
 	d := requestData{R: req}
@@ -630,13 +639,8 @@ type grantData struct {
 }
 
 func (u *UI) grantDetail(w http.ResponseWriter, r *http.Request, s *session) {
-	id, err := pathID(r)
-	var g *jitgate.Grant
-	if err == nil {
-		g, err = u.o.Engine.GetGrant(s.ctx, id)
-	}
-	if err != nil {
-		u.fail(w, r, s, err)
+	g, ok := byID(u, w, r, s, u.o.Engine.GetGrant)
+	if !ok {
 		return
 	}
 	d := grantData{G: g, Mine: g.User == s.user.Name}
