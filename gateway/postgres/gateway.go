@@ -459,6 +459,10 @@ func (g *Gateway) handle(conn net.Conn) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
+	// The head of this session's session.statements events: user, grant and session are
+	// their columns.
+	s.stmtHead = &jitgate.AuditEvent{Actor: grant.User, Action: jitgate.ActionSessionStatements,
+		RequestID: grant.RequestID, GrantID: grant.ID, SessionID: s.info.ID}
 	g.log.Info("gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User, "resource", grant.Resource, "role", grant.Role)
 	s.run()
 }

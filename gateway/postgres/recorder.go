@@ -31,8 +31,8 @@ type Recorder struct {
 
 	mu      sync.Mutex
 	notFull *sync.Cond
-	buf     []*jitgate.AuditEvent
-	// queued counts events ever buffered and settled those written or counted lost; Sync
+	buf     []pending
+	// queued counts statements ever buffered and settled those written or counted lost; Sync
 	// waits on written for settled to catch up.
 	queued, settled int64
 	written         *sync.Cond
@@ -63,13 +63,21 @@ func NewRecorder(eng Engine, log *slog.Logger, buffer, batch int, flush time.Dur
 	return r
 }
 
-// Record buffers e, waiting while the buffer is full.
-func (r *Recorder) Record(e *jitgate.AuditEvent) {
+// pending is one buffered statement of the session whose event head is head.
+type pending struct {
+	head *jitgate.AuditEvent
+	st   jitgate.Statement
+}
+
+// Record buffers statement st of the session whose session.statements events look like head
+// (actor, request, grant, session; head is shared, never modified), waiting while the buffer
+// is full. Recording a statement allocates nothing of its own.
+func (r *Recorder) Record(head *jitgate.AuditEvent, st jitgate.Statement) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		r.lost.Add(1)
-		r.log.Error("gateway: statement recorded after the recorder closed; counted as lost", "session", e.SessionID)
+		r.log.Error("gateway: statement recorded after the recorder closed; counted as lost", "session", head.SessionID)
 		return
 	}
 	if len(r.buf) >= r.max {
@@ -79,11 +87,11 @@ func (r *Recorder) Record(e *jitgate.AuditEvent) {
 		}
 		if r.closed {
 			r.lost.Add(1)
-			r.log.Error("gateway: recorder closed while a statement waited for room; counted as lost", "session", e.SessionID)
+			r.log.Error("gateway: recorder closed while a statement waited for room; counted as lost", "session", head.SessionID)
 			return
 		}
 	}
-	r.buf = append(r.buf, e)
+	r.buf = append(r.buf, pending{head: head, st: st})
 	r.queued++
 	if len(r.buf) == r.batch {
 		select {
@@ -153,7 +161,7 @@ func (r *Recorder) loop() {
 // flush writes batch, retrying with backoff while the recorder is open (sessions wait
 // meanwhile, as the queue fills). Once closing, it gives up after 10s and counts the batch
 // as lost.
-func (r *Recorder) flush(batch []*jitgate.AuditEvent, open bool) []*jitgate.AuditEvent {
+func (r *Recorder) flush(batch []pending, open bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for wait := 50 * time.Millisecond; ; wait = min(wait*2, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -162,43 +170,38 @@ func (r *Recorder) flush(batch []*jitgate.AuditEvent, open bool) []*jitgate.Audi
 		if err == nil {
 			r.recorded.Add(int64(len(batch)))
 			r.batches.Add(1)
-			return batch[:0]
+			return
 		}
 		if !open && time.Now().After(deadline) {
 			r.lost.Add(int64(len(batch)))
 			r.log.Error("gateway: statements could not be recorded and are lost", "count", len(batch), "err", err)
 			r.recordLoss(batch)
-			return batch[:0]
+			return
 		}
 		r.log.Error("gateway: recording statements failed; sessions wait until it works", "count", len(batch), "err", err)
 		time.Sleep(wait)
 	}
 }
 
-// merge folds the statement events of each session in batch into one event that carries all
-// of them, in order; sessions keep the order of their first statement. Other events pass
-// through as they are.
-func merge(batch []*jitgate.AuditEvent) []*jitgate.AuditEvent {
-	out := make([]*jitgate.AuditEvent, 0, len(batch))
-	bySession := map[int64]*jitgate.AuditEvent{}
-	for _, e := range batch {
-		if e.Action != jitgate.ActionSessionStatements {
-			out = append(out, e)
-			continue
+// merge turns a batch of statements into one session.statements event per session, carrying
+// that session's statements in order; sessions keep the order of their first statement, and
+// an event's time is its first statement's start.
+func merge(batch []pending) []*jitgate.AuditEvent {
+	out := make([]*jitgate.AuditEvent, 0, 4)
+	bySession := map[*jitgate.AuditEvent]*jitgate.AuditEvent{}
+	for _, p := range batch {
+		m := bySession[p.head]
+		if m == nil {
+			head := *p.head
+			head.Time = p.st.Start
+			m = &head
+			bySession[p.head] = m
+			out = append(out, m)
 		}
-		if m := bySession[e.SessionID]; m != nil {
-			m.Statements = append(m.Statements, e.Statements...)
-			continue
-		}
-		m := *e
-		m.Statements = append(make([]jitgate.Statement, 0, 8), e.Statements...)
-		bySession[e.SessionID] = &m
-		out = append(out, &m)
+		m.Statements = append(m.Statements, p.st)
 	}
 	for _, m := range out {
-		if m.Action == jitgate.ActionSessionStatements {
-			m.Details = map[string]string{"count": strconv.Itoa(len(m.Statements))}
-		}
+		m.Details = map[string]string{"count": strconv.Itoa(len(m.Statements))}
 	}
 	return out
 }
@@ -220,13 +223,13 @@ func (r *Recorder) Close() error {
 
 // recordLoss makes one last attempt to put the loss itself in the audit log: a single
 // session.statements_lost event with the count and the sessions affected.
-func (r *Recorder) recordLoss(batch []*jitgate.AuditEvent) {
+func (r *Recorder) recordLoss(batch []pending) {
 	sessions := map[int64]bool{}
 	var ids []string
-	for _, e := range batch {
-		if !sessions[e.SessionID] {
-			sessions[e.SessionID] = true
-			ids = append(ids, strconv.FormatInt(e.SessionID, 10))
+	for _, p := range batch {
+		if id := p.head.SessionID; !sessions[id] {
+			sessions[id] = true
+			ids = append(ids, strconv.FormatInt(id, 10))
 		}
 	}
 	ev := &jitgate.AuditEvent{Time: time.Now(), Actor: "jitgate", Action: jitgate.ActionStatementsLost,

@@ -48,8 +48,8 @@ func TestRecorderBackPressure(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range 20 {
-			rec.Record(&jitgate.AuditEvent{Action: jitgate.ActionSessionStatements, SessionID: int64(i),
-				Statements: []jitgate.Statement{{N: 1, SQL: "SELECT 1"}}})
+			rec.Record(&jitgate.AuditEvent{Action: jitgate.ActionSessionStatements, SessionID: int64(i)},
+				jitgate.Statement{N: 1, SQL: "SELECT 1"})
 		}
 	}()
 	select {
@@ -78,10 +78,12 @@ func TestRecorderBackPressure(t *testing.T) {
 func TestRecorderMergesSessions(t *testing.T) {
 	st := &flakyStore{}
 	rec := postgres.NewRecorder(st, slog.New(slog.DiscardHandler), 100, 100, time.Hour)
+	heads := []*jitgate.AuditEvent{
+		{Action: jitgate.ActionSessionStatements, SessionID: 1},
+		{Action: jitgate.ActionSessionStatements, SessionID: 2},
+	}
 	for i := range 6 {
-		sess := int64(1 + i%2)
-		rec.Record(&jitgate.AuditEvent{Action: jitgate.ActionSessionStatements, SessionID: sess,
-			Statements: []jitgate.Statement{{N: int64(1 + i/2), SQL: "SELECT " + strconv.Itoa(i)}}})
+		rec.Record(heads[i%2], jitgate.Statement{N: int64(1 + i/2), SQL: "SELECT " + strconv.Itoa(i)})
 	}
 	rec.Close()
 	if recorded, lost, _, batches, _ := rec.Stats(); recorded != 6 || lost != 0 || batches != 1 {

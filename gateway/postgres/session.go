@@ -30,6 +30,8 @@ type session struct {
 	up     net.Conn
 	grant  *jitgate.Grant
 	info   *jitgate.Session
+	// stmtHead is the head of the session's statement audit events (see Recorder.Record).
+	stmtHead *jitgate.AuditEvent
 
 	upAddr   string
 	upPID    uint32
@@ -516,10 +518,6 @@ func (s *session) emit(st *stmt) {
 	if st.extended {
 		rec.Protocol = "extended"
 	}
-	// The recorder merges a session's statements into one session.statements event per batch;
-	// user, grant and session are the event's columns.
-	s.g.rec.Record(&jitgate.AuditEvent{
-		Time: st.start, Actor: s.grant.User, Action: jitgate.ActionSessionStatements,
-		RequestID: s.grant.RequestID, GrantID: s.grant.ID, SessionID: s.info.ID, Statements: []jitgate.Statement{rec},
-	})
+	// The recorder merges a session's statements into one session.statements event per batch.
+	s.g.rec.Record(s.stmtHead, rec)
 }
