@@ -217,6 +217,13 @@ func StatusOf(code string) int {
 	return http.StatusInternalServerError
 }
 
+// WriteError answers err as every API error is answered: its status and an ErrorBody. The web
+// UI's JSON endpoints use it too.
+func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
+
+// WriteJSON answers v as JSON with status, uncached.
+func WriteJSON(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
+
 func writeError(w http.ResponseWriter, err error) {
 	var b ErrorBody
 	b.Error.Code, b.Error.Message = jitgate.ErrorCode(err), jitgate.ErrorMessage(err)

@@ -3,8 +3,6 @@ package web
 import (
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/httpapi"
 )
 
 // CLI sign-in: `jitgate login --server URL` listens on a loopback port and opens
@@ -109,31 +108,20 @@ func (u *UI) cliApprove(w http.ResponseWriter, r *http.Request, s *session) {
 	http.Redirect(w, r, cb.String(), http.StatusSeeOther)
 }
 
-// CLIToken is the answer of POST /cli/token.
-type CLIToken struct {
-	Token     string    `json:"token"`
-	User      string    `json:"user"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 // cliToken trades a code and its PKCE verifier for an API token.
 func (u *UI) cliToken(w http.ResponseWriter, r *http.Request) {
 	code, verifier := r.PostFormValue("code"), r.PostFormValue("verifier")
 	v, ok := u.codes.take(code)
 	sum := sha256.Sum256([]byte(verifier))
 	if !ok || base64.RawURLEncoding.EncodeToString(sum[:]) != v.challenge {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusUnauthorized)
-		fmt.Fprintln(w, `{"error":{"code":"EUNAUTHORIZED","message":"unknown, used or expired code, or the wrong verifier; run jitgate login again"}}`)
+		httpapi.WriteError(w, jitgate.Errorf(jitgate.EUNAUTHORIZED, "unknown, used or expired code, or the wrong verifier; run jitgate login again"))
 		return
 	}
 	token, tk, err := u.o.Engine.SignIn(u.system, v.user, "browser (CLI)", CLITokenTTL)
 	if err != nil {
 		u.o.Logger.Error("web: CLI sign-in", "user", v.user, "err", err)
-		http.Error(w, `{"error":{"code":"EINTERNAL","message":"cannot sign in"}}`, http.StatusInternalServerError)
+		httpapi.WriteError(w, jitgate.Errorf(jitgate.EINTERNAL, "cannot sign in"))
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(CLIToken{Token: token, User: v.user, ExpiresAt: tk.ExpiresAt})
+	httpapi.WriteJSON(w, http.StatusOK, &httpapi.BrowserToken{Token: token, User: v.user, ExpiresAt: tk.ExpiresAt})
 }

@@ -17,7 +17,6 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/access"
+	"github.com/jitgate/jitgate/httpapi"
 )
 
 //go:embed templates/*.html
@@ -258,30 +258,13 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, s *session, status i
 }
 
 func (u *UI) fail(w http.ResponseWriter, r *http.Request, s *session, err error) {
-	status := http.StatusInternalServerError
-	msg := "something went wrong; see the server log"
-	var je *jitgate.Error
-	if errors.As(err, &je) {
-		msg = je.Message
-		switch je.Code {
-		case jitgate.EINVALID:
-			status = http.StatusBadRequest
-		case jitgate.ENOTFOUND:
-			status = http.StatusNotFound
-		case jitgate.ECONFLICT:
-			status = http.StatusConflict
-		case jitgate.EUNAUTHORIZED:
-			status = http.StatusUnauthorized
-		case jitgate.EFORBIDDEN:
-			status = http.StatusForbidden
-		case jitgate.EUNAVAILABLE:
-			status = http.StatusServiceUnavailable
-		case jitgate.EINTERNAL:
-			msg = "something went wrong; see the server log"
-		}
-	}
+	code := jitgate.ErrorCode(err)
+	status, msg := httpapi.StatusOf(code), jitgate.ErrorMessage(err)
 	if status >= 500 {
 		u.o.Logger.Error("web: request failed", "path", r.URL.Path, "err", err)
+		if code != jitgate.EUNAVAILABLE {
+			msg = "something went wrong; see the server log"
+		}
 	}
 	u.render(w, r, s, status, "error", "Error", msg)
 }
