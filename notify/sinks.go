@@ -1,11 +1,9 @@
 package notify
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,37 +11,6 @@ import (
 
 	"github.com/jitgate/jitgate/internal/signing"
 )
-
-// post sends body as JSON to u and treats any answer but 2xx as an error.
-func post(ctx context.Context, c *http.Client, u string, body []byte, header func(*http.Request)) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "jitgate-notify/1")
-	if header != nil {
-		header(req)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return redactURL(err)
-	}
-	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("answered %s: %s", resp.Status, bytes.TrimSpace(snippet))
-	}
-	return nil
-}
-
-// redactURL drops the URL from a client error: a Slack webhook URL is a secret.
-func redactURL(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
-	}
-	return err
-}
 
 // Slack posts to a Slack incoming webhook: one Block Kit message per notification, naming
 // its recipients with Slack mentions where their Slack member IDs are known. Incoming
@@ -77,7 +44,7 @@ func (s *Slack) Send(ctx context.Context, m *Message) error {
 	if c == nil {
 		c = http.DefaultClient
 	}
-	if err := post(ctx, c, s.URL, body, nil); err != nil {
+	if err := signing.Post(ctx, c, s.URL, body, nil, "", time.Now()); err != nil {
 		return fmt.Errorf("slack: %w", err)
 	}
 	return nil
@@ -203,11 +170,7 @@ func (w *Webhook) Send(ctx context.Context, m *Message) error {
 	if c == nil {
 		c = http.DefaultClient
 	}
-	err = post(ctx, c, w.URL, body, func(req *http.Request) {
-		req.Header.Set("Idempotency-Key", m.ID)
-		signing.SetHeaders(req, w.Secret, body, now())
-	})
-	if err != nil {
+	if err := signing.Post(ctx, c, w.URL, body, w.Secret, m.ID, now()); err != nil {
 		return fmt.Errorf("%s: %w", w.Name(), err)
 	}
 	return nil

@@ -10,11 +10,9 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -109,23 +107,8 @@ func (p *Provisioner) call(ctx context.Context, action, key string, g *jitgate.G
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.res.Address, bytes.NewReader(body))
-	if err != nil {
+	if err := signing.Post(ctx, p.client, p.res.Address, body, p.secret, key, p.now()); err != nil {
 		return fmt.Errorf("webhook %s: %w", p.res.Name, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "jitgate-webhook/1")
-	req.Header.Set(HeaderIdempotencyKey, key)
-	signing.SetHeaders(req, p.secret, body, p.now())
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("webhook %s: %w", p.res.Name, err)
-	}
-	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("webhook %s answered %s: %s", p.res.Name, resp.Status, bytes.TrimSpace(snippet))
 	}
 	return nil
 }
