@@ -345,8 +345,8 @@ func (e *Engine) approve(o *op, pol *policy.Policy, r *jitgate.Request, actor, n
 		g.Extensions++
 		if g.Provision.State == jitgate.ProvisionStateGranted {
 			// Grant again, idempotently, so the target learns the new end (a database user's
-			// VALID UNTIL, a webhook receiver's expiry).
-			g.Provision = jitgate.ProvisionStatus{State: jitgate.ProvisionStateGranting, NextAt: o.now, Attempts: g.Provision.Attempts}
+			// VALID UNTIL, a webhook receiver's expiry). The grant stays granted meanwhile.
+			g.Provision.NextAt = o.now
 		}
 		if err := o.tx.UpdateGrant(g); err != nil {
 			return err

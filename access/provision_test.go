@@ -26,6 +26,7 @@ type target struct {
 	roles      map[string]bool
 	concurrent int
 	peak       int
+	grants     int
 }
 
 func (t *target) Manages(role string) bool { return t.roles[role] }
@@ -47,6 +48,7 @@ func (t *target) Grant(_ context.Context, g *jitgate.Grant) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.accounts[t.AccountFor(g)] = g.ID
+	t.grants++
 	return nil
 }
 
@@ -168,5 +170,39 @@ func TestProvisioningRunsConcurrently(t *testing.T) {
 	}
 	if tg.peak < 2 {
 		t.Fatalf("peak concurrency %d", tg.peak)
+	}
+}
+
+// An extension re-grants (a refresh, so the target learns the new end) while the grant stays
+// granted and its login keeps working.
+func TestExtensionRefreshesProvisioning(t *testing.T) {
+	clk := clocktest.New(testenv.T0)
+	eng, tg, as := newTarget(t, clk)
+	ctx := context.Background()
+	r, err := eng.Submit(as("oscar"), jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: 10 * time.Minute, Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng.Tick(ctx)
+	ext, err := eng.Extend(as("oscar"), r.GrantID, 10*time.Minute, "more")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ext.State == jitgate.RequestPending {
+		if _, err := eng.Review(as("bob"), ext.ID, jitgate.Approve, "ok"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, _ := eng.GetGrant(as("oscar"), r.GrantID)
+	if g.Provision.State != jitgate.ProvisionStateGranted || g.Provision.NextAt.IsZero() {
+		t.Fatalf("after the extension: %+v", g.Provision)
+	}
+	if _, err := eng.IssueLogin(as("oscar"), g.ID, false); err != nil {
+		t.Fatalf("login while the refresh is due: %v", err)
+	}
+	eng.Tick(ctx)
+	g, _ = eng.GetGrant(as("oscar"), r.GrantID)
+	if tg.grants != 2 || g.Provision.State != jitgate.ProvisionStateGranted || !g.Provision.NextAt.IsZero() {
+		t.Fatalf("after the refresh: %d grant calls, %+v", tg.grants, g.Provision)
 	}
 }

@@ -191,7 +191,8 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 	switch {
 	case !ok:
 		callErr = fmt.Errorf("no provisioner is configured for resource %s", claimed.Resource)
-	case want == jitgate.ProvisionStateGranting:
+	case want == jitgate.ProvisionStateGranting, want == jitgate.ProvisionStateGranted:
+		// Granted with work due is a refresh: an extension moved the end.
 		cctx, cancel := context.WithTimeout(ctx, e.provTO)
 		callErr = p.Grant(cctx, claimed)
 		cancel()
@@ -246,6 +247,9 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 		g.Provision.State = jitgate.ProvisionStateGranted
 		attempts := g.Provision.Attempts + 1
 		details := map[string]string{"attempts": fmt.Sprint(attempts)}
+		if want == jitgate.ProvisionStateGranted {
+			details["refresh"] = "new end " + stamp(g.EndsAt)
+		}
 		if want == jitgate.ProvisionStateRevoking {
 			action = jitgate.ActionGrantDeprovisioned
 			g.Provision.State = jitgate.ProvisionStateRevoked

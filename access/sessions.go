@@ -97,10 +97,7 @@ func (e *Engine) ProvisionedLogin(g *jitgate.Grant) (*jitgate.Login, error) {
 		return nil, jitgate.Errorf(jitgate.ECONFLICT,
 			"role %s/%s has no ephemeral provisioning and this server runs no gateway for it: there is no login to hand out", g.Resource, g.Role)
 	}
-	// An extended grant is re-granted to move its end; its account exists meanwhile.
-	ready := g.Provision.State == jitgate.ProvisionStateGranted ||
-		(g.Provision.State == jitgate.ProvisionStateGranting && g.Extensions > 0 && g.Provision.Attempts > 0)
-	if !ready {
+	if g.Provision.State != jitgate.ProvisionStateGranted {
 		msg := fmt.Sprintf("grant %d's database account is not ready yet (provisioning is %s", g.ID, g.Provision.State)
 		if g.Provision.LastError != "" {
 			msg += fmt.Sprintf("; attempt %d failed: %s", g.Provision.Attempts, g.Provision.LastError)
