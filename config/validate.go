@@ -161,6 +161,12 @@ func (c *Config) validate() error {
 // or table ("SELECT, INSERT ON app.*", "SELECT ON app.orders").
 var mysqlGrant = regexp.MustCompile(`^(?:[A-Za-z0-9_.-]+|[A-Za-z ]+(?:, *[A-Za-z ]+)* ON (?:\*|[A-Za-z0-9_$]+)\.(?:\*|[A-Za-z0-9_$]+))$`)
 
+// httpURL reports whether s is an absolute http or https URL with a host.
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
 // validateOIDC checks the single sign-on section.
 func (c *Config) validateOIDC() error {
 	o := c.OIDC
@@ -168,8 +174,7 @@ func (c *Config) validateOIDC() error {
 		return nil
 	}
 	for _, f := range []struct{ key, val string }{{"issuer", o.Issuer}, {"redirect_url", o.RedirectURL}} {
-		u, err := url.Parse(f.val)
-		if f.val == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if !httpURL(f.val) {
 			return c.Errorf("oidc."+f.key, "want an http(s) URL, got %q", f.val)
 		}
 	}
@@ -197,8 +202,7 @@ func (c *Config) validateNotifications() error {
 		}
 	}
 	if n.BaseURL != "" {
-		u, err := url.Parse(n.BaseURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if !httpURL(n.BaseURL) {
 			return c.Errorf("notifications.base_url", "want an http(s) URL, got %q", n.BaseURL)
 		}
 	}
@@ -217,8 +221,7 @@ func (c *Config) validateNotifications() error {
 	}
 	for i, w := range n.Webhooks {
 		p := fmt.Sprintf("notifications.webhooks.%d", i)
-		u, err := url.Parse(w.URL)
-		if w.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if !httpURL(w.URL) {
 			return c.Errorf(p+".url", "want an http(s) URL, got %q", w.URL)
 		}
 		if (w.SecretEnv == "") == (w.SecretFile == "") {
@@ -233,8 +236,7 @@ func (c *Config) validateNotifications() error {
 func (c *Config) validateTarget(p string, r *Resource) error {
 	switch r.Kind {
 	case jitgate.KindWebhook:
-		u, err := url.Parse(r.Address)
-		if r.Address == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if !httpURL(r.Address) {
 			return c.Errorf(p+".address", "a webhook resource needs an http(s) URL, got %q", r.Address)
 		}
 		if r.SecretEnv == "" && r.SecretFile == "" {
