@@ -32,6 +32,9 @@ type Recorder struct {
 	mu      sync.Mutex
 	notFull *sync.Cond
 	buf     []pending
+	// spare is the buffer the last flush emptied: the two take turns, so recording a
+	// statement does not grow a fresh slice after every flush.
+	spare []pending
 	// queued counts statements ever buffered and settled those written or counted lost; Sync
 	// waits on written for settled to catch up.
 	queued, settled int64
@@ -139,11 +142,11 @@ func (r *Recorder) loop() {
 		case <-tick.C:
 		}
 		r.mu.Lock()
-		take, closed := r.buf, r.closed
-		r.buf = nil
+		all, closed := r.buf, r.closed
+		r.buf, r.spare = r.spare[:0], nil
 		r.notFull.Broadcast()
 		r.mu.Unlock()
-		for len(take) > 0 {
+		for take := all; len(take) > 0; {
 			n := min(len(take), r.batch)
 			r.flush(take[:n], !closed)
 			take = take[n:]
@@ -152,6 +155,10 @@ func (r *Recorder) loop() {
 			r.written.Broadcast()
 			r.mu.Unlock()
 		}
+		clear(all) // drop the session heads it points to
+		r.mu.Lock()
+		r.spare = all[:0]
+		r.mu.Unlock()
 		if closed {
 			return
 		}
