@@ -25,6 +25,9 @@ const (
 	DefaultBreakGlass = time.Hour
 	// DefaultReconcileInterval is how often the drift reconciler runs.
 	DefaultReconcileInterval = time.Minute
+	// DefaultReuseUpstream is how long the gateway keeps a cleanly ended session's upstream
+	// connection for the grant's next session.
+	DefaultReuseUpstream = 30 * time.Second
 	// DefaultExpiryWarning is how long before its end a grant's owner is warned.
 	DefaultExpiryWarning = 10 * time.Minute
 )
@@ -73,6 +76,11 @@ type PostgresGateway struct {
 	TLSCert           string `yaml:"tls_cert"`
 	TLSKey            string `yaml:"tls_key"`
 	InsecurePlaintext bool   `yaml:"insecure_plaintext"`
+	// ReuseUpstream is how long the upstream connection of a session its client closed
+	// cleanly is kept, reset with DISCARD ALL, for the same grant's next session (default 30s;
+	// "0" turns reuse off).
+	ReuseUpstream      string        `yaml:"reuse_upstream"`
+	ReuseUpstreamValue time.Duration `yaml:"-"`
 }
 
 // User is a static directory entry.

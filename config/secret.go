@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"strings"
+	"time"
 
 	"github.com/jitgate/jitgate"
 )
@@ -39,6 +40,14 @@ func (c *Config) validateGateway() error {
 	}
 	if (g.TLSCert == "") != (g.TLSKey == "") {
 		return c.Errorf("gateway.postgres", "set both tls_cert and tls_key, or neither")
+	}
+	g.ReuseUpstreamValue = DefaultReuseUpstream
+	if g.ReuseUpstream != "" {
+		d, err := ParseDuration(g.ReuseUpstream)
+		if err != nil || d < 0 || d > time.Hour {
+			return c.Errorf("gateway.postgres.reuse_upstream", "want a duration from 0 (off) to 1h, got %q", g.ReuseUpstream)
+		}
+		g.ReuseUpstreamValue = d
 	}
 	return nil
 }

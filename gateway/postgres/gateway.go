@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -58,6 +60,12 @@ type Options struct {
 	// revoke or extension made by another server instance on the same database takes effect
 	// (default 1s). Events from this instance act at once.
 	SweepEvery time.Duration
+	// ReuseUpstream, when positive, keeps the upstream connection of a session the client
+	// ended cleanly (Terminate while idle), reset with DISCARD ALL, for up to this long for the
+	// next session of the same grant with the same startup parameters, as PgBouncer's session
+	// mode does: such a session then costs the database no new backend. Parked connections
+	// close when their grant ends. Zero turns reuse off.
+	ReuseUpstream time.Duration
 	// Recorder settings; see Recorder.
 	RecorderBuffer int
 	RecorderBatch  int
@@ -70,7 +78,10 @@ type Gateway struct {
 	log   *slog.Logger
 	clock jitgate.Clock
 	rec   *Recorder
+	pool  *pool
 	unsub func()
+
+	reused atomic.Int64 // sessions that took a parked upstream connection
 
 	mu       sync.Mutex
 	ln       []net.Listener
@@ -101,7 +112,7 @@ func New(o Options) *Gateway {
 		o.SweepEvery = time.Second
 	}
 	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, sessions: map[*session]struct{}{}, byKey: map[uint32]*session{},
-		stop: make(chan struct{}), swept: make(chan struct{})}
+		stop: make(chan struct{}), swept: make(chan struct{}), pool: newPool(o.ReuseUpstream)}
 	g.rec = NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
 	g.unsub = o.Engine.Subscribe(g.onEvent)
 	go g.sweep()
@@ -121,8 +132,11 @@ func (g *Gateway) sweep() {
 			return
 		case <-t.C:
 		}
-		g.mu.Lock()
 		byGrant := map[int64][]*session{}
+		for _, id := range g.pool.expire(g.clock.Now()) {
+			byGrant[id] = nil // parked connections: their grant's end closes them too
+		}
+		g.mu.Lock()
 		for s := range g.sessions {
 			byGrant[s.grant.ID] = append(byGrant[s.grant.ID], s)
 		}
@@ -158,7 +172,10 @@ func (g *Gateway) onEvent(ev jitgate.Event) {
 		return
 	}
 	switch ev.Kind {
-	case jitgate.EventGrantEnded, jitgate.EventGrantExtended:
+	case jitgate.EventGrantEnded:
+		// After the kills below, which a session about to park checks under the pool's lock.
+		defer g.pool.drop(ev.Grant.ID)
+	case jitgate.EventGrantExtended:
 	default:
 		return
 	}
@@ -236,6 +253,7 @@ func (g *Gateway) ServeConn(conn net.Conn) {
 // Close stops accepting connections, ends every session ("jitgate is shutting down"),
 // flushes the statement recorder and returns when all connection goroutines are gone.
 func (g *Gateway) Close() error {
+	g.pool.close()
 	g.mu.Lock()
 	g.closed = true
 	for _, ln := range g.ln {
@@ -394,25 +412,79 @@ func (g *Gateway) handle(conn net.Conn) {
 		fatal(be, code, jitgate.ErrorMessage(err))
 		return
 	}
+	runtime := map[string]string{}
+	for _, k := range []string{"application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "search_path"} {
+		if v, ok := startup.Parameters[k]; ok {
+			runtime[k] = v
+		}
+	}
+	key := keyOf(grant.ID, runtime)
+	u := g.pool.take(key, g.clock.Now())
+	if u != nil {
+		g.reused.Add(1)
+	} else if u = g.connect(ctx, be, grant, runtime); u == nil {
+		return
+	}
+	s := newSession(g, conn, u, key, grant)
+	if !g.add(s) {
+		u.conn.Close()
+		fatal(be, "57P01", "jitgate is shutting down")
+		return
+	}
+	defer g.remove(s)
+	s.info = &jitgate.Session{GrantID: grant.ID, User: grant.User, Resource: grant.Resource, Role: grant.Role, ClientAddr: conn.RemoteAddr().String()}
+	if err := g.opts.Engine.StartSession(ctx, s.info); err != nil {
+		u.conn.Close()
+		fatal(be, "08006", "jitgate: cannot record the session; refusing it")
+		g.log.Error("gateway: start session", "err", err)
+		return
+	}
+	be.Send(&pgproto3.AuthenticationOk{})
+	for k, v := range u.params {
+		be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
+	}
+	var secret [4]byte
+	binary.BigEndian.PutUint32(secret[:], s.keySecret)
+	be.Send(&pgproto3.BackendKeyData{ProcessID: s.keyPID, SecretKey: secret[:]})
+	be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	if err := be.Flush(); err != nil {
+		u.conn.Close()
+		s.finish("client went away during startup")
+		return
+	}
+	_ = conn.SetDeadline(time.Time{})
+	// The head of this session's session.statements events: user, grant and session are
+	// their columns.
+	s.stmtHead = &jitgate.AuditEvent{Actor: grant.User, Action: jitgate.ActionSessionStatements,
+		RequestID: grant.RequestID, GrantID: grant.ID, SessionID: s.info.ID}
+	g.log.Info("gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User, "resource", grant.Resource, "role", grant.Role, "upstream_pid", u.pid)
+	s.run()
+}
+
+// connect logs in to the grant's database with the login configured for its role, passing on
+// the client's runtime parameters. On failure it tells the client why and returns nil.
+func (g *Gateway) connect(ctx context.Context, be *pgproto3.Backend, grant *jitgate.Grant, runtime map[string]string) *upstream {
 	cfg, err := g.opts.Upstream(grant)
 	if jitgate.ErrorCode(err) == jitgate.EUNAVAILABLE {
 		// The grant's ephemeral user is still being created: a moment's wait, not a fault.
 		fatal(be, "57P03", "jitgate: "+jitgate.ErrorMessage(err))
-		return
+		return nil
 	}
 	if err != nil {
 		g.log.Error("gateway: upstream config", "grant", grant.ID, "err", err)
 		fatal(be, "08006", fmt.Sprintf("jitgate: resource %s is not reachable through the gateway: %s", grant.Resource, jitgate.ErrorMessage(err)))
-		return
+		return nil
 	}
-	for _, k := range []string{"application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "search_path"} {
-		if v, ok := startup.Parameters[k]; ok {
-			cfg.RuntimeParams[k] = v
-		}
-	}
+	maps.Copy(cfg.RuntimeParams, runtime)
 	up, err := pgconn.ConnectConfig(ctx, cfg)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "53300" && g.pool.size() > 0 {
+		// Too many connections for the login: parked ones of this grant may be what holds the
+		// slots (they count against an ephemeral user's connection limit). Free them and retry.
+		g.pool.drop(grant.ID)
+		up, err = pgconn.ConnectConfig(ctx, cfg)
+	}
 	if err != nil {
-		var pe *pgconn.PgError
 		switch {
 		case errors.As(err, &pe) && strings.HasPrefix(pe.Code, "28"):
 			// Do not show the client the upstream login's name or why it was refused.
@@ -423,46 +495,13 @@ func (g *Gateway) handle(conn net.Conn) {
 			fatal(be, "08006", fmt.Sprintf("jitgate: cannot connect to %s", grant.Resource))
 		}
 		g.log.Warn("gateway: upstream connect failed", "grant", grant.ID, "resource", grant.Resource, "err", err)
-		return
+		return nil
 	}
 	hj, err := up.Hijack()
 	if err != nil {
 		up.Close(context.Background())
 		fatal(be, "08006", "jitgate: upstream connection failed")
-		return
+		return nil
 	}
-	s := newSession(g, conn, hj, grant)
-	if !g.add(s) {
-		hj.Conn.Close()
-		fatal(be, "57P01", "jitgate is shutting down")
-		return
-	}
-	defer g.remove(s)
-	s.info = &jitgate.Session{GrantID: grant.ID, User: grant.User, Resource: grant.Resource, Role: grant.Role, ClientAddr: conn.RemoteAddr().String()}
-	if err := g.opts.Engine.StartSession(ctx, s.info); err != nil {
-		hj.Conn.Close()
-		fatal(be, "08006", "jitgate: cannot record the session; refusing it")
-		g.log.Error("gateway: start session", "err", err)
-		return
-	}
-	be.Send(&pgproto3.AuthenticationOk{})
-	for k, v := range hj.ParameterStatuses {
-		be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
-	}
-	var key [4]byte
-	binary.BigEndian.PutUint32(key[:], s.keySecret)
-	be.Send(&pgproto3.BackendKeyData{ProcessID: s.keyPID, SecretKey: key[:]})
-	be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-	if err := be.Flush(); err != nil {
-		hj.Conn.Close()
-		s.finish("client went away during startup")
-		return
-	}
-	_ = conn.SetDeadline(time.Time{})
-	// The head of this session's session.statements events: user, grant and session are
-	// their columns.
-	s.stmtHead = &jitgate.AuditEvent{Actor: grant.User, Action: jitgate.ActionSessionStatements,
-		RequestID: grant.RequestID, GrantID: grant.ID, SessionID: s.info.ID}
-	g.log.Info("gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User, "resource", grant.Resource, "role", grant.Role)
-	s.run()
+	return upstreamOf(hj)
 }

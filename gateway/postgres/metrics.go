@@ -9,11 +9,13 @@ var (
 	waitsDesc    = prometheus.NewDesc("jitgate_gateway_recorder_waits_total", "Times a session waited for room in the statement queue (back pressure).", nil, nil)
 	batchesDesc  = prometheus.NewDesc("jitgate_gateway_recorder_batches_total", "Audit batches written by the statement recorder.", nil, nil)
 	queueDesc    = prometheus.NewDesc("jitgate_gateway_recorder_queue", "Statements waiting to be recorded.", nil, nil)
+	parkedDesc   = prometheus.NewDesc("jitgate_gateway_upstream_idle", "Upstream connections kept for the next session of their grant.", nil, nil)
+	reusedDesc   = prometheus.NewDesc("jitgate_gateway_upstream_reused_total", "Sessions that took a kept upstream connection instead of logging in anew.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (g *Gateway) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sessionsDesc, recordedDesc, lostDesc, waitsDesc, batchesDesc, queueDesc} {
+	for _, d := range []*prometheus.Desc{sessionsDesc, recordedDesc, lostDesc, waitsDesc, batchesDesc, queueDesc, parkedDesc, reusedDesc} {
 		ch <- d
 	}
 }
@@ -27,4 +29,6 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(waitsDesc, prometheus.CounterValue, float64(waits))
 	ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.CounterValue, float64(batches))
 	ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(queued))
+	ch <- prometheus.MustNewConstMetric(parkedDesc, prometheus.GaugeValue, float64(g.pool.size()))
+	ch <- prometheus.MustNewConstMetric(reusedDesc, prometheus.CounterValue, float64(g.reused.Load()))
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"strconv"
 	"sync"
@@ -27,15 +28,13 @@ const maxSQL = 16 << 10
 type session struct {
 	g      *Gateway
 	client net.Conn
-	up     net.Conn
+	u      *upstream
+	up     net.Conn // u.conn
+	key    poolKey  // which later sessions may reuse u
 	grant  *jitgate.Grant
 	info   *jitgate.Session
 	// stmtHead is the head of the session's statement audit events (see Recorder.Record).
 	stmtHead *jitgate.AuditEvent
-
-	upAddr   string
-	upPID    uint32
-	upSecret []byte
 
 	keyPID, keySecret uint32
 
@@ -47,10 +46,21 @@ type session struct {
 	bytesIn, bytesOut, statements atomic.Int64
 	dead                          atomic.Bool // set by kill: relay nothing more to the client
 	terminated                    atomic.Bool // the client said goodbye (Terminate)
+	// parking is set when the client said goodbye while the upstream was idle and the
+	// Terminate was kept from it, so the connection may serve the grant's next session.
+	parking atomic.Bool
+	// upClean is set by upstreamToClient when it stopped between messages with nothing
+	// unread buffered.
+	upClean bool
 
 	qmu     sync.Mutex
 	pending []*stmt // statements sent upstream, awaiting their outcome, in order
 	failed  string  // SQLSTATE of an error that aborts the rest of an extended-protocol batch
+	// txStatus is the status of the last ReadyForQuery: 'I' idle, 'T' in a transaction, 'E'
+	// in a failed one.
+	txStatus byte
+	// awaiting counts Query and Sync messages sent upstream whose ReadyForQuery has not come.
+	awaiting int
 }
 
 // stmt is one statement on its way through.
@@ -62,17 +72,24 @@ type stmt struct {
 	sqlstate string
 }
 
-func newSession(g *Gateway, client net.Conn, hj *pgconn.HijackedConn, grant *jitgate.Grant) *session {
+func newSession(g *Gateway, client net.Conn, u *upstream, key poolKey, grant *jitgate.Grant) *session {
 	pid, secret := randomKey()
-	s := &session{
-		g: g, client: client, up: hj.Conn, grant: grant,
-		upPID: hj.PID, upSecret: hj.SecretKey, keyPID: pid, keySecret: secret,
-		deadline: grant.EndsAt, reset: make(chan struct{}, 1),
+	return &session{
+		g: g, client: client, u: u, up: u.conn, key: key, grant: grant, keyPID: pid, keySecret: secret,
+		deadline: grant.EndsAt, reset: make(chan struct{}, 1), txStatus: 'I',
+	}
+}
+
+// upstreamOf takes over a connection pgconn logged in.
+func upstreamOf(hj *pgconn.HijackedConn) *upstream {
+	u := &upstream{conn: hj.Conn, pid: hj.PID, secret: hj.SecretKey, params: maps.Clone(hj.ParameterStatuses)}
+	if u.params == nil {
+		u.params = map[string]string{}
 	}
 	if hj.Config != nil {
-		s.upAddr = net.JoinHostPort(hj.Config.Host, strconv.Itoa(int(hj.Config.Port)))
+		u.addr = net.JoinHostPort(hj.Config.Host, strconv.Itoa(int(hj.Config.Port)))
 	}
-	return s
+	return u
 }
 
 // setDeadline moves the session's end (an extension).
@@ -122,20 +139,20 @@ func (s *session) killReason() string {
 // cancelUpstream sends a CancelRequest for the upstream backend, so a running query stops
 // now rather than when it next writes.
 func (s *session) cancelUpstream() {
-	if s.upAddr == "" {
+	if s.u.addr == "" {
 		return
 	}
-	conn, err := net.DialTimeout("tcp", s.upAddr, 2*time.Second)
+	conn, err := net.DialTimeout("tcp", s.u.addr, 2*time.Second)
 	if err != nil {
 		s.g.log.Warn("gateway: cancel upstream query", "session", s.sessionID(), "err", err)
 		return
 	}
 	defer conn.Close()
-	msg := make([]byte, 12+len(s.upSecret))
+	msg := make([]byte, 12+len(s.u.secret))
 	binary.BigEndian.PutUint32(msg[0:4], uint32(len(msg)))
 	binary.BigEndian.PutUint32(msg[4:8], 80877102)
-	binary.BigEndian.PutUint32(msg[8:12], s.upPID)
-	copy(msg[12:], s.upSecret)
+	binary.BigEndian.PutUint32(msg[8:12], s.u.pid)
+	copy(msg[12:], s.u.secret)
 	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := conn.Write(msg); err == nil {
 		// PostgreSQL closes the cancel connection when it has handled it.
@@ -207,15 +224,33 @@ func (s *session) run() {
 		s.cancelUpstream()
 	}
 	s.client.Close()
-	s.up.Close()
 	<-c2s
 	close(done)
+	if !s.park() {
+		s.up.Close()
+	}
 	if s.dead.Load() {
 		s.failPending("57P01") // ended by jitgate
 	} else {
 		s.failPending("08006") // connection lost
 	}
 	s.finish(reason)
+}
+
+// park resets the upstream connection of a session the client ended cleanly and hands it to
+// the pool; false means it must be closed.
+func (s *session) park() bool {
+	if !s.parking.Load() || !s.upClean || s.killReason() != "" {
+		return false
+	}
+	if err := reset(s.u, 5*time.Second); err != nil {
+		s.g.log.Debug("gateway: upstream not reusable", "session", s.sessionID(), "err", err)
+		return false
+	}
+	s.mu.Lock()
+	end := s.deadline
+	s.mu.Unlock()
+	return s.g.pool.put(s.u, s.key, s.g.clock.Now(), end, func() bool { return s.killReason() == "" })
 }
 
 // finish records the session's end.
@@ -314,6 +349,11 @@ func (s *session) clientToUpstream() error {
 			}
 			return err
 		}
+		if typ == 'S' { // a Sync (a Query counts itself in push)
+			s.qmu.Lock()
+			s.awaiting++
+			s.qmu.Unlock()
+		}
 		switch typ {
 		case 'Q', 'P', 'B', 'E', 'X':
 			if buf, err = readBody(r, n, buf); err != nil {
@@ -334,11 +374,19 @@ func (s *session) clientToUpstream() error {
 				portal, _ := cut(body)
 				s.push(portals[portal], true)
 			}
+			if typ == 'X' {
+				s.terminated.Store(true)
+				if s.g.pool.ttl > 0 && r.Buffered() == 0 && s.idle() {
+					// Keep the goodbye from the upstream: its connection may serve
+					// the grant's next session.
+					s.parking.Store(true)
+					return io.EOF
+				}
+			}
 			if _, err := w.Write(buf); err != nil {
 				return err
 			}
 			if typ == 'X' {
-				s.terminated.Store(true)
 				_ = w.Flush()
 				return io.EOF
 			}
@@ -365,13 +413,14 @@ func (s *session) upstreamToClient(w *bufio.Writer) (intact bool, err error) {
 	for {
 		typ, n, err := frame(r, 1<<30)
 		if err != nil {
+			s.upClean = r.Buffered() == 0
 			return true, err
 		}
 		if s.dead.Load() {
 			return true, errKilled
 		}
 		switch typ {
-		case 'C', 'E', 'I', 's', 'Z':
+		case 'C', 'E', 'I', 's', 'Z', 'S':
 			if buf, err = readBody(r, n, buf); err != nil {
 				return false, err
 			}
@@ -386,7 +435,10 @@ func (s *session) upstreamToClient(w *bufio.Writer) (intact bool, err error) {
 			case 's':
 				s.complete("SUSPENDED", "")
 			case 'Z':
-				s.ready()
+				s.ready(body)
+			case 'S':
+				name, rest := cut(body)
+				s.u.params[name] = cstring(rest)
 			}
 			if _, err := w.Write(buf); err != nil {
 				return false, err
@@ -437,6 +489,9 @@ func errorCode(b []byte) string {
 func (s *session) push(sql string, extended bool) {
 	s.qmu.Lock()
 	s.pending = append(s.pending, &stmt{sql: sql, extended: extended, start: time.Now()})
+	if !extended {
+		s.awaiting++
+	}
 	s.qmu.Unlock()
 }
 
@@ -465,10 +520,16 @@ func (s *session) complete(tag, sqlstate string) {
 }
 
 // ready ends a round: a pending simple Query is done, and extended statements still queued were
-// skipped because of an earlier error.
-func (s *session) ready() {
+// skipped because of an earlier error. body is the ReadyForQuery's (its transaction status).
+func (s *session) ready(body []byte) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
+	if len(body) == 1 {
+		s.txStatus = body[0]
+	}
+	if s.awaiting > 0 {
+		s.awaiting--
+	}
 	for len(s.pending) > 0 {
 		st := s.pending[0]
 		if st.extended && s.failed == "" {
@@ -485,6 +546,13 @@ func (s *session) ready() {
 		}
 	}
 	s.failed = ""
+}
+
+// idle reports whether the upstream is between transactions with nothing outstanding.
+func (s *session) idle() bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.pending) == 0 && s.awaiting == 0 && s.txStatus == 'I'
 }
 
 func (s *session) hasPending() bool {
