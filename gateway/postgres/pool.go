@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -201,33 +200,39 @@ func reset(u *upstream, timeout time.Duration) error {
 	if _, err := u.conn.Write(msg); err != nil {
 		return err
 	}
-	r := bufio.NewReaderSize(u.conn, 512)
-	var buf []byte
-	for {
-		typ, n, err := frame(r, 1<<16)
+	sc := scanner{max: 1 << 16, want: func(byte) bool { return true }}
+	buf := make([]byte, 4096)
+	idle := false
+	for !idle {
+		n, err := u.conn.Read(buf)
 		if err != nil {
 			return err
 		}
-		if buf, err = readBody(r, n, buf); err != nil {
+		err = sc.feed(buf[:n], func(typ byte, body []byte, _ int) error {
+			switch {
+			case idle:
+				return errNotIdle // anything after the ReadyForQuery
+			case typ == 'C', typ == 'N', typ == 'A': // the tag, notices, notifications on their way
+			case typ == 'S':
+				name, rest := cut(body)
+				u.params[name] = cstring(rest)
+			case typ == 'E':
+				return fmt.Errorf("DISCARD ALL failed with SQLSTATE %s", errorCode(body))
+			case typ == 'Z' && len(body) == 1 && body[0] == 'I':
+				idle = true
+			default:
+				return fmt.Errorf("unexpected message %q after DISCARD ALL", typ)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
-		body := buf[5:]
-		switch typ {
-		case 'C', 'N', 'A': // the command's tag, notices, notifications that were on their way
-		case 'S':
-			name, rest := cut(body)
-			u.params[name] = cstring(rest)
-		case 'E':
-			return fmt.Errorf("DISCARD ALL failed with SQLSTATE %s", errorCode(body))
-		case 'Z':
-			if len(body) != 1 || body[0] != 'I' || r.Buffered() > 0 {
-				return errNotIdle
-			}
-			return u.conn.SetDeadline(time.Time{})
-		default:
-			return fmt.Errorf("unexpected message %q after DISCARD ALL", typ)
-		}
 	}
+	if !sc.boundary() {
+		return errNotIdle
+	}
+	return u.conn.SetDeadline(time.Time{})
 }
 
 // tcpOf returns the TCP connection under c (which may be TLS).

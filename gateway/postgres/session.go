@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -19,8 +18,6 @@ import (
 	"github.com/jitgate/jitgate"
 )
 
-var errKilled = errors.New("session ended by jitgate")
-
 // maxSQL caps the SQL text kept per statement in the audit log.
 const maxSQL = 16 << 10
 
@@ -37,6 +34,11 @@ type session struct {
 	stmtHead *jitgate.AuditEvent
 
 	keyPID, keySecret uint32
+
+	// cs and us follow the client's and the upstream's messages; prepared and portals map
+	// extended-protocol names to their SQL (client side only).
+	cs, us            scanner
+	prepared, portals map[string]string
 
 	mu       sync.Mutex
 	deadline time.Time
@@ -77,6 +79,9 @@ func newSession(g *Gateway, client net.Conn, u *upstream, key poolKey, grant *ji
 	return &session{
 		g: g, client: client, u: u, up: u.conn, key: key, grant: grant, keyPID: pid, keySecret: secret,
 		deadline: grant.EndsAt, reset: make(chan struct{}, 1), txStatus: 'I',
+		cs:       scanner{max: g.opts.MaxMessage, want: clientWants},
+		us:       scanner{max: 1 << 30, want: upstreamWants},
+		prepared: map[string]string{}, portals: map[string]string{},
 	}
 }
 
@@ -192,25 +197,10 @@ func (s *session) watchDeadline(done <-chan struct{}) {
 func (s *session) run() {
 	done := make(chan struct{})
 	go s.watchDeadline(done)
-	cw := bufio.NewWriterSize(s.client, 32<<10)
-	c2s := make(chan struct{})
-	go func() {
-		defer close(c2s)
-		if err := s.clientToUpstream(); err != nil && s.killReason() == "" {
-			s.g.log.Debug("gateway: client side ended", "session", s.sessionID(), "err", err)
-		}
-		// The client is gone (or sent garbage): stop reading upstream too.
-		_ = s.up.SetReadDeadline(time.Now())
-	}()
-	intact, err := s.upstreamToClient(cw)
+	err := s.relay()
 	reason := s.killReason()
 	switch {
 	case reason != "":
-		if intact {
-			_ = s.client.SetWriteDeadline(time.Now().Add(2 * time.Second))
-			writeError(cw, "FATAL", "57P01", "jitgate: "+reason+"; session closed")
-			_ = cw.Flush()
-		}
 	case s.terminated.Load():
 		reason = "client ended the session"
 	case errors.Is(err, io.EOF):
@@ -223,8 +213,6 @@ func (s *session) run() {
 		// already cancelled in the other case; a clean goodbye leaves nothing running).
 		s.cancelUpstream()
 	}
-	s.client.Close()
-	<-c2s
 	close(done)
 	if !s.park() {
 		s.up.Close()
@@ -265,196 +253,6 @@ func (s *session) finish(reason string) {
 	}
 	s.g.log.Info("gateway: session ended", "session", s.info.ID, "grant", s.grant.ID, "reason", reason,
 		"statements", s.info.Statements, "bytes_in", s.info.BytesIn, "bytes_out", s.info.BytesOut)
-}
-
-// writeError writes an ErrorResponse message.
-func writeError(w *bufio.Writer, severity, code, msg string) {
-	var body bytes.Buffer
-	for _, f := range []struct {
-		t byte
-		v string
-	}{{'S', severity}, {'V', severity}, {'C', code}, {'M', msg}} {
-		body.WriteByte(f.t)
-		body.WriteString(f.v)
-		body.WriteByte(0)
-	}
-	body.WriteByte(0)
-	var hdr [5]byte
-	hdr[0] = 'E'
-	binary.BigEndian.PutUint32(hdr[1:], uint32(body.Len()+4))
-	w.Write(hdr[:])
-	w.Write(body.Bytes())
-}
-
-// frame reads the next message header from r: its type and body length.
-func frame(r *bufio.Reader, max int) (byte, int, error) {
-	hdr, err := r.Peek(5)
-	if err != nil {
-		return 0, 0, err
-	}
-	n := int(binary.BigEndian.Uint32(hdr[1:5])) - 4
-	if n < 0 || n > max {
-		return 0, 0, fmt.Errorf("message of %d bytes exceeds the limit of %d", n, max)
-	}
-	return hdr[0], n, nil
-}
-
-// copyMsg moves n bytes from r to w through w's buffer. (io.Copy into an empty bufio.Writer
-// would hand the socket to ReadFrom and cost a write system call per message; this way the
-// messages of one response leave in one write.)
-func copyMsg(w *bufio.Writer, r *bufio.Reader, n int) error {
-	for n > 0 {
-		k := min(n, r.Size())
-		if b := r.Buffered(); b > 0 {
-			k = min(n, b)
-		}
-		b, err := r.Peek(k)
-		if err != nil {
-			return err
-		}
-		if _, err := w.Write(b); err != nil {
-			return err
-		}
-		_, _ = r.Discard(len(b))
-		n -= len(b)
-	}
-	return nil
-}
-
-// readBody reads a whole message (header included) into buf.
-func readBody(r *bufio.Reader, n int, buf []byte) ([]byte, error) {
-	if cap(buf) < 5+n {
-		buf = make([]byte, 5+n, max(5+n, 256))
-	}
-	buf = buf[:5+n]
-	_, err := io.ReadFull(r, buf)
-	return buf, err
-}
-
-// clientToUpstream relays client messages, noting the statements they run. It flushes only
-// when no more client input is buffered, so pipelined messages go upstream together.
-func (s *session) clientToUpstream() error {
-	r := bufio.NewReaderSize(s.client, 32<<10)
-	w := bufio.NewWriterSize(s.up, 32<<10)
-	var (
-		buf      []byte
-		prepared = map[string]string{} // statement name → SQL
-		portals  = map[string]string{} // portal name → SQL
-	)
-	for {
-		typ, n, err := frame(r, s.g.opts.MaxMessage)
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && s.killReason() == "" {
-				s.kill("protocol error from the client: " + err.Error())
-			}
-			return err
-		}
-		if typ == 'S' { // a Sync (a Query counts itself in push)
-			s.qmu.Lock()
-			s.awaiting++
-			s.qmu.Unlock()
-		}
-		switch typ {
-		case 'Q', 'P', 'B', 'E', 'X':
-			if buf, err = readBody(r, n, buf); err != nil {
-				return err
-			}
-			body := buf[5:]
-			switch typ {
-			case 'Q':
-				s.push(cstring(body), false)
-			case 'P':
-				name, rest := cut(body)
-				prepared[name] = cstring(rest)
-			case 'B':
-				portal, rest := cut(body)
-				name, _ := cut(rest)
-				portals[portal] = prepared[name]
-			case 'E':
-				portal, _ := cut(body)
-				s.push(portals[portal], true)
-			}
-			if typ == 'X' {
-				s.terminated.Store(true)
-				if s.g.pool.ttl > 0 && r.Buffered() == 0 && s.idle() {
-					// Keep the goodbye from the upstream: its connection may serve
-					// the grant's next session.
-					s.parking.Store(true)
-					return io.EOF
-				}
-			}
-			if _, err := w.Write(buf); err != nil {
-				return err
-			}
-			if typ == 'X' {
-				_ = w.Flush()
-				return io.EOF
-			}
-		default:
-			if err := copyMsg(w, r, 5+n); err != nil {
-				return err
-			}
-		}
-		s.bytesIn.Add(int64(5 + n))
-		if r.Buffered() == 0 {
-			if err := w.Flush(); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// upstreamToClient relays server messages to the client, pairing command completions and
-// errors with the statements that caused them. intact reports whether the client stream ended
-// on a message boundary (so an ErrorResponse may still be sent).
-func (s *session) upstreamToClient(w *bufio.Writer) (intact bool, err error) {
-	r := bufio.NewReaderSize(s.up, 32<<10)
-	var buf []byte
-	for {
-		typ, n, err := frame(r, 1<<30)
-		if err != nil {
-			s.upClean = r.Buffered() == 0
-			return true, err
-		}
-		if s.dead.Load() {
-			return true, errKilled
-		}
-		switch typ {
-		case 'C', 'E', 'I', 's', 'Z', 'S':
-			if buf, err = readBody(r, n, buf); err != nil {
-				return false, err
-			}
-			body := buf[5:]
-			switch typ {
-			case 'C':
-				s.complete(cstring(body), "")
-			case 'E':
-				s.complete("", errorCode(body))
-			case 'I':
-				s.complete("EMPTY", "")
-			case 's':
-				s.complete("SUSPENDED", "")
-			case 'Z':
-				s.ready(body)
-			case 'S':
-				name, rest := cut(body)
-				s.u.params[name] = cstring(rest)
-			}
-			if _, err := w.Write(buf); err != nil {
-				return false, err
-			}
-		default:
-			if err := copyMsg(w, r, 5+n); err != nil {
-				return false, err
-			}
-		}
-		s.bytesOut.Add(int64(5 + n))
-		if r.Buffered() == 0 {
-			if err := w.Flush(); err != nil {
-				return false, err
-			}
-		}
-	}
 }
 
 func cstring(b []byte) string {
