@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Compares, in one run against the local PostgreSQL, three paths to the same database:
+# Compares, in one run against the local PostgreSQL, these paths to the same database:
 #   direct     pgbench → PostgreSQL
 #   pgbouncer  pgbench → PgBouncer (session mode) → PostgreSQL
 #   relay      pgbench → a bare Go io.Copy relay (bench/relay) → PostgreSQL: the floor for a
-#              proxy built, like the gateway, on a goroutine per direction
-#   gateway    pgbench → jitgate's PostgreSQL gateway (statement audit on) → PostgreSQL
+#              proxy built on a goroutine per direction
+#   gw-gor     pgbench → jitgate's gateway relaying on goroutines (relay: goroutines)
+#   gateway    pgbench → jitgate's gateway as configured by default (relay: loop, event-loop
+#              thread with epoll)
+# Both gateways record every statement in the audit log and reuse upstream connections.
 # Every hop is plaintext on loopback, so the comparison is of the proxies, not of TLS.
 # For each: select-only throughput with 8 clients (pgbench -S -c 8 -j 2), single-client average
 # latency (-S -c 1), and new-connection rate (-S -C -c 8). Figures are printed as ratios to
@@ -78,15 +81,19 @@ relay_port=$(free_port)
 "$work/relay" -listen "127.0.0.1:$relay_port" -upstream 127.0.0.1:5432 &
 pids+=($!)
 
-# jitgate with its gateway; plaintext on loopback, like the other paths.
+# Two jitgate servers, one per relay; plaintext on loopback, like the other paths.
 go build -o "$work/jitgate" ./cmd/jitgate
-http_port=$(free_port) gw_port=$(free_port)
-cat > "$work/jitgate.yaml" <<YAML
+declare -A gw_port gw_password gw_url
+start_jitgate() { # name relay
+  local name=$1 relay=$2 dir="$work/$1" http_port
+  mkdir -p "$dir"
+  http_port=$(free_port) gw_port[$name]=$(free_port)
+  cat > "$dir/jitgate.yaml" <<YAML
 server:
-  store: sqlite:$work/jitgate.db
+  store: sqlite:$dir/jitgate.db
   admins: [admin]
 gateway:
-  postgres: {addr: "127.0.0.1:$gw_port", insecure_plaintext: true}
+  postgres: {addr: "127.0.0.1:${gw_port[$name]}", insecure_plaintext: true, relay: $relay}
 users:
   - {name: bench, groups: [bench]}
   - {name: admin, groups: [ops]}
@@ -107,16 +114,17 @@ policies:
     approval: {steps: [{approvers: {groups: [ops]}}]}
     auto_approve: 'true'
 YAML
-export JITGATE_TOKEN
-JITGATE_TOKEN=$("$work/jitgate" token create --user bench --config "$work/jitgate.yaml" 2>/dev/null)
-${JITGATE_ENV:-} "$work/jitgate" server --config "$work/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$work/jitgate.log" &
-pids+=($!)
-export JITGATE_SERVER="http://127.0.0.1:$http_port"
-for _ in $(seq 50); do curl -sf "$JITGATE_SERVER/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-"$work/jitgate" request "$DB" --role read --for 8h --reason "pgbench" >/dev/null
-eval "$("$work/jitgate" credentials "$DB" 2>/dev/null)"
-GW_PASSWORD=$PGPASSWORD
-unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSSLMODE
+  local token
+  token=$("$work/jitgate" token create --user bench --config "$dir/jitgate.yaml" 2>/dev/null)
+  ${JITGATE_ENV:-} "$work/jitgate" server --config "$dir/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$dir/jitgate.log" &
+  pids+=($!)
+  gw_url[$name]="http://127.0.0.1:$http_port"
+  for _ in $(seq 50); do curl -sf "${gw_url[$name]}/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" request "$DB" --role read --for 8h --reason "pgbench" >/dev/null
+  gw_password[$name]=$(eval "$(JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" credentials "$DB")"; echo "$PGPASSWORD")
+}
+start_jitgate gateway loop
+start_jitgate gw-gor goroutines
 
 run() { # path, pgbench args... → prints tps or latency
   local path=$1; shift
@@ -124,14 +132,14 @@ run() { # path, pgbench args... → prints tps or latency
     direct)    PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p 5432 -U postgres "$@" "$DB" ;;
     pgbouncer) PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$bouncer_port" -U postgres "$@" "$DB" ;;
     relay)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$relay_port" -U postgres "$@" "$DB" ;;
-    gateway)   PGPASSWORD=$GW_PASSWORD PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$gw_port" -U bench "$@" "$DB" ;;
+    gateway|gw-gor) PGPASSWORD=${gw_password[$path]} PGSSLMODE=disable pgbench -h 127.0.0.1 -p "${gw_port[$path]}" -U bench "$@" "$DB" ;;
   esac 2>&1
 }
 tps() { run "$@" | awk '/^tps = /{print $3; exit}'; }
 lat() { run "$@" | awk '/^latency average = /{print $4; exit}'; }
 
-paths=(direct relay gateway)
-[ -n "$bouncer_port" ] && paths=(direct pgbouncer relay gateway)
+paths=(direct relay gw-gor gateway)
+[ -n "$bouncer_port" ] && paths=(direct pgbouncer relay gw-gor gateway)
 declare -A sum
 for r in $(seq "$ROUNDS"); do
   for p in "${paths[@]}"; do
@@ -150,4 +158,5 @@ for p in "${paths[@]}"; do
   printf '%-10s %12.0f %7.2fx %12.3f %+10.0f %12.0f %7.2fx\n' "$p" "$t" "$(echo "$t/$td" | bc -l)" "$l" "$(echo "($l-$ld)*1000" | bc -l)" "$c" "$(echo "$c/$cd" | bc -l)"
 done
 echo
-curl -s "$JITGATE_SERVER/metrics" | grep -E '^jitgate_gateway_(statements|recorder)' || true
+echo "gateway (loop) metrics:"
+curl -s "${gw_url[gateway]}/metrics" | grep -E '^jitgate_gateway_(statements|recorder|upstream)' || true

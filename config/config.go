@@ -81,6 +81,9 @@ type PostgresGateway struct {
 	// "0" turns reuse off).
 	ReuseUpstream      string        `yaml:"reuse_upstream"`
 	ReuseUpstreamValue time.Duration `yaml:"-"`
+	// Relay is how established sessions are relayed: "loop" (default; event-loop threads
+	// with epoll, Linux only) or "goroutines" (a goroutine per direction).
+	Relay string `yaml:"relay"`
 }
 
 // User is a static directory entry.

@@ -49,6 +49,13 @@ func (c *Config) validateGateway() error {
 		}
 		g.ReuseUpstreamValue = d
 	}
+	switch g.Relay {
+	case "":
+		g.Relay = "loop"
+	case "loop", "goroutines":
+	default:
+		return c.Errorf("gateway.postgres.relay", "want loop or goroutines, got %q", g.Relay)
+	}
 	return nil
 }
 

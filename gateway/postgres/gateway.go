@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,11 +67,21 @@ type Options struct {
 	// mode does: such a session then costs the database no new backend. Parked connections
 	// close when their grant ends. Zero turns reuse off.
 	ReuseUpstream time.Duration
+	// Relay is how established sessions are relayed: "loop" (the default on Linux) on
+	// event-loop threads with epoll, like PgBouncer; "goroutines" on a goroutine per
+	// direction (the only way elsewhere).
+	Relay string
 	// Recorder settings; see Recorder.
 	RecorderBuffer int
 	RecorderBatch  int
 	RecorderFlush  time.Duration
 }
+
+// The relays Options.Relay names.
+const (
+	RelayLoop       = "loop"
+	RelayGoroutines = "goroutines"
+)
 
 // Gateway accepts client connections and runs their sessions.
 type Gateway struct {
@@ -79,9 +90,11 @@ type Gateway struct {
 	clock jitgate.Clock
 	rec   *Recorder
 	pool  *pool
+	loops *loopSet // nil: each session relays on its own pair of goroutines
 	unsub func()
 
 	reused atomic.Int64 // sessions that took a parked upstream connection
+	looped atomic.Int64 // sessions an event loop relayed
 
 	mu       sync.Mutex
 	ln       []net.Listener
@@ -114,6 +127,13 @@ func New(o Options) *Gateway {
 	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, sessions: map[*session]struct{}{}, byKey: map[uint32]*session{},
 		stop: make(chan struct{}), swept: make(chan struct{}), pool: newPool(o.ReuseUpstream)}
 	g.rec = NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
+	if o.Relay != RelayGoroutines {
+		loops, err := startLoops(max(1, runtime.NumCPU()/4))
+		if err != nil {
+			g.log.Warn("gateway: relaying on goroutines", "err", err)
+		}
+		g.loops = loops
+	}
 	g.unsub = o.Engine.Subscribe(g.onEvent)
 	go g.sweep()
 	return g
@@ -324,7 +344,8 @@ func fatal(be *pgproto3.Backend, code, msg string) {
 }
 
 // handle runs one client connection: startup, authentication, upstream login, relay.
-func (g *Gateway) handle(conn net.Conn) {
+func (g *Gateway) handle(nc net.Conn) {
+	var conn net.Conn = newBufConn(nc) // so that an event loop can take the socket over
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.StartupTimeout)
 	defer cancel()
@@ -412,17 +433,17 @@ func (g *Gateway) handle(conn net.Conn) {
 		fatal(be, code, jitgate.ErrorMessage(err))
 		return
 	}
-	runtime := map[string]string{}
+	params := map[string]string{}
 	for _, k := range []string{"application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "search_path"} {
 		if v, ok := startup.Parameters[k]; ok {
-			runtime[k] = v
+			params[k] = v
 		}
 	}
-	key := keyOf(grant.ID, runtime)
+	key := keyOf(grant.ID, params)
 	u := g.pool.take(key, g.clock.Now())
 	if u != nil {
 		g.reused.Add(1)
-	} else if u = g.connect(ctx, be, grant, runtime); u == nil {
+	} else if u = g.connect(ctx, be, grant, params); u == nil {
 		return
 	}
 	s := newSession(g, conn, u, key, grant)
@@ -476,6 +497,14 @@ func (g *Gateway) connect(ctx context.Context, be *pgproto3.Backend, grant *jitg
 		return nil
 	}
 	maps.Copy(cfg.RuntimeParams, runtime)
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return newBufConn(c), nil // so that an event loop can take the socket over
+	}
 	up, err := pgconn.ConnectConfig(ctx, cfg)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "53300" && g.pool.size() > 0 {

@@ -113,6 +113,26 @@ func newEnvConfig(t *testing.T, src string, opts ...func(*postgres.Options)) *en
 	return e
 }
 
+// relays runs a test once with each relay (the event loop only exists on Linux).
+func relays(t *testing.T, f func(t *testing.T, relay string)) {
+	for _, r := range []string{postgres.RelayLoop, postgres.RelayGoroutines} {
+		t.Run(r, func(t *testing.T) { f(t, r) })
+	}
+}
+
+func withRelay(relay string) func(*postgres.Options) {
+	return func(o *postgres.Options) { o.Relay = relay }
+}
+
+// checkRelay fails the test unless its sessions went through the relay it asked for.
+func (e *env) checkRelay(t *testing.T, relay string) {
+	t.Helper()
+	looped := postgres.Looped(e.gw) > 0
+	if want := relay == postgres.RelayLoop && runtime.GOOS == "linux"; looped != want {
+		t.Errorf("relay %s: event loop used = %v", relay, looped)
+	}
+}
+
 // grant requests role for d (auto-approved) and mints a credential.
 func (e *env) grant(t *testing.T, role string, d time.Duration) (*jitgate.Grant, string) {
 	t.Helper()
@@ -172,8 +192,10 @@ func TestRefusedWithoutGrant(t *testing.T) {
 	}
 }
 
-func TestReadGrantReadsAndCannotWrite(t *testing.T) {
-	e := newEnv(t)
+func TestReadGrantReadsAndCannotWrite(t *testing.T) { relays(t, testReadGrantReadsAndCannotWrite) }
+
+func testReadGrantReadsAndCannotWrite(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay))
 	g, secret := e.grant(t, "read", time.Hour)
 	conn := e.connect(t, secret)
 	ctx := context.Background()
@@ -224,6 +246,7 @@ func TestReadGrantReadsAndCannotWrite(t *testing.T) {
 	if err != nil || !res.OK {
 		t.Fatalf("verify: %+v %v", res, err)
 	}
+	e.checkRelay(t, relay)
 }
 
 // waitStatements waits until the grant has at least n statements recorded, and returns them
@@ -259,8 +282,10 @@ func waitStatements(t *testing.T, e *env, grantID int64, n int) []jitgate.Statem
 }
 
 // A revoke closes a live session within a second, cancelling its running query upstream.
-func TestRevokeEndsLiveSession(t *testing.T) {
-	e := newEnv(t)
+func TestRevokeEndsLiveSession(t *testing.T) { relays(t, testRevokeEndsLiveSession) }
+
+func testRevokeEndsLiveSession(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay))
 	g, secret := e.grant(t, "read", time.Hour)
 	conn := e.connect(t, secret)
 	errc := sleepUpstream(t, conn)
@@ -291,8 +316,10 @@ func TestRevokeEndsLiveSession(t *testing.T) {
 
 // At the grant's end, an idle session and a running query are both ended within a second,
 // and new connections are refused.
-func TestExpiryEndsSessions(t *testing.T) {
-	e := newEnv(t)
+func TestExpiryEndsSessions(t *testing.T) { relays(t, testExpiryEndsSessions) }
+
+func testExpiryEndsSessions(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay))
 	g, secret := e.grant(t, "read", 2*time.Second)
 	idle := e.connect(t, secret)
 	busy := e.connect(t, secret)
@@ -395,7 +422,9 @@ func TestCancelRequest(t *testing.T) {
 }
 
 // The real psql binary: runs statements, and is thrown out when the grant is revoked.
-func TestPsql(t *testing.T) {
+func TestPsql(t *testing.T) { relays(t, testPsql) }
+
+func testPsql(t *testing.T, relay string) {
 	psql, err := exec.LookPath("psql")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -403,7 +432,7 @@ func TestPsql(t *testing.T) {
 		}
 		t.Skip("psql not installed")
 	}
-	e := newEnv(t)
+	e := newEnv(t, withRelay(relay))
 	g, secret := e.grant(t, "read", time.Hour)
 	host, port, _ := net.SplitHostPort(e.addr)
 	cmd := func(sql string) *exec.Cmd {
@@ -441,10 +470,12 @@ func TestPsql(t *testing.T) {
 }
 
 // Bad input gets an error or a clean close, and leaves no goroutines or upstream connections.
-func TestBadInputLeaksNothing(t *testing.T) {
-	e := newEnv(t, func(o *postgres.Options) { o.StartupTimeout = 300 * time.Millisecond })
+func TestBadInputLeaksNothing(t *testing.T) { relays(t, testBadInputLeaksNothing) }
+
+func testBadInputLeaksNothing(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay), func(o *postgres.Options) { o.StartupTimeout = 300 * time.Millisecond })
 	_, secret := e.grant(t, "read", time.Hour)
-	before := runtime.NumGoroutine()
+	before, fdsBefore := runtime.NumGoroutine(), openFDs(t)
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", e.addr)
 		if err != nil {
@@ -511,6 +542,23 @@ func TestBadInputLeaksNothing(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// So do file descriptors: the event loop holds sockets outside Go's poller, and each
+	// session must close both of its own.
+	for deadline := time.Now().Add(5 * time.Second); openFDs(t) > fdsBefore; {
+		if time.Now().After(deadline) {
+			t.Fatalf("open files: %d before, %d after", fdsBefore, openFDs(t))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// openFDs counts the process's open file descriptors (-1 where /proc is missing).
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
 }
 
 // startup encodes a startup packet with the given protocol version and parameters.
@@ -525,12 +573,15 @@ func startup(version uint32, params map[string]string) []byte {
 }
 
 // With a certificate configured, clients get TLS on SSLRequest and plaintext is refused.
-func TestTLS(t *testing.T) {
+func TestTLS(t *testing.T) { relays(t, testTLS) }
+
+func testTLS(t *testing.T, relay string) {
+	upAddr, upDB := testdb.GatewayUpstream(t)
 	tlsCfg, err := postgres.SelfSigned("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, func(o *postgres.Options) { o.TLS, o.InsecurePlaintext = tlsCfg, false })
+	e := newEnvConfig(t, strings.Replace(fmt.Sprintf(gwConfig, upAddr, upDB), "sslmode: disable", "sslmode: require", 1), withRelay(relay), func(o *postgres.Options) { o.TLS, o.InsecurePlaintext = tlsCfg, false })
 	_, secret := e.grant(t, "read", time.Hour)
 	_, err = pgx.Connect(context.Background(), e.dsn("alice", secret))
 	if sqlstate(err) != "28000" || !strings.Contains(err.Error(), "requires TLS") {
@@ -545,10 +596,32 @@ func TestTLS(t *testing.T) {
 	if !conn.PgConn().Conn().(interface{ ConnectionState() tls.ConnectionState }).ConnectionState().HandshakeComplete {
 		t.Fatal("not TLS")
 	}
-	var one int
-	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil || one != 1 {
-		t.Fatalf("query over TLS: %v", err)
+	// TLS on both sides: the upstream login uses sslmode=require too.
+	var upTLS bool
+	if err := conn.QueryRow(context.Background(), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&upTLS); err != nil || !upTLS {
+		t.Fatalf("query over TLS: upstream TLS %v, %v", upTLS, err)
 	}
+	// A result bigger than a TLS record crosses intact.
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT length(string_agg(md5(g::text), '')) FROM generate_series(1, 5000) g").Scan(&n); err != nil || n != 160000 {
+		t.Fatalf("large result over TLS: %d, %v", n, err)
+	}
+	rows, err := conn.Query(context.Background(), "SELECT repeat('x', 100000) FROM generate_series(1, 20)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := 0
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil || len(v) != 100000 {
+			t.Fatalf("row %d: %d bytes, %v", k, len(v), err)
+		}
+		k++
+	}
+	if rows.Err() != nil || k != 20 {
+		t.Fatalf("%d rows, %v", k, rows.Err())
+	}
+	e.checkRelay(t, relay)
 }
 
 // The gateway logs in upstream with SCRAM-SHA-256 and a password from the environment, on a

@@ -54,8 +54,10 @@ func waitParked(t *testing.T, gw *postgres.Gateway, n int) {
 
 // A session that ends cleanly leaves its upstream connection, reset, to the grant's next
 // session: same backend, none of the first session's state.
-func TestReuseUpstream(t *testing.T) {
-	e := newEnv(t, reuse(time.Minute))
+func TestReuseUpstream(t *testing.T) { relays(t, testReuseUpstream) }
+
+func testReuseUpstream(t *testing.T, relay string) {
+	e := newEnv(t, reuse(time.Minute), withRelay(relay))
 	g, secret := e.grant(t, "read", time.Hour)
 	ctx := context.Background()
 	first := e.backend(t, e.dsn("alice", secret), func(c *pgx.Conn) {
@@ -96,6 +98,7 @@ func TestReuseUpstream(t *testing.T) {
 	if res, err := audit.Verify(ctx, e.store); err != nil || !res.OK {
 		t.Fatalf("verify: %+v %v", res, err)
 	}
+	e.checkRelay(t, relay)
 }
 
 // Only a connection left idle is kept: not one closed inside a transaction, not one another
@@ -142,9 +145,11 @@ func TestReuseOnlyWhenSafe(t *testing.T) {
 
 // A revoke closes the grant's kept connections at once; a kept connection the server closed
 // is passed over.
-func TestReuseEndsWithGrant(t *testing.T) {
+func TestReuseEndsWithGrant(t *testing.T) { relays(t, testReuseEndsWithGrant) }
+
+func testReuseEndsWithGrant(t *testing.T, relay string) {
 	ctx := context.Background()
-	e := newEnv(t, reuse(time.Minute))
+	e := newEnv(t, reuse(time.Minute), withRelay(relay))
 	g, secret := e.grant(t, "read", time.Hour)
 	dsn := e.dsn("alice", secret)
 	pid := e.backend(t, dsn, nil)

@@ -40,6 +40,12 @@ type session struct {
 	cs, us            scanner
 	prepared, portals map[string]string
 
+	// loop and ls are set (under mu) when an event loop relays the session; relayed then
+	// receives the reason the relay ended.
+	loop    *eventLoop
+	ls      *loopSession
+	relayed chan error
+
 	mu       sync.Mutex
 	deadline time.Time
 	reason   string // why the gateway ended the session ("" if it did not)
@@ -81,7 +87,7 @@ func newSession(g *Gateway, client net.Conn, u *upstream, key poolKey, grant *ji
 		deadline: grant.EndsAt, reset: make(chan struct{}, 1), txStatus: 'I',
 		cs:       scanner{max: g.opts.MaxMessage, want: clientWants},
 		us:       scanner{max: 1 << 30, want: upstreamWants},
-		prepared: map[string]string{}, portals: map[string]string{},
+		prepared: map[string]string{}, portals: map[string]string{}, relayed: make(chan error, 1),
 	}
 }
 
@@ -121,11 +127,16 @@ func (s *session) kill(reason string) {
 		return
 	}
 	s.reason = reason
+	l, ls := s.loop, s.ls
 	s.mu.Unlock()
 	// Stop relaying first, so the client hears why the session ended and not the upstream's
 	// "canceling statement due to user request"; then stop the running query.
 	s.dead.Store(true)
-	_ = s.up.SetReadDeadline(time.Now())
+	if l != nil {
+		l.post(func() { l.kill(ls) })
+	} else {
+		_ = s.up.SetReadDeadline(time.Now())
+	}
 	// kill runs inside the engine's event delivery (a revoke's API call waits for it), so the
 	// cancel, which dials the database, runs on its own; Close still waits for it.
 	s.g.conns.Add(1)
@@ -197,7 +208,19 @@ func (s *session) watchDeadline(done <-chan struct{}) {
 func (s *session) run() {
 	done := make(chan struct{})
 	go s.watchDeadline(done)
-	err := s.relay()
+	var err error
+	if s.g.loops != nil && s.g.loops.adopt(s) {
+		s.g.looped.Add(1)
+		err = <-s.relayed
+		s.client.Close()
+		if ubc, _ := bufOf(s.up); ubc != nil && s.parking.Load() && s.upClean {
+			if aerr := ubc.attach(); aerr != nil {
+				s.upClean = false
+			}
+		}
+	} else {
+		err = s.relay()
+	}
 	reason := s.killReason()
 	switch {
 	case reason != "":

@@ -1,0 +1,564 @@
+package postgres
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The event loop relays established sessions on one OS thread per loop with epoll, the way
+// PgBouncer does, instead of a goroutine pair per session. Measured on a 2-core machine
+// (bench/pgbench.sh), a goroutine per direction costs each message a scheduler round trip
+// (park, netpoller wake-up, often a second thread woken to spin), which adds tens of
+// microseconds per query and takes CPU from the database: the loop waits in epoll_pwait and
+// reads and writes with raw system calls, so a message costs exactly its read and its write.
+//
+// The raw wait keeps the loop's P (processor) while it sleeps; New raises GOMAXPROCS by the
+// number of loops so the rest of the program keeps its share. When the runtime needs to
+// stop the world (garbage collection), its preemption signal interrupts the wait (EINTR) and
+// the loop yields. With GODEBUG=asyncpreemptoff=1 there would be no signal, so the loop then
+// waits with an ordinary system call instead, and it never waits more than maxWait either way.
+//
+// Startup, authentication and the upstream login stay on the connection's goroutine; only
+// the relay moves into the loop (adopt), and the session's goroutine waits for its end.
+// TLS on either side runs in the loop through bufConn.
+
+// maxWait bounds one epoll wait, so that nothing depends on a signal arriving.
+const maxWait = 100 * time.Millisecond
+
+var (
+	loopsOnce sync.Once
+	loopsErr  error
+	theLoops  []*eventLoop
+	loopMu    sync.Mutex
+	loopNext  int
+)
+
+// startLoops returns the process's event loop for a new session, starting n loops the first
+// time (they serve every Gateway in the process and live as long as it does).
+func startLoops(n int) (*loopSet, error) {
+	loopsOnce.Do(func() {
+		raw := !strings.Contains(os.Getenv("GODEBUG"), "asyncpreemptoff=1")
+		for i := 0; i < n; i++ {
+			l, err := newEventLoop(raw)
+			if err != nil {
+				loopsErr = err
+				return
+			}
+			theLoops = append(theLoops, l)
+		}
+		if raw {
+			runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
+		}
+		for _, l := range theLoops {
+			go l.run()
+		}
+	})
+	if loopsErr != nil {
+		return nil, loopsErr
+	}
+	return &loopSet{}, nil
+}
+
+// loopSet hands sessions to the process's loops in turn.
+type loopSet struct{}
+
+// adopt moves an established session's relay into a loop; false means the session must relay
+// on its own goroutines (a connection that is not a TCP socket, or one already killed).
+func (*loopSet) adopt(s *session) bool {
+	loopMu.Lock()
+	l := theLoops[loopNext%len(theLoops)]
+	loopNext++
+	loopMu.Unlock()
+	return l.adopt(s)
+}
+
+// eventLoop is one relay thread.
+type eventLoop struct {
+	epfd, evfd int
+	raw        bool // wait with a raw system call (see above)
+
+	mu     sync.Mutex
+	posted []func()
+
+	// Owned by the loop's thread:
+	eps     map[int]*endpoint
+	buf     []byte // what a read brings in
+	plain   []byte // what TLS decrypts
+	ending  []*loopSession
+	events  []unix.EpollEvent
+	scratch []func()
+}
+
+// endpoint is one side of a session in the loop.
+type endpoint struct {
+	fd     int
+	bc     *bufConn
+	tc     *tls.Conn // nil for plaintext
+	peer   *endpoint
+	ls     *loopSession
+	client bool
+	mask   uint32 // the epoll events asked for
+	paused bool   // reading stopped until the peer's buffer drains
+}
+
+// loopSession is a session while the loop relays it.
+type loopSession struct {
+	s      *session
+	c, u   *endpoint
+	done   bool
+	cBroke bool      // a write to the client failed: no goodbye message
+	endBy  time.Time // when a goodbye still being sent is given up
+}
+
+func newEventLoop(raw bool) (*eventLoop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	return &eventLoop{epfd: epfd, evfd: evfd, raw: raw, eps: map[int]*endpoint{},
+		buf: make([]byte, 64<<10), plain: make([]byte, 32<<10), events: make([]unix.EpollEvent, 256)}, nil
+}
+
+// post runs f on the loop's thread.
+func (l *eventLoop) post(f func()) {
+	l.mu.Lock()
+	l.posted = append(l.posted, f)
+	first := len(l.posted) == 1
+	l.mu.Unlock()
+	if first {
+		one := [8]byte{1}
+		_, _ = unix.Write(l.evfd, one[:])
+	}
+}
+
+func (l *eventLoop) adopt(s *session) bool {
+	cbc, ctc := bufOf(s.client)
+	ubc, utc := bufOf(s.up)
+	if cbc == nil || ubc == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reason != "" {
+		return false
+	}
+	if err := cbc.detach(); err != nil {
+		return false
+	}
+	if err := ubc.detach(); err != nil {
+		_ = cbc.attach()
+		return false
+	}
+	ls := &loopSession{s: s}
+	ls.c = &endpoint{fd: cbc.fd, bc: cbc, tc: ctc, ls: ls, client: true}
+	ls.u = &endpoint{fd: ubc.fd, bc: ubc, tc: utc, ls: ls}
+	ls.c.peer, ls.u.peer = ls.u, ls.c
+	s.loop, s.ls = l, ls
+	l.post(func() { l.add(ls) })
+	return true
+}
+
+// add starts relaying a session.
+func (l *eventLoop) add(ls *loopSession) {
+	for _, ep := range []*endpoint{ls.c, ls.u} {
+		ep.mask = unix.EPOLLIN | unix.EPOLLRDHUP
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ep.fd, &unix.EpollEvent{Events: ep.mask, Fd: int32(ep.fd)}); err != nil {
+			l.end(ls, os.NewSyscallError("epoll_ctl", err))
+			return
+		}
+		l.eps[ep.fd] = ep
+	}
+	// TLS may hold bytes it read ahead during the handshake; level-triggered epoll reports
+	// whatever is still in the socket.
+	for _, ep := range []*endpoint{ls.u, ls.c} {
+		if ep.tc != nil && !ls.done {
+			l.decrypt(ep)
+		}
+	}
+}
+
+// run is the loop: wait, then read, relay and write whatever is ready.
+func (l *eventLoop) run() {
+	runtime.LockOSThread()
+	for {
+		n, errno := l.wait(l.timeout())
+		if errno == unix.EINTR {
+			runtime.Gosched() // let a stop-the-world that interrupted the wait go ahead
+			continue
+		}
+		for i := 0; i < n; i++ {
+			ev := l.events[i]
+			fd := int(ev.Fd)
+			if fd == l.evfd {
+				l.runPosted()
+				continue
+			}
+			ep := l.eps[fd]
+			if ep == nil {
+				continue // ended earlier in this round
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				l.flush(ep)
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !ep.ls.done && ep.mask&unix.EPOLLIN != 0 {
+				l.readable(ep)
+			}
+		}
+		l.expire()
+	}
+}
+
+// wait waits for events for up to d.
+func (l *eventLoop) wait(d time.Duration) (int, unix.Errno) {
+	msec := int(d / time.Millisecond)
+	if !l.raw {
+		n, err := unix.EpollWait(l.epfd, l.events, msec)
+		if err != nil {
+			return 0, err.(unix.Errno)
+		}
+		return n, 0
+	}
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
+		uintptr(len(l.events)), uintptr(msec), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), 0
+}
+
+// timeout is how long the next wait may last: until the first goodbye deadline, at most
+// maxWait.
+func (l *eventLoop) timeout() time.Duration {
+	d := maxWait
+	if len(l.ending) > 0 {
+		now := time.Now()
+		for _, ls := range l.ending {
+			d = min(d, max(ls.endBy.Sub(now), time.Millisecond))
+		}
+	}
+	return d
+}
+
+func (l *eventLoop) runPosted() {
+	var b [8]byte
+	_, _ = unix.Read(l.evfd, b[:])
+	l.mu.Lock()
+	l.scratch, l.posted = l.posted, l.scratch[:0]
+	l.mu.Unlock()
+	for i, f := range l.scratch {
+		f()
+		l.scratch[i] = nil
+	}
+}
+
+// readable reads what ep's socket has and relays it.
+func (l *eventLoop) readable(ep *endpoint) {
+	if len(ep.peer.bc.out) > 0 {
+		// The other side is not keeping up: stop reading this one until it drains.
+		ep.paused = true
+		l.setMask(ep, ep.mask&^unix.EPOLLIN)
+		return
+	}
+	n, err := rawRead(ep.fd, l.buf)
+	if err == unix.EAGAIN || err == unix.EINTR {
+		return
+	}
+	if n <= 0 || err != nil {
+		l.closed(ep, err)
+		return
+	}
+	if ep.tc == nil {
+		l.deliver(ep, l.buf[:n])
+		return
+	}
+	ep.bc.in = append(ep.bc.in, l.buf[:n]...)
+	l.decrypt(ep)
+}
+
+// decrypt relays what TLS can make of the bytes ep has received.
+func (l *eventLoop) decrypt(ep *endpoint) {
+	for !ep.ls.done {
+		n, err := ep.tc.Read(l.plain)
+		if n > 0 && !l.deliver(ep, l.plain[:n]) {
+			return
+		}
+		if errors.Is(err, errWouldBlock) {
+			break
+		}
+		if err != nil {
+			l.closed(ep, err)
+			return
+		}
+	}
+	if !ep.ls.done && len(ep.bc.out) > 0 {
+		l.flush(ep) // TLS answered something itself (a key update)
+	}
+}
+
+// closed ends the session when one side's stream ends.
+func (l *eventLoop) closed(ep *endpoint, err error) {
+	if ep.client {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		l.end(ep.ls, err)
+		return
+	}
+	l.end(ep.ls, io.EOF)
+}
+
+// deliver passes plaintext from ep through the session's scanner and on to the other side;
+// false means relaying stopped.
+func (l *eventLoop) deliver(ep *endpoint, b []byte) bool {
+	ls := ep.ls
+	if ep.client {
+		fwd, err := ls.s.fromClient(b)
+		l.send(ep.peer, fwd)
+		switch {
+		case errors.Is(err, errGoodbye):
+			if !ls.done {
+				l.end(ls, errGoodbye)
+			}
+			return false
+		case err != nil:
+			return false // a protocol error: kill has posted the end
+		}
+		return !ls.done
+	}
+	fwd, err := ls.s.fromUpstream(b)
+	if err != nil {
+		return false // killed: the posted kill ends it
+	}
+	l.send(ep.peer, fwd)
+	return !ls.done
+}
+
+// send queues b for ep's socket and writes what it can now.
+func (l *eventLoop) send(ep *endpoint, b []byte) {
+	if len(b) == 0 || ep.ls.done {
+		return
+	}
+	if ep.tc != nil {
+		_, _ = ep.tc.Write(b) // encrypts into ep.bc.out; cannot fail in the loop
+	} else if len(ep.bc.out) == 0 {
+		n, err := rawWrite(ep.fd, b)
+		if err != nil && err != unix.EAGAIN && err != unix.EINTR {
+			l.broken(ep, err)
+			return
+		}
+		if n == len(b) {
+			return
+		}
+		ep.bc.out = append(ep.bc.out, b[max(n, 0):]...)
+	} else {
+		ep.bc.out = append(ep.bc.out, b...)
+	}
+	l.flush(ep)
+}
+
+// flush writes ep's buffered bytes; what the socket cannot take yet waits for EPOLLOUT, and
+// the other side stops being read meanwhile.
+func (l *eventLoop) flush(ep *endpoint) {
+	for len(ep.bc.out) > 0 {
+		n, err := rawWrite(ep.fd, ep.bc.out)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			l.setMask(ep, ep.mask|unix.EPOLLOUT)
+			return
+		}
+		if err != nil {
+			l.broken(ep, err)
+			return
+		}
+		k := copy(ep.bc.out, ep.bc.out[n:])
+		ep.bc.out = ep.bc.out[:k]
+	}
+	if cap(ep.bc.out) > 256<<10 {
+		ep.bc.out = nil
+	}
+	l.setMask(ep, ep.mask&^unix.EPOLLOUT)
+	ls := ep.ls
+	if ep.client && ls.endBy != (time.Time{}) {
+		l.end(ls, errKilled) // the goodbye is out
+		return
+	}
+	if ep.peer.paused {
+		ep.peer.paused = false
+		l.setMask(ep.peer, ep.peer.mask|unix.EPOLLIN)
+	}
+}
+
+// broken ends the session after a failed write.
+func (l *eventLoop) broken(ep *endpoint, err error) {
+	if ep.client {
+		ep.ls.cBroke = true
+		l.end(ep.ls, err)
+		return
+	}
+	l.end(ep.ls, os.NewSyscallError("write", err))
+}
+
+func (l *eventLoop) setMask(ep *endpoint, mask uint32) {
+	if mask == ep.mask || ep.ls.done {
+		return
+	}
+	ep.mask = mask
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, ep.fd, &unix.EpollEvent{Events: mask, Fd: int32(ep.fd)})
+}
+
+// kill ends a session jitgate ended: relaying stops at once; the client gets the reason if its
+// stream is between messages, with up to 2 seconds to take it.
+func (l *eventLoop) kill(ls *loopSession) {
+	if ls.done {
+		return
+	}
+	l.setMask(ls.u, 0)
+	l.setMask(ls.c, ls.c.mask&^unix.EPOLLIN)
+	if ls.cBroke || !ls.s.us.boundary() {
+		l.end(ls, errKilled)
+		return
+	}
+	ls.endBy = time.Now().Add(2 * time.Second)
+	l.send(ls.c, ls.s.goodbye())
+	switch {
+	case ls.done: // the write failed
+	case len(ls.c.bc.out) == 0:
+		l.end(ls, errKilled) // the goodbye is out
+	default:
+		l.ending = append(l.ending, ls) // flush ends it, or expire
+	}
+}
+
+// expire gives up on goodbyes that did not go out in time.
+func (l *eventLoop) expire() {
+	if len(l.ending) == 0 {
+		return
+	}
+	now := time.Now()
+	keep := l.ending[:0]
+	for _, ls := range l.ending {
+		switch {
+		case ls.done:
+		case now.After(ls.endBy):
+			l.end(ls, errKilled)
+		default:
+			keep = append(keep, ls)
+		}
+	}
+	l.ending = keep
+}
+
+// end stops relaying a session and hands it back to its goroutine, which closes the sockets
+// or parks the upstream.
+func (l *eventLoop) end(ls *loopSession, err error) {
+	if ls.done {
+		return
+	}
+	ls.done = true
+	for _, ep := range []*endpoint{ls.c, ls.u} {
+		if l.eps[ep.fd] == ep {
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ep.fd, nil)
+			delete(l.eps, ep.fd)
+		}
+	}
+	ls.s.upClean = ls.s.us.boundary() && len(ls.u.bc.in) == 0
+	ls.s.relayed <- err
+}
+
+// detach takes the socket out of Go's network poller for the loop: it keeps a duplicate of the
+// descriptor and closes the original (which removes it from the poller's epoll set).
+func (c *bufConn) detach() error {
+	tc, ok := c.Conn.(*net.TCPConn)
+	if !ok {
+		return errNotSocket
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return err
+	}
+	if derr != nil {
+		return derr
+	}
+	_ = tc.Close()
+	c.fd, c.Conn = fd, nil
+	return nil
+}
+
+// attach gives the socket back to Go's poller after the loop is done with it.
+func (c *bufConn) attach() error {
+	if c.fd < 0 {
+		return nil
+	}
+	f := os.NewFile(uintptr(c.fd), "")
+	conn, err := net.FileConn(f)
+	f.Close()
+	c.fd = -1
+	if err != nil {
+		c.Conn = nil
+		return err
+	}
+	c.Conn = conn
+	if len(c.out) > 0 {
+		out := c.out
+		c.out = nil
+		if _, err := conn.Write(out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeLooped closes a socket the loop has handed back without attaching it: whatever is
+// still buffered (a TLS alert) gets one non-blocking try.
+func closeLooped(c *bufConn) error {
+	if len(c.out) > 0 {
+		_, _ = rawWrite(c.fd, c.out)
+		c.out = nil
+	}
+	err := unix.Close(c.fd)
+	c.fd = -1
+	c.Conn = nil
+	return err
+}
+
+// rawRead and rawWrite are read(2) and write(2) on non-blocking sockets, without the
+// runtime's system-call bookkeeping (they never block).
+func rawRead(fd int, b []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
