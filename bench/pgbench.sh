@@ -121,7 +121,7 @@ YAML
   gw_url[$name]="http://127.0.0.1:$http_port"
   for _ in $(seq 50); do curl -sf "${gw_url[$name]}/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" request "$DB" --role read --for 8h --reason "pgbench" >/dev/null
-  gw_password[$name]=$(eval "$(JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" credentials "$DB")"; echo "$PGPASSWORD")
+  gw_password[$name]=$(eval "$(JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" credentials "$DB" 2>/dev/null)"; echo "$PGPASSWORD")
 }
 start_jitgate gateway loop
 start_jitgate gw-gor goroutines

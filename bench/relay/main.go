@@ -1,7 +1,8 @@
-// Command relay is the floor for a Go proxy in bench/pgbench.sh: it accepts connections and
-// copies bytes both ways to an upstream with io.Copy, one goroutine per direction, doing nothing
-// else (no protocol parsing, no authentication, no audit). The gateway does all of that on the
-// same goroutine-per-direction design, so its distance to this relay is the cost of its work.
+// Command relay is the floor for a Go proxy built on a goroutine per direction, in
+// bench/pgbench.sh: it accepts connections and copies bytes both ways to an upstream with
+// io.Copy, doing nothing else (no protocol parsing, no authentication, no audit). The gateway
+// with relay: goroutines uses that design and does all of that work; the default relay (an
+// epoll event loop) is measured against it.
 //
 //	go run ./bench/relay -listen 127.0.0.1:6433 -upstream 127.0.0.1:5432
 package main

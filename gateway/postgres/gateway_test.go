@@ -606,17 +606,20 @@ func testTLS(t *testing.T, relay string) {
 	if err := conn.QueryRow(context.Background(), "SELECT length(string_agg(md5(g::text), '')) FROM generate_series(1, 5000) g").Scan(&n); err != nil || n != 160000 {
 		t.Fatalf("large result over TLS: %d, %v", n, err)
 	}
-	rows, err := conn.Query(context.Background(), "SELECT repeat('x', 100000) FROM generate_series(1, 20)")
+	// 20 MB read slowly: more than the sockets buffer, so the gateway must hold back (stop
+	// reading upstream) rather than buffer it all, and resume as the client reads.
+	rows, err := conn.Query(context.Background(), "SELECT repeat('x', 1000000) FROM generate_series(1, 20)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := 0
 	for rows.Next() {
 		var v string
-		if err := rows.Scan(&v); err != nil || len(v) != 100000 {
+		if err := rows.Scan(&v); err != nil || len(v) != 1000000 {
 			t.Fatalf("row %d: %d bytes, %v", k, len(v), err)
 		}
 		k++
+		time.Sleep(5 * time.Millisecond)
 	}
 	if rows.Err() != nil || k != 20 {
 		t.Fatalf("%d rows, %v", k, rows.Err())

@@ -35,6 +35,10 @@ import (
 // maxWait bounds one epoll wait, so that nothing depends on a signal arriving.
 const maxWait = 100 * time.Millisecond
 
+// reading is the epoll interest of a side being read. A paused side drops both: epoll reports
+// a peer's shutdown (EPOLLRDHUP) for as long as it is asked for, level-triggered.
+const reading = unix.EPOLLIN | unix.EPOLLRDHUP
+
 var (
 	loopsOnce sync.Once
 	loopsErr  error
@@ -181,7 +185,7 @@ func (l *eventLoop) adopt(s *session) bool {
 // add starts relaying a session.
 func (l *eventLoop) add(ls *loopSession) {
 	for _, ep := range []*endpoint{ls.c, ls.u} {
-		ep.mask = unix.EPOLLIN | unix.EPOLLRDHUP
+		ep.mask = reading
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ep.fd, &unix.EpollEvent{Events: ep.mask, Fd: int32(ep.fd)}); err != nil {
 			l.end(ls, os.NewSyscallError("epoll_ctl", err))
 			return
@@ -220,8 +224,14 @@ func (l *eventLoop) run() {
 			if ev.Events&unix.EPOLLOUT != 0 {
 				l.flush(ep)
 			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !ep.ls.done && ep.mask&unix.EPOLLIN != 0 {
+			switch {
+			case ep.ls.done:
+			case ep.mask&unix.EPOLLIN != 0 && ev.Events&(reading|unix.EPOLLHUP|unix.EPOLLERR) != 0:
 				l.readable(ep)
+			case ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0:
+				// A side not being read hung up or failed: epoll reports that whatever
+				// it is asked, so end now rather than spin until the other side drains.
+				l.closed(ep, nil)
 			}
 		}
 		l.expire()
@@ -276,7 +286,7 @@ func (l *eventLoop) readable(ep *endpoint) {
 	if len(ep.peer.bc.out) > 0 {
 		// The other side is not keeping up: stop reading this one until it drains.
 		ep.paused = true
-		l.setMask(ep, ep.mask&^unix.EPOLLIN)
+		l.setMask(ep, ep.mask&^reading)
 		return
 	}
 	n, err := rawRead(ep.fd, l.buf)
@@ -403,7 +413,7 @@ func (l *eventLoop) flush(ep *endpoint) {
 	}
 	if ep.peer.paused {
 		ep.peer.paused = false
-		l.setMask(ep.peer, ep.peer.mask|unix.EPOLLIN)
+		l.setMask(ep.peer, ep.peer.mask|reading)
 	}
 }
 
@@ -432,7 +442,7 @@ func (l *eventLoop) kill(ls *loopSession) {
 		return
 	}
 	l.setMask(ls.u, 0)
-	l.setMask(ls.c, ls.c.mask&^unix.EPOLLIN)
+	l.setMask(ls.c, ls.c.mask&^reading)
 	if ls.cBroke || !ls.s.us.boundary() {
 		l.end(ls, errKilled)
 		return
