@@ -25,8 +25,10 @@ import (
 // The raw wait keeps the loop's P (processor) while it sleeps; New raises GOMAXPROCS by the
 // number of loops so the rest of the program keeps its share. When the runtime needs to
 // stop the world (garbage collection), its preemption signal interrupts the wait (EINTR) and
-// the loop yields. With GODEBUG=asyncpreemptoff=1 there would be no signal, so the loop then
-// waits with an ordinary system call instead, and it never waits more than maxWait either way.
+// the loop yields; it also yields after every wait that times out, and no wait is longer than
+// maxWait, so a stop-the-world never waits longer than that for the loop. With
+// GODEBUG=asyncpreemptoff=1 there would be no signal, so the loop then waits with an ordinary
+// system call instead, which gives up its P.
 //
 // Startup, authentication and the upstream login stay on the connection's goroutine; only
 // the relay moves into the loop (adopt), and the session's goroutine waits for its end.
@@ -206,9 +208,14 @@ func (l *eventLoop) run() {
 	runtime.LockOSThread()
 	for {
 		n, errno := l.wait(l.timeout())
-		if errno == unix.EINTR {
-			runtime.Gosched() // let a stop-the-world that interrupted the wait go ahead
-			continue
+		if errno != 0 || n == 0 {
+			// Interrupted (a stop-the-world's preemption signal, say) or timed out: yield,
+			// so that a stop-the-world gets through even if its signal came at a moment
+			// the wait did not see it; without a function call here nothing would stop us.
+			runtime.Gosched()
+			if errno != 0 {
+				continue
+			}
 		}
 		for i := 0; i < n; i++ {
 			ev := l.events[i]
