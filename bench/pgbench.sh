@@ -140,22 +140,36 @@ lat() { run "$@" | awk '/^latency average = /{print $4; exit}'; }
 
 paths=(direct relay gw-gor gateway)
 [ -n "$bouncer_port" ] && paths=(direct pgbouncer relay gw-gor gateway)
-declare -A sum
+# Each round's figures go to a table; the summary is, per path, the median over rounds of each
+# round's ratio to direct (one disturbed round, say a checkpoint, does not skew it).
+results="$work/results"
+: > "$results"
 for r in $(seq "$ROUNDS"); do
   for p in "${paths[@]}"; do
-    t=$(tps "$p" -n -S -c 8 -j 2 -T "$T");       sum[$p,tput]=$(echo "${sum[$p,tput]:-0} + $t" | bc -l)
-    l=$(lat "$p" -n -S -c 1 -j 1 -T "$T");       sum[$p,lat]=$(echo "${sum[$p,lat]:-0} + $l" | bc -l)
-    c=$(tps "$p" -n -S -C -c 8 -j 2 -T "$T");    sum[$p,conn]=$(echo "${sum[$p,conn]:-0} + $c" | bc -l)
+    t=$(tps "$p" -n -S -c 8 -j 2 -T "$T")
+    l=$(lat "$p" -n -S -c 1 -j 1 -T "$T")
+    c=$(tps "$p" -n -S -C -c 8 -j 2 -T "$T")
+    echo "$r $p $t $l $c" >> "$results"
     printf 'round %d %-9s  -S -c8: %10.0f tps   -S -c1: %7.3f ms   -S -C -c8: %7.0f tps\n' "$r" "$p" "$t" "$l" "$c"
   done
 done
 
 echo
-printf '%-10s %12s %8s %12s %10s %12s %8s\n' path "tps -c8" ratio "latency ms" "+us" "tps -C" ratio
+echo "median over $ROUNDS round(s) of each round's figure relative to direct:"
+printf '%-10s %10s %14s %10s\n' path "-S -c8" "-S -c1 added" "-S -C -c8"
 for p in "${paths[@]}"; do
-  t=$(echo "${sum[$p,tput]} / $ROUNDS" | bc -l); l=$(echo "${sum[$p,lat]} / $ROUNDS" | bc -l); c=$(echo "${sum[$p,conn]} / $ROUNDS" | bc -l)
-  td=$(echo "${sum[direct,tput]} / $ROUNDS" | bc -l); ld=$(echo "${sum[direct,lat]} / $ROUNDS" | bc -l); cd=$(echo "${sum[direct,conn]} / $ROUNDS" | bc -l)
-  printf '%-10s %12.0f %7.2fx %12.3f %+10.0f %12.0f %7.2fx\n' "$p" "$t" "$(echo "$t/$td" | bc -l)" "$l" "$(echo "($l-$ld)*1000" | bc -l)" "$c" "$(echo "$c/$cd" | bc -l)"
+  awk -v p="$p" '
+    $2 == "direct" { td[$1] = $3; ld[$1] = $4; cd[$1] = $5 }
+    $2 == p { t[$1] = $3; l[$1] = $4; c[$1] = $5 }
+    function median(a,   n, i, v, tmp) {
+      n = 0; for (i in a) v[++n] = a[i]
+      for (i = 2; i <= n; i++) { tmp = v[i]; for (j = i - 1; j > 0 && v[j] > tmp; j--) v[j + 1] = v[j]; v[j + 1] = tmp }
+      return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
+    END {
+      for (r in t) { rt[r] = t[r] / td[r]; rl[r] = (l[r] - ld[r]) * 1000; rc[r] = c[r] / cd[r] }
+      printf "%-10s %9.2fx %+11.0f us %9.2fx\n", p, median(rt), median(rl), median(rc)
+    }' "$results"
 done
 echo
 echo "gateway (loop) metrics:"

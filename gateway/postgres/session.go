@@ -57,8 +57,8 @@ type session struct {
 	// parking is set when the client said goodbye while the upstream was idle and the
 	// Terminate was kept from it, so the connection may serve the grant's next session.
 	parking atomic.Bool
-	// upClean is set by upstreamToClient when it stopped between messages with nothing
-	// unread buffered.
+	// upClean is set when the relay stopped with the upstream stream between messages and
+	// nothing it read left unrelayed.
 	upClean bool
 
 	qmu     sync.Mutex
