@@ -13,8 +13,9 @@
 # latency (-S -c 1), and new-connection rate (-S -C -c 8). Figures are printed as ratios to
 # direct from the same round; paths alternate within each round so drift hits all alike.
 #
-#   bench/pgbench.sh                 # 10 s per measurement, 1 round (~2 minutes)
+#   bench/pgbench.sh                 # 10 s per measurement, 1 round (~3 minutes)
 #   SECONDS_EACH=20 ROUNDS=3 bench/pgbench.sh
+#   PATHS="pgbouncer gateway" bench/pgbench.sh   # only these (and direct)
 #
 # Needs: pgbench and psql (postgresql-client), a PostgreSQL on 127.0.0.1:5432 reachable as
 # postgres without a password, Go. PgBouncer is installed from Debian's packages if missing
@@ -140,6 +141,7 @@ lat() { run "$@" | awk '/^latency average = /{print $4; exit}'; }
 
 paths=(direct relay gw-gor gateway)
 [ -n "$bouncer_port" ] && paths=(direct pgbouncer relay gw-gor gateway)
+if [ -n "${PATHS:-}" ]; then read -ra paths <<< "direct ${PATHS/direct/}"; fi
 # Each round's figures go to a table; the summary is, per path, the median over rounds of each
 # round's ratio to direct (one disturbed round, say a checkpoint, does not skew it).
 results="$work/results"
