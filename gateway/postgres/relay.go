@@ -122,13 +122,7 @@ func (s *session) fromClient(b []byte) (fwd []byte, err error) {
 }
 
 // clientWants are the client messages fromClient reads.
-func clientWants(typ byte) bool {
-	switch typ {
-	case 'Q', 'P', 'B', 'E', 'S', 'X':
-		return true
-	}
-	return false
-}
+var clientWants = oneOf("QPBESX")
 
 // fromUpstream pairs command completions and errors in a chunk of server bytes with the
 // statements that caused them, and returns what to forward to the client; nothing once the
@@ -160,12 +154,15 @@ func (s *session) fromUpstream(b []byte) ([]byte, error) {
 }
 
 // upstreamWants are the server messages fromUpstream reads.
-func upstreamWants(typ byte) bool {
-	switch typ {
-	case 'C', 'E', 'I', 's', 'Z', 'S':
-		return true
+var upstreamWants = oneOf("CEIsZS")
+
+// oneOf returns a scanner's want for the message types in types.
+func oneOf(types string) func(byte) bool {
+	var set [256]bool
+	for i := 0; i < len(types); i++ {
+		set[types[i]] = true
 	}
-	return false
+	return func(typ byte) bool { return set[typ] }
 }
 
 // goodbye is the FATAL message a killed session's client gets.
