@@ -75,3 +75,52 @@ func TestScannerLimits(t *testing.T) {
 		t.Fatalf("error message % x: %v %q", msg, err, code)
 	}
 }
+
+// FuzzScanner: arbitrary bytes, split anywhere, give the same messages (or the same error) as
+// when fed whole, and never a panic or a body over the limit.
+func FuzzScanner(f *testing.F) {
+	f.Add([]byte("Q\x00\x00\x00\x0dSELECT 1\x00X\x00\x00\x00\x04"), uint8(3))
+	f.Add([]byte("P\x00\x00\x00\x08s\x00q\x00B\x00\x00\x00\x06\x00s\x00E\x00\x00\x00\x05\x00S\x00\x00\x00\x04"), uint8(1))
+	f.Add([]byte{'Q', 0xff, 0xff, 0xff, 0xff}, uint8(2))
+	f.Fuzz(func(t *testing.T, in []byte, split uint8) {
+		type m struct {
+			typ  byte
+			body string
+		}
+		run := func(chunks [][]byte) ([]m, error) {
+			sc := scanner{max: 1 << 10, want: clientWants}
+			var got []m
+			for _, c := range chunks {
+				if err := sc.feed(c, func(typ byte, body []byte, at int) error {
+					if len(body) > sc.max {
+						t.Fatalf("body of %d bytes over the limit", len(body))
+					}
+					if at >= 0 && c[at] != typ {
+						t.Fatalf("message %q said to begin at %d", typ, at)
+					}
+					got = append(got, m{typ, string(body)})
+					return nil
+				}); err != nil {
+					return got, err
+				}
+			}
+			return got, nil
+		}
+		whole, werr := run([][]byte{in})
+		var chunks [][]byte
+		for rest, k := in, int(split)%7+1; len(rest) > 0; {
+			n := min(k, len(rest))
+			chunks = append(chunks, rest[:n])
+			rest = rest[n:]
+		}
+		parts, perr := run(chunks)
+		if (werr == nil) != (perr == nil) || len(whole) != len(parts) {
+			t.Fatalf("whole: %d messages, %v; in %d-byte pieces: %d messages, %v", len(whole), werr, int(split)%7+1, len(parts), perr)
+		}
+		for i := range whole {
+			if whole[i] != parts[i] {
+				t.Fatalf("message %d differs: %q vs %q", i, whole[i].typ, parts[i].typ)
+			}
+		}
+	})
+}
