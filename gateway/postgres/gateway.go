@@ -128,7 +128,7 @@ func New(o Options) *Gateway {
 		stop: make(chan struct{}), swept: make(chan struct{}), pool: newPool(o.ReuseUpstream)}
 	g.rec = NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
 	if o.Relay != RelayGoroutines {
-		loops, err := startLoops(max(1, runtime.NumCPU()/4))
+		loops, err := startLoops(min(runtime.NumCPU(), 8))
 		if err != nil {
 			g.log.Warn("gateway: relaying on goroutines", "err", err)
 		}

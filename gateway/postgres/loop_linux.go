@@ -33,6 +33,10 @@ import (
 // Startup, authentication and the upstream login stay on the connection's goroutine; only
 // the relay moves into the loop (adopt), and the session's goroutine waits for its end.
 // TLS on either side runs in the loop through bufConn.
+//
+// There is a loop per CPU (at most 8). On the 2-core machine two loops relayed 5-10% more
+// than one under pgbench -S -c8: when a write wakes PostgreSQL or the client, the kernel often
+// preempts the writing thread, and with one loop every session waits for it.
 
 // maxWait bounds one epoll wait, so that nothing depends on a signal arriving.
 const maxWait = 100 * time.Millisecond
