@@ -103,16 +103,21 @@ func (p *pool) take(key poolKey, now time.Time) *upstream {
 // lock, so a grant's end cannot slip between the check and the parking) says no.
 func (p *pool) put(u *upstream, key poolKey, now, endsAt time.Time, ok func() bool) bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.ttl <= 0 || p.closed || !ok() || !now.Before(endsAt) {
+		p.mu.Unlock()
 		return false
 	}
+	var evicted *idle
 	list := p.idle[key.grant]
 	if len(list) >= maxIdlePerGrant {
-		list[0].conn.Close()
+		evicted = list[0]
 		list = slices.Delete(list, 0, 1)
 	}
 	p.idle[key.grant] = append(list, &idle{upstream: u, key: key, since: now, endsAt: endsAt})
+	p.mu.Unlock()
+	if evicted != nil {
+		evicted.conn.Close() // outside the lock: closing TLS writes an alert
+	}
 	return true
 }
 
