@@ -21,3 +21,6 @@ func (*loopSet) adopt(*session) bool { return false }
 func (*eventLoop) post(func())       {}
 func (*eventLoop) kill(*loopSession) {}
 func closeLooped(*bufConn) error     { return nil }
+
+// attach has nothing to do: without the loop a bufConn never leaves Go's poller.
+func (*bufConn) attach() error { return nil }
