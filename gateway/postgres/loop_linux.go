@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -47,49 +48,50 @@ const reading = unix.EPOLLIN | unix.EPOLLRDHUP
 
 var (
 	loopsOnce sync.Once
+	theLoops  *loopSet
 	loopsErr  error
-	theLoops  []*eventLoop
-	loopMu    sync.Mutex
-	loopNext  int
 )
 
-// startLoops returns the process's event loop for a new session, starting n loops the first
-// time (they serve every Gateway in the process and live as long as it does).
+// startLoops returns the process's event loops, starting n the first time (they serve every
+// Gateway in the process and live as long as it does).
 func startLoops(n int) (*loopSet, error) {
 	loopsOnce.Do(func() {
 		raw := !strings.Contains(os.Getenv("GODEBUG"), "asyncpreemptoff=1")
+		set := &loopSet{}
 		for i := 0; i < n; i++ {
 			l, err := newEventLoop(raw)
 			if err != nil {
+				for _, l := range set.loops {
+					unix.Close(l.epfd)
+					unix.Close(l.evfd)
+				}
 				loopsErr = err
 				return
 			}
-			theLoops = append(theLoops, l)
+			set.loops = append(set.loops, l)
 		}
 		if raw {
 			runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
 		}
-		for _, l := range theLoops {
+		for _, l := range set.loops {
 			go l.run()
 		}
+		theLoops = set
 	})
-	if loopsErr != nil {
-		return nil, loopsErr
-	}
-	return &loopSet{}, nil
+	return theLoops, loopsErr
 }
 
 // loopSet hands sessions to the process's loops in turn.
-type loopSet struct{}
+type loopSet struct {
+	loops []*eventLoop
+	next  atomic.Uint32
+}
 
 // adopt moves an established session's relay into a loop; false means the session must relay
 // on its own goroutines (a connection that is not a TCP socket, or one already killed).
-func (*loopSet) adopt(s *session) bool {
-	loopMu.Lock()
-	l := theLoops[loopNext%len(theLoops)]
-	loopNext++
-	loopMu.Unlock()
-	return l.adopt(s)
+func (ls *loopSet) adopt(s *session) bool {
+	i := ls.next.Add(1)
+	return ls.loops[int(i%uint32(len(ls.loops)))].adopt(s)
 }
 
 // eventLoop is one relay thread.
@@ -163,7 +165,7 @@ func (l *eventLoop) post(f func()) {
 
 func (l *eventLoop) adopt(s *session) bool {
 	cbc, ctc := bufOf(s.client)
-	ubc, utc := bufOf(s.up)
+	ubc, utc := bufOf(s.u.conn)
 	if cbc == nil || ubc == nil {
 		return false
 	}

@@ -176,13 +176,13 @@ func (s *session) relay() error {
 	c2s := make(chan struct{})
 	go func() {
 		defer close(c2s)
-		if _, err := pump(s.client, s.up, s.fromClient); err != nil && !errors.Is(err, errGoodbye) && s.killReason() == "" {
+		if _, err := pump(s.client, s.u.conn, s.fromClient); err != nil && !errors.Is(err, errGoodbye) && s.killReason() == "" {
 			s.g.log.Debug("gateway: client side ended", "session", s.sessionID(), "err", err)
 		}
 		// The client is gone, said goodbye or sent garbage: stop reading upstream too.
-		_ = s.up.SetReadDeadline(time.Now())
+		_ = s.u.conn.SetReadDeadline(time.Now())
 	}()
-	clientOK, err := pump(s.up, s.client, s.fromUpstream)
+	clientOK, err := pump(s.u.conn, s.client, s.fromUpstream)
 	s.upClean = s.us.boundary()
 	if s.killReason() != "" && clientOK && s.us.boundary() {
 		_ = s.client.SetWriteDeadline(time.Now().Add(2 * time.Second))

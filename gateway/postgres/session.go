@@ -26,8 +26,7 @@ type session struct {
 	g      *Gateway
 	client net.Conn
 	u      *upstream
-	up     net.Conn // u.conn
-	key    poolKey  // which later sessions may reuse u
+	key    poolKey // which later sessions may reuse u
 	grant  *jitgate.Grant
 	info   *jitgate.Session
 	// stmtHead is the head of the session's statement audit events (see Recorder.Record).
@@ -83,7 +82,7 @@ type stmt struct {
 func newSession(g *Gateway, client net.Conn, u *upstream, key poolKey, grant *jitgate.Grant) *session {
 	pid, secret := randomKey()
 	return &session{
-		g: g, client: client, u: u, up: u.conn, key: key, grant: grant, keyPID: pid, keySecret: secret,
+		g: g, client: client, u: u, key: key, grant: grant, keyPID: pid, keySecret: secret,
 		deadline: grant.EndsAt, reset: make(chan struct{}, 1), txStatus: 'I',
 		cs:       scanner{max: g.opts.MaxMessage, want: clientWants},
 		us:       scanner{max: 1 << 30, want: upstreamWants},
@@ -135,7 +134,7 @@ func (s *session) kill(reason string) {
 	if l != nil {
 		l.post(func() { l.kill(ls) })
 	} else {
-		_ = s.up.SetReadDeadline(time.Now())
+		_ = s.u.conn.SetReadDeadline(time.Now())
 	}
 	// kill runs inside the engine's event delivery (a revoke's API call waits for it), so the
 	// cancel, which dials the database, runs on its own; Close still waits for it.
@@ -213,11 +212,6 @@ func (s *session) run() {
 		s.g.looped.Add(1)
 		err = <-s.relayed
 		s.client.Close()
-		if ubc, _ := bufOf(s.up); ubc != nil && s.parking.Load() && s.upClean {
-			if aerr := ubc.attach(); aerr != nil {
-				s.upClean = false
-			}
-		}
 	} else {
 		err = s.relay()
 	}
@@ -238,7 +232,7 @@ func (s *session) run() {
 	}
 	close(done)
 	if !s.park() {
-		s.up.Close()
+		s.u.conn.Close()
 	}
 	if s.dead.Load() {
 		s.failPending("57P01") // ended by jitgate
@@ -253,6 +247,11 @@ func (s *session) run() {
 func (s *session) park() bool {
 	if !s.parking.Load() || !s.upClean || s.killReason() != "" {
 		return false
+	}
+	if bc, _ := bufOf(s.u.conn); bc != nil {
+		if err := bc.attach(); err != nil { // back from the event loop, if it was there
+			return false
+		}
 	}
 	if err := reset(s.u, 5*time.Second); err != nil {
 		s.g.log.Debug("gateway: upstream not reusable", "session", s.sessionID(), "err", err)
@@ -397,12 +396,12 @@ func (s *session) failPending(sqlstate string) {
 
 // emit hands a finished statement to the recorder (caller holds qmu).
 func (s *session) emit(st *stmt) {
-	s.statements.Add(1)
+	n := s.statements.Add(1)
 	sql := st.sql
 	if len(sql) > maxSQL {
 		sql = sql[:maxSQL] + fmt.Sprintf("... [%d bytes in all]", len(st.sql))
 	}
-	rec := jitgate.Statement{N: s.statements.Load(), Start: st.start, DurationUS: time.Since(st.start).Microseconds(),
+	rec := jitgate.Statement{N: n, Start: st.start, DurationUS: time.Since(st.start).Microseconds(),
 		SQL: sql, SQLState: st.sqlstate, Tag: st.tag}
 	if st.extended {
 		rec.Protocol = "extended"
