@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Audit actions written by the lifecycle engine.
@@ -81,50 +84,168 @@ type AuditEvent struct {
 // The encoding is a version tag followed by each field length-prefixed, and the details
 // sorted by key, so that no two different events encode alike.
 func (e *AuditEvent) ComputeHash() string {
-	h := sha256.New()
-	var buf [8]byte
-	writeInt := func(v int64) {
-		binary.BigEndian.PutUint64(buf[:], uint64(v))
-		h.Write(buf[:])
+	// The encoding is built in one buffer and hashed once: a session.statements event carries
+	// hundreds of strings, and writing each to a hash.Hash would copy it to the heap.
+	n := 128 + len(e.Actor) + len(e.Action) + len(e.PrevHash)
+	for k, v := range e.Details {
+		n += 16 + len(k) + len(v)
 	}
-	writeStr := func(s string) {
-		writeInt(int64(len(s)))
-		h.Write([]byte(s))
+	for _, st := range e.Statements {
+		n += 56 + len(st.SQL) + len(st.SQLState) + len(st.Tag) + len(st.Protocol)
 	}
-	writeStr("jitgate-audit-v1")
-	writeInt(e.Seq)
-	writeInt(e.Time.UnixNano())
-	writeStr(e.Actor)
-	writeStr(e.Action)
-	writeInt(e.RequestID)
-	writeInt(e.GrantID)
-	writeInt(e.SessionID)
+	b := make([]byte, 0, n)
+	b = appendHashStr(b, "jitgate-audit-v1")
+	b = binary.BigEndian.AppendUint64(b, uint64(e.Seq))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.Time.UnixNano()))
+	b = appendHashStr(b, e.Actor)
+	b = appendHashStr(b, e.Action)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.RequestID))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.GrantID))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.SessionID))
 	keys := make([]string, 0, len(e.Details))
 	for k := range e.Details {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	writeInt(int64(len(keys)))
+	b = binary.BigEndian.AppendUint64(b, uint64(len(keys)))
 	for _, k := range keys {
-		writeStr(k)
-		writeStr(e.Details[k])
+		b = appendHashStr(b, k)
+		b = appendHashStr(b, e.Details[k])
 	}
 	if len(e.Statements) > 0 {
 		// Only events that carry statements encode them, so every older event keeps its hash.
-		writeStr("statements")
-		writeInt(int64(len(e.Statements)))
+		b = appendHashStr(b, "statements")
+		b = binary.BigEndian.AppendUint64(b, uint64(len(e.Statements)))
 		for _, st := range e.Statements {
-			writeInt(st.N)
-			writeInt(st.Start.UnixNano())
-			writeInt(st.DurationUS)
-			writeStr(st.SQL)
-			writeStr(st.SQLState)
-			writeStr(st.Tag)
-			writeStr(st.Protocol)
+			b = binary.BigEndian.AppendUint64(b, uint64(st.N))
+			b = binary.BigEndian.AppendUint64(b, uint64(st.Start.UnixNano()))
+			b = binary.BigEndian.AppendUint64(b, uint64(st.DurationUS))
+			b = appendHashStr(b, st.SQL)
+			b = appendHashStr(b, st.SQLState)
+			b = appendHashStr(b, st.Tag)
+			b = appendHashStr(b, st.Protocol)
 		}
 	}
-	writeStr(e.PrevHash)
-	return hex.EncodeToString(h.Sum(nil))
+	b = appendHashStr(b, e.PrevHash)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// appendHashStr appends s length-prefixed, as ComputeHash encodes strings.
+func appendHashStr(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// MakeValidUTF8 replaces each run of bytes that is not UTF-8 in the event's text (actor,
+// details, statements) with U+FFFD. A store calls it before hashing: JSON and PostgreSQL's
+// text hold only UTF-8, so the event read back must be the one whose hash was taken. A
+// statement sent by a client with client_encoding LATIN1, say, would otherwise break the
+// chain's verification.
+func (e *AuditEvent) MakeValidUTF8() {
+	e.Actor = validUTF8(e.Actor)
+	e.Action = validUTF8(e.Action)
+	for k, v := range e.Details {
+		if vk, vv := validUTF8(k), validUTF8(v); vk != k || vv != v {
+			delete(e.Details, k)
+			e.Details[vk] = vv
+		}
+	}
+	for i := range e.Statements {
+		st := &e.Statements[i]
+		st.SQL, st.SQLState, st.Tag, st.Protocol = validUTF8(st.SQL), validUTF8(st.SQLState), validUTF8(st.Tag), validUTF8(st.Protocol)
+	}
+}
+
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// AppendStatementsJSON appends the JSON array of sts, the same JSON encoding/json gives them
+// (the same keys, the same fields omitted when empty), several times faster: the gateway's
+// recorder stores every statement this way. Text that is not UTF-8 gets U+FFFD, as with
+// encoding/json.
+func AppendStatementsJSON(b []byte, sts []Statement) []byte {
+	b = append(b, '[')
+	for i, st := range sts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"n":`...)
+		b = strconv.AppendInt(b, st.N, 10)
+		b = append(b, `,"start":"`...)
+		b = st.Start.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, `","duration_us":`...)
+		b = strconv.AppendInt(b, st.DurationUS, 10)
+		b = append(b, `,"sql":`...)
+		b = appendJSONString(b, st.SQL)
+		for _, f := range [...]struct{ key, v string }{{`,"sqlstate":`, st.SQLState}, {`,"tag":`, st.Tag}, {`,"protocol":`, st.Protocol}} {
+			if f.v != "" {
+				b = append(b, f.key...)
+				b = appendJSONString(b, f.v)
+			}
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			// Valid JSON, but not valid JavaScript: escaped as encoding/json does.
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // AuditFilter selects audit events. Zero fields do not filter.

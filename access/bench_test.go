@@ -1,6 +1,8 @@
 package access_test
 
 import (
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -52,6 +54,41 @@ func BenchmarkCommit(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkRecordStatements measures what the gateway's recorder costs the store: one
+// RecordAudit of a typical batch (8 sessions, 50 pgbench-like statements each, one
+// session.statements event per session), reported per statement. Its direct path is
+// BenchmarkCommit: one transaction appending one plain event.
+func BenchmarkRecordStatements(b *testing.B) {
+	const sessions, each = 8, 50
+	for _, backend := range []func(testing.TB) testdb.Backend{testdb.SQLite, testdb.Postgres} {
+		bk := backend(b)
+		b.Run(bk.Name, func(b *testing.B) {
+			env := testenv.New(b, bk)
+			ctx := env.As(b, "alice")
+			// The same batch each time: appending it rewrites only its sequence and hashes.
+			events := make([]*jitgate.AuditEvent, sessions)
+			n := int64(0)
+			for s := range events {
+				ev := &jitgate.AuditEvent{Time: testenv.T0, Actor: "alice", Action: jitgate.ActionSessionStatements,
+					GrantID: 1, SessionID: int64(s + 1), Details: map[string]string{"count": strconv.Itoa(each)}}
+				for range each {
+					n++
+					ev.Statements = append(ev.Statements, jitgate.Statement{N: n, Start: testenv.T0.Add(time.Duration(n) * time.Microsecond),
+						DurationUS: 41, SQL: fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d;", 1+n*7919%1000000), Tag: "SELECT 1"})
+				}
+				events[s] = ev
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := env.Engine.RecordAudit(ctx, events); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*sessions*each), "ns/statement")
 		})
 	}
 }

@@ -230,6 +230,54 @@ func TestAuditChain(t *testing.T) {
 	})
 }
 
+// TestAuditStatementsRoundTrip stores statements whose text needs escaping, or is not even
+// UTF-8 (a client on client_encoding LATIN1 sends such bytes): what is read back must be what
+// the hash covers, so the chain verifies, and valid text must come back unchanged.
+func TestAuditStatementsRoundTrip(t *testing.T) {
+	odd := []string{
+		"SELECT 'it''s' AS \"q\", E'back\\slash'",
+		"SELECT 1;\n\t-- line\r\nSELECT 2",
+		"SELECT '<b>&amp;</b>', '\u2028\u2029', 'ünïcödé ✓ 🐘', '\x01\x1f\x7f'",
+		"SELECT 'caf\xe9'",             // LATIN1 é: not UTF-8
+		"SELECT '\xff\xfe' || 'x\xc3'", // invalid bytes and a cut-off sequence
+		"",
+	}
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		ev := &jitgate.AuditEvent{Time: t0, Actor: "alice", Action: jitgate.ActionSessionStatements, GrantID: 1, SessionID: 2,
+			Details: map[string]string{"count": fmt.Sprint(len(odd)), "note": "r\xe9sum\xe9"}}
+		for i, sql := range odd {
+			ev.Statements = append(ev.Statements, jitgate.Statement{N: int64(i + 1), Start: t0.Add(time.Duration(i) * 1234567 * time.Nanosecond),
+				DurationUS: int64(i * 1000), SQL: sql, SQLState: []string{"", "42501"}[i%2], Tag: []string{"SELECT 1", ""}[i%2], Protocol: []string{"", "extended"}[i%3/2]})
+		}
+		tx(t, s, func(tx jitgate.Tx) error { return tx.AppendAudit(ev) })
+		var evs []*jitgate.AuditEvent
+		if err := s.View(context.Background(), func(tx jitgate.Tx) error {
+			var err error
+			evs, err = tx.ListAudit(jitgate.AuditFilter{SessionID: 2})
+			return err
+		}); err != nil || len(evs) != 1 {
+			t.Fatalf("list: %v, %d events", err, len(evs))
+		}
+		got := evs[0]
+		if got.ComputeHash() != got.Hash || got.Hash != ev.Hash {
+			t.Fatalf("the stored event does not hash to its hash:\nstored %+v\nappended %+v", got, ev)
+		}
+		if len(got.Statements) != len(odd) {
+			t.Fatalf("%d statements back, want %d", len(got.Statements), len(odd))
+		}
+		for i, st := range got.Statements {
+			want := strings.ToValidUTF8(odd[i], "\uFFFD")
+			if st.SQL != want || !st.Start.Equal(ev.Statements[i].Start) || st != ev.Statements[i] {
+				t.Errorf("statement %d: got %+v, want SQL %q and %+v", i, st, want, ev.Statements[i])
+			}
+		}
+		if got.Details["note"] != "r\uFFFDsum\uFFFD" {
+			t.Errorf("details: %q", got.Details["note"])
+		}
+	})
+}
+
 // TestConcurrentWritersSerialize runs many transactions that read-modify-write one row: row
 // locks (PostgreSQL) or the write lock (SQLite) must serialize them with no lost update and
 // no stale error, and the audit chain must stay gapless.

@@ -399,6 +399,7 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 		return err
 	}
 	args := make([]any, 0, auditCols*min(len(events), auditChunks[0]))
+	var stmtBuf []byte
 	for len(events) > 0 {
 		// Insert in chunks of a few fixed sizes, so that the statements stay few and cached.
 		n := auditChunks[len(auditChunks)-1]
@@ -412,6 +413,7 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 		for _, e := range events[:n] {
 			seq++
 			e.Seq, e.PrevHash, e.Time = seq, prev, e.Time.UTC()
+			e.MakeValidUTF8() // what is read back must be what is hashed
 			e.Hash = e.ComputeHash()
 			prev = e.Hash
 			details := []byte("{}")
@@ -423,11 +425,8 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 			}
 			var stmts any // NULL unless the event carries statements
 			if len(e.Statements) > 0 {
-				b, err := json.Marshal(e.Statements)
-				if err != nil {
-					return err
-				}
-				stmts = string(b)
+				stmtBuf = jitgate.AppendStatementsJSON(stmtBuf[:0], e.Statements)
+				stmts = string(stmtBuf)
 			}
 			args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, e.SessionID, string(details), stmts, e.PrevHash, e.Hash)
 		}
