@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -135,7 +136,7 @@ func (s *session) fromUpstream(b []byte) ([]byte, error) {
 	err := s.us.feed(b, func(typ byte, body []byte, _ int) error {
 		switch typ {
 		case 'C':
-			s.complete(cstring(body), "")
+			s.complete(s.tagOf(body), "")
 		case 'E':
 			s.complete("", errorCode(body))
 		case 'I':
@@ -151,6 +152,18 @@ func (s *session) fromUpstream(b []byte) ([]byte, error) {
 		return nil
 	})
 	return b, err
+}
+
+// tagOf returns a CommandComplete's tag, the previous one's string when the tag repeats
+// (SELECT 1, INSERT 0 1, ...), so that a repeated tag costs no allocation.
+func (s *session) tagOf(body []byte) string {
+	if i := bytes.IndexByte(body, 0); i >= 0 {
+		body = body[:i]
+	}
+	if string(body) != s.lastTag {
+		s.lastTag = string(body)
+	}
+	return s.lastTag
 }
 
 // upstreamWants are the server messages fromUpstream reads.

@@ -59,10 +59,15 @@ type session struct {
 	// upClean is set when the relay stopped with the upstream stream between messages and
 	// nothing it read left unrelayed.
 	upClean bool
+	// lastTag is the last command tag read from the upstream (by its reader only).
+	lastTag string
 
-	qmu     sync.Mutex
-	pending []*stmt // statements sent upstream, awaiting their outcome, in order
-	failed  string  // SQLSTATE of an error that aborts the rest of an extended-protocol batch
+	qmu sync.Mutex
+	// pending[phead:] are the statements sent upstream, awaiting their outcome, in order (a
+	// queue that reuses its array, so a statement costs no allocation of its own).
+	pending []stmt
+	phead   int
+	failed  string // SQLSTATE of an error that aborts the rest of an extended-protocol batch
 	// txStatus is the status of the last ReadyForQuery: 'I' idle, 'T' in a transaction, 'E'
 	// in a failed one.
 	txStatus byte
@@ -308,7 +313,7 @@ func errorCode(b []byte) string {
 // push queues a statement sent upstream.
 func (s *session) push(sql string, extended bool) {
 	s.qmu.Lock()
-	s.pending = append(s.pending, &stmt{sql: sql, extended: extended, start: time.Now()})
+	s.pending = append(s.pending, stmt{sql: sql, extended: extended, start: time.Now()})
 	if !extended {
 		s.awaiting++
 	}
@@ -321,18 +326,17 @@ func (s *session) push(sql string, extended bool) {
 func (s *session) complete(tag, sqlstate string) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if len(s.pending) == 0 {
+	if s.phead == len(s.pending) {
 		return // e.g. an error outside any statement
 	}
-	st := s.pending[0]
+	st := &s.pending[s.phead]
 	if sqlstate != "" {
 		st.sqlstate = sqlstate
 	} else if st.sqlstate == "" {
 		st.tag = tag
 	}
 	if st.extended {
-		s.pending = s.pending[1:]
-		s.emit(st)
+		s.emit(s.pop())
 		if sqlstate != "" {
 			s.failed = sqlstate
 		}
@@ -350,12 +354,11 @@ func (s *session) ready(body []byte) {
 	if s.awaiting > 0 {
 		s.awaiting--
 	}
-	for len(s.pending) > 0 {
-		st := s.pending[0]
-		if st.extended && s.failed == "" {
+	for s.phead < len(s.pending) {
+		if s.pending[s.phead].extended && s.failed == "" {
 			break // a pipelined statement whose turn has not come
 		}
-		s.pending = s.pending[1:]
+		st := s.pop()
 		if st.extended {
 			st.sqlstate = s.failed
 			st.tag = "NOT EXECUTED"
@@ -372,30 +375,41 @@ func (s *session) ready(body []byte) {
 func (s *session) idle() bool {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	return len(s.pending) == 0 && s.awaiting == 0 && s.txStatus == 'I'
+	return s.phead == len(s.pending) && s.awaiting == 0 && s.txStatus == 'I'
 }
 
 func (s *session) hasPending() bool {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	return len(s.pending) > 0
+	return s.phead < len(s.pending)
 }
 
 // failPending records statements that never got an answer (the session ended).
 func (s *session) failPending(sqlstate string) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	for _, st := range s.pending {
+	for s.phead < len(s.pending) {
+		st := s.pop()
 		if st.sqlstate == "" {
 			st.sqlstate = sqlstate
 		}
 		s.emit(st)
 	}
-	s.pending = nil
+}
+
+// pop takes the oldest pending statement off the queue (caller holds qmu).
+func (s *session) pop() stmt {
+	st := s.pending[s.phead]
+	s.pending[s.phead] = stmt{}
+	s.phead++
+	if s.phead == len(s.pending) {
+		s.pending, s.phead = s.pending[:0], 0
+	}
+	return st
 }
 
 // emit hands a finished statement to the recorder (caller holds qmu).
-func (s *session) emit(st *stmt) {
+func (s *session) emit(st stmt) {
 	n := s.statements.Add(1)
 	sql := st.sql
 	if len(sql) > maxSQL {
