@@ -49,6 +49,14 @@ func (c *Config) validateGateway() error {
 		}
 		g.ReuseUpstreamValue = d
 	}
+	g.AuditFlushValue = DefaultAuditFlush
+	if g.AuditFlush != "" {
+		d, err := ParseDuration(g.AuditFlush)
+		if err != nil || d < time.Millisecond || d > 10*time.Second {
+			return c.Errorf("gateway.postgres.audit_flush", "want a duration from 1ms to 10s, got %q", g.AuditFlush)
+		}
+		g.AuditFlushValue = d
+	}
 	switch g.Relay {
 	case "":
 		g.Relay = "loop"

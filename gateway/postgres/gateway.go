@@ -71,7 +71,8 @@ type Options struct {
 	// event-loop threads with epoll, like PgBouncer; "goroutines" on a goroutine per
 	// direction (the only way elsewhere).
 	Relay string
-	// Recorder settings; see Recorder.
+	// Recorder settings; see Recorder and NewRecorder (zero: the defaults). RecorderFlush is
+	// how often recorded statements are written to the audit log.
 	RecorderBuffer int
 	RecorderBatch  int
 	RecorderFlush  time.Duration
