@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -84,16 +85,16 @@ type AuditEvent struct {
 // The encoding is a version tag followed by each field length-prefixed, and the details
 // sorted by key, so that no two different events encode alike.
 func (e *AuditEvent) ComputeHash() string {
-	// The encoding is built in one buffer and hashed once: a session.statements event carries
-	// hundreds of strings, and writing each to a hash.Hash would copy it to the heap.
-	n := 128 + len(e.Actor) + len(e.Action) + len(e.PrevHash)
-	for k, v := range e.Details {
-		n += 16 + len(k) + len(v)
-	}
-	for _, st := range e.Statements {
-		n += 56 + len(st.SQL) + len(st.SQLState) + len(st.Tag) + len(st.Protocol)
-	}
-	b := make([]byte, 0, n)
+	// The encoding is built in one buffer, reused across calls, and hashed once: a
+	// session.statements event carries hundreds of strings, and writing each to a hash.Hash
+	// would copy it to the heap.
+	bp := hashBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 1<<20 {
+			hashBufs.Put(bp)
+		}
+	}()
+	b := (*bp)[:0]
 	b = appendHashStr(b, "jitgate-audit-v1")
 	b = binary.BigEndian.AppendUint64(b, uint64(e.Seq))
 	b = binary.BigEndian.AppendUint64(b, uint64(e.Time.UnixNano()))
@@ -127,9 +128,13 @@ func (e *AuditEvent) ComputeHash() string {
 		}
 	}
 	b = appendHashStr(b, e.PrevHash)
+	*bp = b
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
+
+// hashBufs holds ComputeHash's buffers.
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // appendHashStr appends s length-prefixed, as ComputeHash encodes strings.
 func appendHashStr(b []byte, s string) []byte {

@@ -31,6 +31,8 @@ type Engine interface {
 	AuthenticateSession(ctx context.Context, user, resource, secret string) (*jitgate.Grant, error)
 	StartSession(ctx context.Context, s *jitgate.Session) error
 	EndSession(ctx context.Context, s *jitgate.Session) error
+	// RecordAudit appends events to the audit chain. It must not keep the events' Statements
+	// once it returns: the recorder reuses their array for its next batch.
 	RecordAudit(ctx context.Context, events []*jitgate.AuditEvent) error
 	Subscribe(fn func(jitgate.Event)) (unsubscribe func())
 	// GrantByID reads a grant's current state, for the sweep that catches changes made by

@@ -48,7 +48,10 @@ type Recorder struct {
 	written         *sync.Cond
 	closed          bool
 	kick            chan struct{}
-	done            chan struct{}
+	// merged is the array the last batch's events carried their statements in, reused by the
+	// next batch (only the recorder's goroutine touches it).
+	merged []jitgate.Statement
+	done   chan struct{}
 
 	recorded, lost, blocked, batches atomic.Int64
 }
@@ -187,8 +190,11 @@ func (r *Recorder) flush(batch []pending, open bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for wait := 50 * time.Millisecond; ; wait = min(wait*2, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := r.eng.RecordAudit(ctx, merge(batch))
+		var events []*jitgate.AuditEvent
+		events, r.merged = merge(batch, r.merged)
+		err := r.eng.RecordAudit(ctx, events)
 		cancel()
+		clear(r.merged) // drop the statements' text
 		if err == nil {
 			r.recorded.Add(int64(len(batch)))
 			r.batches.Add(1)
@@ -207,25 +213,45 @@ func (r *Recorder) flush(batch []pending, open bool) {
 
 // merge turns a batch of statements into one session.statements event per session, carrying
 // that session's statements in order; sessions keep the order of their first statement, and
-// an event's time is its first statement's start.
-func merge(batch []pending) []*jitgate.AuditEvent {
-	out := make([]*jitgate.AuditEvent, 0, 4)
-	bySession := map[*jitgate.AuditEvent]*jitgate.AuditEvent{}
+// an event's time is its first statement's start. The events' statements share one array,
+// into's if it is large enough, which merge returns for the next batch: the events must be
+// done with before it is reused.
+func merge(batch []pending, into []jitgate.Statement) ([]*jitgate.AuditEvent, []jitgate.Statement) {
+	type group struct {
+		ev *jitgate.AuditEvent
+		n  int
+	}
+	var order []*group
+	groups := make(map[*jitgate.AuditEvent]*group, 8)
 	for _, p := range batch {
-		m := bySession[p.head]
-		if m == nil {
+		g := groups[p.head]
+		if g == nil {
 			head := *p.head
 			head.Time = p.st.Start
-			m = &head
-			bySession[p.head] = m
-			out = append(out, m)
+			g = &group{ev: &head}
+			groups[p.head] = g
+			order = append(order, g)
 		}
-		m.Statements = append(m.Statements, p.st)
+		g.n++
 	}
-	for _, m := range out {
-		m.Details = map[string]string{"count": strconv.Itoa(len(m.Statements))}
+	if cap(into) < len(batch) {
+		into = make([]jitgate.Statement, len(batch))
 	}
-	return out
+	into = into[:len(batch)]
+	out := make([]*jitgate.AuditEvent, len(order))
+	at := 0
+	for i, g := range order {
+		// Each session's statements get their own part of the array, appended to in order.
+		g.ev.Statements = into[at : at : at+g.n]
+		g.ev.Details = map[string]string{"count": strconv.Itoa(g.n)}
+		out[i] = g.ev
+		at += g.n
+	}
+	for _, p := range batch {
+		g := groups[p.head]
+		g.ev.Statements = append(g.ev.Statements, p.st)
+	}
+	return out, into
 }
 
 // Close writes what is buffered and stops. It returns once everything is written or counted

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,7 +28,12 @@ func (f *flakyStore) RecordAudit(_ context.Context, evs []*jitgate.AuditEvent) e
 		return errors.New("store down")
 	}
 	f.mu.Lock()
-	f.events = append(f.events, evs...)
+	for _, e := range evs {
+		// The recorder reuses the statements' array once RecordAudit returns.
+		c := *e
+		c.Statements = slices.Clone(e.Statements)
+		f.events = append(f.events, &c)
+	}
 	f.mu.Unlock()
 	return nil
 }
