@@ -221,15 +221,25 @@ func testReadGrantReadsAndCannotWrite(t *testing.T, relay string) {
 	if _, err := conn.Exec(ctx, "SELEC 1", pgx.QueryExecModeSimpleProtocol); sqlstate(err) != "42601" {
 		t.Fatalf("syntax error: %v", err)
 	}
+	// A client on LATIN1 sends text that is not UTF-8: it runs, and its record (with U+FFFD for
+	// the bad byte) keeps the chain verifiable.
+	if _, err := conn.Exec(ctx, "SET client_encoding TO 'LATIN1'", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatal(err)
+	}
+	latin, err := conn.PgConn().Exec(ctx, "SELECT 'caf\xe9'").ReadAll() // pgx itself insists on UTF8
+	if err != nil || len(latin) != 1 || len(latin[0].Rows) != 1 || string(latin[0].Rows[0][0]) != "caf\xe9" {
+		t.Fatalf("LATIN1 round trip: %v, %v", latin, err)
+	}
 	conn.Close(ctx)
 
 	// Every statement is in the audit log with its tag or SQLSTATE, and the chain verifies.
-	stmts := waitStatements(t, e, g.ID, 5)
+	stmts := waitStatements(t, e, g.ID, 7)
 	want := map[string]string{
 		"SELECT name, current_user FROM jg_gw.items WHERE id = $1": "tag=SELECT 1",
 		"INSERT INTO jg_gw.items VALUES (2, 'gadget')":             "sqlstate=42501",
-		"RESET ROLE": "tag=RESET",
-		"SELEC 1":    "sqlstate=42601",
+		"RESET ROLE":         "tag=RESET",
+		"SELEC 1":            "sqlstate=42601",
+		"SELECT 'caf\uFFFD'": "tag=SELECT 1",
 	}
 	for sql, outcome := range want {
 		found := false
