@@ -16,6 +16,13 @@
 #   bench/pgbench.sh                 # 10 s per measurement, 1 round (~3 minutes)
 #   SECONDS_EACH=20 ROUNDS=3 bench/pgbench.sh
 #   PATHS="pgbouncer gateway" bench/pgbench.sh   # only these (and direct)
+#   CPU_RATE=12000 bench/pgbench.sh  # also each proxy's CPU per transaction (needs perf)
+#
+# CPU_RATE=N adds a measurement per proxy and round: pgbench -S -c 8 held at N transactions a
+# second while `perf stat` counts the proxy process's CPU time, printed as microseconds per
+# transaction and as a ratio to PgBouncer's. Unlike throughput at saturation, where every
+# process competes for the two cores, this is steady from run to run (about ±0.5 µs), so it
+# shows small changes; pick N below every path's saturation.
 #
 # Needs: pgbench and psql (postgresql-client), a PostgreSQL on 127.0.0.1:5432 reachable as
 # postgres without a password, Go. PgBouncer is installed from Debian's packages if missing
@@ -45,6 +52,7 @@ fi
 
 # PgBouncer, session mode, trusting local clients.
 bouncer_port=""
+declare -A proxy_pid # path → the process to measure with CPU_RATE
 if ! command -v pgbouncer >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get install -y pgbouncer >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y pgbouncer >/dev/null 2>&1; } || true
 fi
@@ -71,7 +79,7 @@ INI
   runas=()
   [ "$(id -u)" = 0 ] && { chown -R postgres "$work"; runas=(runuser -u postgres --); }
   "${runas[@]}" "$PGBOUNCER" "$work/pgbouncer.ini" >/dev/null 2>&1 &
-  pids+=($!)
+  pids+=($!) # (runuser's: pgbouncer's own is in its pidfile)
 else
   echo "PgBouncer not available: skipping that path"
 fi
@@ -81,6 +89,7 @@ go build -o "$work/relay" ./bench/relay
 relay_port=$(free_port)
 "$work/relay" -listen "127.0.0.1:$relay_port" -upstream 127.0.0.1:5432 &
 pids+=($!)
+proxy_pid[relay]=$!
 
 # Two jitgate servers, one per relay; plaintext on loopback, like the other paths.
 go build -o "$work/jitgate" ./cmd/jitgate
@@ -119,6 +128,7 @@ YAML
   token=$("$work/jitgate" token create --user bench --config "$dir/jitgate.yaml" 2>/dev/null)
   ${JITGATE_ENV:-} "$work/jitgate" server --config "$dir/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$dir/jitgate.log" &
   pids+=($!)
+  proxy_pid[$name]=$!
   gw_url[$name]="http://127.0.0.1:$http_port"
   for _ in $(seq 50); do curl -sf "${gw_url[$name]}/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" request "$DB" --role read --for 8h --reason "pgbench" >/dev/null
@@ -138,6 +148,24 @@ run() { # path, pgbench args... → prints tps or latency
 }
 tps() { run "$@" | awk '/^tps = /{print $3; exit}'; }
 lat() { run "$@" | awk '/^latency average = /{print $4; exit}'; }
+# cpu path → the proxy's CPU microseconds per transaction at CPU_RATE transactions a second.
+cpu() {
+  local path=$1 out="$work/cpu.out" ms tps
+  [ "$path" = pgbouncer ] && proxy_pid[pgbouncer]=$(cat "$work/pgbouncer.pid")
+  run "$path" -n -S -c 8 -j 2 -R "$CPU_RATE" -T "$T" > "$out" &
+  sleep 1
+  ms=$(perf stat -x, -e task-clock -p "${proxy_pid[$path]}" -- sleep $((T - 2)) 2>&1 | awk -F, '/task-clock/{print $1; exit}')
+  wait
+  tps=$(awk '/^tps = /{print $3; exit}' "$out")
+  awk -v ms="$ms" -v tps="$tps" -v s=$((T - 2)) 'BEGIN { if (tps > 0 && ms > 0) printf "%.2f", ms * 1000 / (tps * s); else print "nan" }'
+}
+if [ -n "${CPU_RATE:-}" ]; then
+  [ "$T" -ge 5 ] || { echo "CPU_RATE needs SECONDS_EACH of at least 5" >&2; exit 2; }
+  if ! perf stat -e task-clock true >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then apt-get install -y linux-perf >/dev/null 2>&1 || true; fi
+    perf stat -e task-clock true >/dev/null 2>&1 || { echo "CPU_RATE: perf is not available; skipping that measurement"; CPU_RATE=""; }
+  fi
+fi
 
 paths=(direct relay gw-gor gateway)
 [ -n "$bouncer_port" ] && paths=(direct pgbouncer relay gw-gor gateway)
@@ -152,7 +180,13 @@ for r in $(seq "$ROUNDS"); do
     l=$(lat "$p" -n -S -c 1 -j 1 -T "$T")
     c=$(tps "$p" -n -S -C -c 8 -j 2 -T "$T")
     echo "$r $p $t $l $c" >> "$results"
-    printf 'round %d %-9s  -S -c8: %10.0f tps   -S -c1: %7.3f ms   -S -C -c8: %7.0f tps\n' "$r" "$p" "$t" "$l" "$c"
+    printf 'round %d %-9s  -S -c8: %10.0f tps   -S -c1: %7.3f ms   -S -C -c8: %7.0f tps' "$r" "$p" "$t" "$l" "$c"
+    if [ -n "${CPU_RATE:-}" ] && [ "$p" != direct ]; then
+      u=$(cpu "$p")
+      echo "$r $p $u" >> "$results.cpu"
+      printf '   CPU at %d/s: %6.2f us/tx' "$CPU_RATE" "$u"
+    fi
+    echo
   done
 done
 
@@ -173,6 +207,25 @@ for p in "${paths[@]}"; do
       printf "%-10s %9.2fx %+11.0f us %9.2fx\n", p, median(rt), median(rl), median(rc)
     }' "$results"
 done
+if [ -s "$results.cpu" ]; then
+  echo
+  echo "CPU per transaction at $CPU_RATE transactions/s (median over rounds; ratio to PgBouncer's in the same round):"
+  for p in "${paths[@]}"; do
+    [ "$p" = direct ] && continue
+    awk -v p="$p" '
+      $2 == "pgbouncer" { b[$1] = $3 }
+      $2 == p { u[$1] = $3 }
+      function median(a,   n, i, v, tmp) {
+        n = 0; for (i in a) v[++n] = a[i]
+        for (i = 2; i <= n; i++) { tmp = v[i]; for (j = i - 1; j > 0 && v[j] > tmp; j--) v[j + 1] = v[j]; v[j + 1] = tmp }
+        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+      }
+      END {
+        for (r in u) if (b[r] > 0) rr[r] = u[r] / b[r]
+        if (length(rr)) printf "%-10s %8.2f us %8.2fx\n", p, median(u), median(rr); else printf "%-10s %8.2f us\n", p, median(u)
+      }' "$results.cpu"
+  done
+fi
 echo
 echo "gateway (loop) metrics:"
 curl -s "${gw_url[gateway]}/metrics" | grep -E '^jitgate_gateway_(statements|recorder|upstream)' || true

@@ -9,5 +9,5 @@ cd "$(dirname "$0")/.."
 count="${COUNT:-1}"
 benchtime="${BENCHTIME:-2s}"
 go test -run '^$' -bench 'BenchmarkDecision' -benchtime "$benchtime" -count "$count" ./policy/
-go test -run '^$' -bench 'BenchmarkCycle|BenchmarkCommit' -benchtime "$benchtime" -count "$count" ./access/
+go test -run '^$' -bench 'BenchmarkCycle|BenchmarkCommit|BenchmarkRecordStatements' -benchtime "$benchtime" -count "$count" ./access/
 go test -run '^$' -bench 'BenchmarkAPICycle' -benchtime "$benchtime" -count "$count" ./httpapi/
