@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -703,4 +704,87 @@ policies:
 	if sqlstate(err) != "28P01" || !strings.Contains(err.Error(), "upstream login for app-db/read was refused") || strings.Contains(err.Error(), "app_read") {
 		t.Fatalf("wrong upstream password: %v", err)
 	}
+}
+
+// storeDown fails RecordAudit while down is set, as an unreachable store would.
+type storeDown struct {
+	postgres.Engine
+	down atomic.Bool
+}
+
+func (s *storeDown) RecordAudit(ctx context.Context, evs []*jitgate.AuditEvent) error {
+	if s.down.Load() {
+		return errors.New("store unreachable")
+	}
+	return s.Engine.RecordAudit(ctx, evs)
+}
+
+// While the audit store is down and the statement queue is full, the session waits (no
+// statement runs unrecorded), but the grant's end still ends it on time; once the store is
+// back, every statement is recorded.
+func TestEndsWhileRecorderIsFull(t *testing.T) { relays(t, testEndsWhileRecorderIsFull) }
+
+func testEndsWhileRecorderIsFull(t *testing.T, relay string) {
+	sd := &storeDown{}
+	e := newEnv(t, withRelay(relay), func(o *postgres.Options) {
+		sd.Engine = o.Engine
+		o.Engine, o.RecorderBuffer, o.RecorderFlush = sd, 4, 5*time.Millisecond
+	})
+	g, secret := e.grant(t, "read", 3*time.Second)
+	conn := e.connect(t, secret)
+	ctx := context.Background()
+	sd.down.Store(true)
+	ran := make(chan int, 1)
+	errc := make(chan error, 1)
+	go func() {
+		n := 0
+		defer func() { ran <- n }()
+		for range 100 {
+			if _, err := conn.Exec(ctx, "SELECT 1", pgx.QueryExecModeSimpleProtocol); err != nil {
+				errc <- err
+				return
+			}
+			n++
+		}
+		errc <- nil
+	}()
+	select {
+	case err := <-errc:
+		late := time.Since(g.EndsAt)
+		if err == nil || late > time.Second || late < -50*time.Millisecond {
+			t.Errorf("statements ended %v after the grant's end with %v", late, err)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatal("the session outlived its grant while the recorder was full")
+	}
+	// The recorder holds 4 in its buffer and 4 in the batch it keeps retrying; the session may
+	// finish the statement whose result it was reading, then waits.
+	n := <-ran
+	if n > 10 {
+		t.Fatalf("%d statements ran while the store was down", n)
+	}
+	t.Logf("%d statements ran before the session waited", n)
+	if _, _, waits := postgres.RecorderStats(e.gw); waits == 0 {
+		t.Error("no back-pressure wait counted")
+	}
+	sd.down.Store(false)
+	waitStatements(t, e, g.ID, n)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recorded, lost, _ := postgres.RecorderStats(e.gw)
+		if lost != 0 {
+			t.Fatalf("%d statements lost", lost)
+		}
+		if recorded >= int64(n) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("recorded %d of %d statements", recorded, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if res, err := audit.Verify(ctx, e.store); err != nil || !res.OK {
+		t.Fatalf("verify: %+v %v", res, err)
+	}
+	e.checkRelay(t, relay)
 }

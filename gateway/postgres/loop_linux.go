@@ -107,6 +107,7 @@ type eventLoop struct {
 	buf     []byte // what a read brings in
 	plain   []byte // what TLS decrypts
 	ending  []*loopSession
+	holding []*loopSession // sessions held until the recorder takes their backlog
 	events  []unix.EpollEvent
 	scratch []func()
 }
@@ -128,6 +129,7 @@ type loopSession struct {
 	s      *session
 	c, u   *endpoint
 	done   bool
+	held   bool      // neither side is read until the session's statement backlog drains
 	cBroke bool      // a write to the client failed: no goodbye message
 	endBy  time.Time // when a goodbye still being sent is given up
 }
@@ -248,6 +250,7 @@ func (l *eventLoop) run() {
 			}
 		}
 		l.expire()
+		l.retryHeld()
 	}
 }
 
@@ -273,6 +276,9 @@ func (l *eventLoop) wait(d time.Duration) (int, unix.Errno) {
 // maxWait.
 func (l *eventLoop) timeout() time.Duration {
 	d := maxWait
+	if len(l.holding) > 0 {
+		d = heldRetry
+	}
 	if len(l.ending) > 0 {
 		now := time.Now()
 		for _, ls := range l.ending {
@@ -296,6 +302,9 @@ func (l *eventLoop) runPosted() {
 
 // readable reads what ep's socket has and relays it.
 func (l *eventLoop) readable(ep *endpoint) {
+	if ep.ls.held {
+		return // reported before the hold took effect
+	}
 	if len(ep.peer.bc.out) > 0 {
 		// The other side is not keeping up: stop reading this one until it drains.
 		ep.paused = true
@@ -373,7 +382,45 @@ func (l *eventLoop) deliver(ep *endpoint, b []byte) bool {
 		return false // killed: the posted kill ends it
 	}
 	l.send(ep.peer, fwd)
+	if ls.s.held.Load() && !ls.done && !ls.held {
+		l.hold(ls)
+	}
 	return !ls.done
+}
+
+// hold stops reading both sides of a session whose statements the recorder has no room for,
+// until retryHeld finds the backlog taken: the loop goes on serving its other sessions (and
+// kills) meanwhile.
+func (l *eventLoop) hold(ls *loopSession) {
+	ls.held = true
+	l.setMask(ls.c, ls.c.mask&^reading)
+	l.setMask(ls.u, ls.u.mask&^reading)
+	l.holding = append(l.holding, ls)
+}
+
+// retryHeld offers held sessions' backlogs to the recorder and resumes those it took.
+func (l *eventLoop) retryHeld() {
+	if len(l.holding) == 0 {
+		return
+	}
+	keep := l.holding[:0]
+	for _, ls := range l.holding {
+		switch {
+		case ls.done:
+			ls.held = false
+		case ls.s.drainBacklog():
+			ls.held = false
+			for _, ep := range []*endpoint{ls.c, ls.u} {
+				if !ep.paused {
+					l.setMask(ep, ep.mask|reading)
+				}
+			}
+		default:
+			keep = append(keep, ls)
+		}
+	}
+	clear(l.holding[len(keep):])
+	l.holding = keep
 }
 
 // send queues b for ep's socket and writes what it can now.
@@ -426,7 +473,9 @@ func (l *eventLoop) flush(ep *endpoint) {
 	}
 	if ep.peer.paused {
 		ep.peer.paused = false
-		l.setMask(ep.peer, ep.peer.mask|reading)
+		if !ls.held {
+			l.setMask(ep.peer, ep.peer.mask|reading)
+		}
 	}
 }
 

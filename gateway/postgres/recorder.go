@@ -26,7 +26,8 @@ import (
 // every 100ms about 2.5 µs. A session's statements are always written before its end is
 // (Sync), so the interval only bounds what a crash of the server can leave unrecorded. When the store falls behind or fails, the
 // buffer fills and sessions wait (back pressure) rather than run statements that are not
-// recorded. Events that cannot be written by the time the recorder closes are counted as lost,
+// recorded (the relay holds such a session rather than its thread, so the session still ends
+// on time). Events that cannot be written by the time the recorder closes are counted as lost,
 // logged, exported as a metric and, if the store takes it, recorded as one
 // session.statements_lost audit event.
 type Recorder struct {
@@ -94,14 +95,30 @@ type pending struct {
 // (actor, request, grant, session; head is shared, never modified), waiting while the buffer
 // is full. Recording a statement allocates nothing of its own.
 func (r *Recorder) Record(head *jitgate.AuditEvent, st jitgate.Statement) {
+	r.record(head, st, true)
+}
+
+// TryRecord is Record without the wait: false means the buffer is full and st was not
+// taken. The relay uses it, holding the session instead of its thread (see session.emit).
+func (r *Recorder) TryRecord(head *jitgate.AuditEvent, st jitgate.Statement) bool {
+	return r.record(head, st, false)
+}
+
+// waited counts a session's wait for room in the buffer (the back-pressure metric).
+func (r *Recorder) waited() { r.blocked.Add(1) }
+
+func (r *Recorder) record(head *jitgate.AuditEvent, st jitgate.Statement, wait bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		r.lost.Add(1)
 		r.log.Error("gateway: statement recorded after the recorder closed; counted as lost", "session", head.SessionID)
-		return
+		return true
 	}
 	if len(r.buf) >= r.max {
+		if !wait {
+			return false
+		}
 		r.blocked.Add(1)
 		for len(r.buf) >= r.max && !r.closed {
 			r.notFull.Wait()
@@ -109,7 +126,7 @@ func (r *Recorder) Record(head *jitgate.AuditEvent, st jitgate.Statement) {
 		if r.closed {
 			r.lost.Add(1)
 			r.log.Error("gateway: recorder closed while a statement waited for room; counted as lost", "session", head.SessionID)
-			return
+			return true
 		}
 	}
 	r.buf = append(r.buf, pending{head: head, st: st})
@@ -120,6 +137,7 @@ func (r *Recorder) Record(head *jitgate.AuditEvent, st jitgate.Statement) {
 		default:
 		}
 	}
+	return true
 }
 
 // Sync returns once every event recorded before it was called is written (or counted as

@@ -84,6 +84,9 @@ func (sc *scanner) feed(b []byte, msg func(typ byte, body []byte, at int) error)
 // returns what to forward upstream. errGoodbye means the client said goodbye: fwd then holds
 // the Terminate unless the session keeps its upstream for reuse (s.parking).
 func (s *session) fromClient(b []byte) (fwd []byte, err error) {
+	if s.dead.Load() {
+		return nil, errKilled // nothing more reaches the upstream once jitgate ended the session
+	}
 	s.bytesIn.Add(int64(len(b)))
 	fwd = b
 	err = s.cs.feed(b, func(typ byte, body []byte, at int) error {
@@ -178,6 +181,10 @@ func oneOf(types string) func(byte) bool {
 	return func(typ byte) bool { return set[typ] }
 }
 
+// heldRetry is how often a held session's statement backlog is offered to the recorder again
+// (see session.emit).
+const heldRetry = 5 * time.Millisecond
+
 // goodbye is the FATAL message a killed session's client gets.
 func (s *session) goodbye() []byte {
 	return errorMessage("FATAL", "57P01", "jitgate: "+s.killReason()+"; session closed")
@@ -189,13 +196,29 @@ func (s *session) relay() error {
 	c2s := make(chan struct{})
 	go func() {
 		defer close(c2s)
-		if _, err := pump(s.client, s.u.conn, s.fromClient); err != nil && !errors.Is(err, errGoodbye) && s.killReason() == "" {
+		fromClient := func(b []byte) ([]byte, error) {
+			for s.held.Load() && !s.dead.Load() {
+				time.Sleep(heldRetry) // the upstream side is waiting for the recorder
+			}
+			return s.fromClient(b)
+		}
+		if _, err := pump(s.client, s.u.conn, fromClient); err != nil && !errors.Is(err, errGoodbye) && !errors.Is(err, errKilled) && s.killReason() == "" {
 			s.g.log.Debug("gateway: client side ended", "session", s.sessionID(), "err", err)
 		}
 		// The client is gone, said goodbye or sent garbage: stop reading upstream too.
 		_ = s.u.conn.SetReadDeadline(time.Now())
 	}()
-	clientOK, err := pump(s.u.conn, s.client, s.fromUpstream)
+	fromUpstream := func(b []byte) ([]byte, error) {
+		fwd, err := s.fromUpstream(b)
+		if err == nil && s.held.Load() {
+			s.waitBacklog() // read nothing more until the recorder has the statements
+			if s.dead.Load() {
+				return nil, errKilled
+			}
+		}
+		return fwd, err
+	}
+	clientOK, err := pump(s.u.conn, s.client, fromUpstream)
 	s.upClean = s.us.boundary()
 	if s.killReason() != "" && clientOK && s.us.boundary() {
 		_ = s.client.SetWriteDeadline(time.Now().Add(2 * time.Second))
