@@ -319,6 +319,13 @@ func errorCode(b []byte) string {
 // push queues a statement sent upstream.
 func (s *session) push(sql string, extended bool) {
 	s.qmu.Lock()
+	if s.phead > 0 && s.phead*2 >= len(s.pending) {
+		// Half the array is spent: move the rest to its front, so that a client that keeps
+		// statements in flight all the time (pipelining) does not grow it without end.
+		n := copy(s.pending, s.pending[s.phead:])
+		clear(s.pending[n:])
+		s.pending, s.phead = s.pending[:n], 0
+	}
 	s.pending = append(s.pending, stmt{sql: sql, extended: extended, start: time.Now()})
 	if !extended {
 		s.awaiting++
