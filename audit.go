@@ -169,10 +169,9 @@ func validUTF8(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
-// AppendStatementsJSON appends the JSON array of sts, the same JSON encoding/json gives them
-// (the same keys, the same fields omitted when empty), several times faster: the gateway's
-// recorder stores every statement this way. Text that is not UTF-8 gets U+FFFD, as with
-// encoding/json.
+// AppendStatementsJSON appends the JSON array of sts as encoding/json would write it with
+// HTML escaping off (the same keys, the same fields omitted when empty, each byte that is not
+// UTF-8 as \ufffd), without reflection: the stores write every recorded statement this way.
 func AppendStatementsJSON(b []byte, sts []Statement) []byte {
 	b = append(b, '[')
 	for i, st := range sts {
