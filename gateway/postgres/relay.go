@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -160,11 +159,8 @@ func (s *session) fromUpstream(b []byte) ([]byte, error) {
 // tagOf returns a CommandComplete's tag, the previous one's string when the tag repeats
 // (SELECT 1, INSERT 0 1, ...), so that a repeated tag costs no allocation.
 func (s *session) tagOf(body []byte) string {
-	if i := bytes.IndexByte(body, 0); i >= 0 {
-		body = body[:i]
-	}
-	if string(body) != s.lastTag {
-		s.lastTag = string(body)
+	if tag := untilNUL(body); string(tag) != s.lastTag {
+		s.lastTag = string(tag)
 	}
 	return s.lastTag
 }

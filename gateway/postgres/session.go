@@ -288,11 +288,15 @@ func (s *session) finish(reason string) {
 		"statements", s.info.Statements, "bytes_in", s.info.BytesIn, "bytes_out", s.info.BytesOut)
 }
 
-func cstring(b []byte) string {
+// cstring returns the NUL-terminated string at the start of b.
+func cstring(b []byte) string { return string(untilNUL(b)) }
+
+// untilNUL returns b up to its first NUL.
+func untilNUL(b []byte) []byte {
 	if i := bytes.IndexByte(b, 0); i >= 0 {
-		b = b[:i]
+		return b[:i]
 	}
-	return string(b)
+	return b
 }
 
 func cut(b []byte) (string, []byte) {
