@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -167,89 +166,6 @@ func validUTF8(s string) string {
 		return s
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
-}
-
-// AppendStatementsJSON appends the JSON array of sts as encoding/json would write it with
-// HTML escaping off (the same keys, the same fields omitted when empty, each byte that is not
-// UTF-8 as \ufffd), without reflection: the stores write every recorded statement this way.
-func AppendStatementsJSON(b []byte, sts []Statement) []byte {
-	b = append(b, '[')
-	for i, st := range sts {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"n":`...)
-		b = strconv.AppendInt(b, st.N, 10)
-		b = append(b, `,"start":"`...)
-		b = st.Start.AppendFormat(b, time.RFC3339Nano)
-		b = append(b, `","duration_us":`...)
-		b = strconv.AppendInt(b, st.DurationUS, 10)
-		b = append(b, `,"sql":`...)
-		b = appendJSONString(b, st.SQL)
-		for _, f := range [...]struct{ key, v string }{{`,"sqlstate":`, st.SQLState}, {`,"tag":`, st.Tag}, {`,"protocol":`, st.Protocol}} {
-			if f.v != "" {
-				b = append(b, f.key...)
-				b = appendJSONString(b, f.v)
-			}
-		}
-		b = append(b, '}')
-	}
-	return append(b, ']')
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			// Valid JSON, but not valid JavaScript: escaped as encoding/json does.
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // AuditFilter selects audit events. Zero fields do not filter.

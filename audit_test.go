@@ -1,9 +1,6 @@
 package jitgate_test
 
 import (
-	"bytes"
-	"encoding/json"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -35,50 +32,3 @@ func TestComputeHashIsStable(t *testing.T) {
 	}
 }
 
-// TestAppendStatementsJSON checks the hand-written encoder against encoding/json (without
-// HTML escaping, which changes no decoded value) on random statements full of text that needs
-// escaping, including bytes that are not UTF-8.
-func TestAppendStatementsJSON(t *testing.T) {
-	pieces := []string{"a", "SELECT 1", " ", "'", `"`, `\`, "\n", "\r", "\t", "\b", "\f", "\x00", "\x01", "\x1f", "\x7f", "<", ">", "&",
-		"é", "✓", "🐘", "\u2028", "\u2029", "\ufffd", "\xe9", "\xff", "\xc3", "\xe2\x82", "\xed\xa0\x80"}
-	rng := rand.New(rand.NewPCG(1, 2))
-	text := func() string {
-		var b strings.Builder
-		for range rng.IntN(12) {
-			b.WriteString(pieces[rng.IntN(len(pieces))])
-		}
-		return b.String()
-	}
-	for i := range 500 {
-		var sts []jitgate.Statement
-		for j := range 1 + rng.IntN(4) {
-			sts = append(sts, jitgate.Statement{N: int64(i*10 + j), Start: time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).In(time.FixedZone("x", rng.IntN(20)*1800-36000)),
-				DurationUS: rng.Int64N(1e9) - 5, SQL: text(), SQLState: text(), Tag: text(), Protocol: text()})
-		}
-		checkStatementsJSON(t, sts)
-	}
-	checkStatementsJSON(t, []jitgate.Statement{})
-}
-
-func checkStatementsJSON(t *testing.T, sts []jitgate.Statement) {
-	t.Helper()
-	var want bytes.Buffer
-	enc := json.NewEncoder(&want)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(sts); err != nil {
-		t.Fatal(err)
-	}
-	got := jitgate.AppendStatementsJSON([]byte("prefix"), sts)
-	if string(got) != "prefix"+strings.TrimSuffix(want.String(), "\n") {
-		t.Fatalf("AppendStatementsJSON(%+v)\n got %s\nwant %s", sts, got[6:], want.String())
-	}
-}
-
-// FuzzAppendStatementsJSON: any text encodes as encoding/json encodes it.
-func FuzzAppendStatementsJSON(f *testing.F) {
-	f.Add("SELECT 'x'", "42501", "SELECT 1", int64(7))
-	f.Add("\xe9\"\\\n\u2028", "", "\x00", int64(-1))
-	f.Fuzz(func(t *testing.T, sql, state, tag string, n int64) {
-		checkStatementsJSON(t, []jitgate.Statement{{N: n, Start: time.Unix(n%4e9, n%1e9), DurationUS: n, SQL: sql, SQLState: state, Tag: tag}})
-	})
-}

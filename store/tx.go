@@ -425,7 +425,7 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 			}
 			var stmts any // NULL unless the event carries statements
 			if len(e.Statements) > 0 {
-				stmtBuf = jitgate.AppendStatementsJSON(stmtBuf[:0], e.Statements)
+				stmtBuf = appendStatements(stmtBuf[:0], e.Statements)
 				stmts = string(stmtBuf)
 			}
 			args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, e.SessionID, string(details), stmts, e.PrevHash, e.Hash)
@@ -497,7 +497,8 @@ func scanAudit(sc scanner) (*jitgate.AuditEvent, error) {
 		return nil, err
 	}
 	if stmts.Valid && stmts.String != "" {
-		if err := json.Unmarshal([]byte(stmts.String), &e.Statements); err != nil {
+		var err error
+		if e.Statements, err = parseStatements(stmts.String); err != nil {
 			// Listed anyway; its hash no longer matches, which Verify reports.
 			e.Statements = []jitgate.Statement{{SQL: "[unparsable statements: " + stmts.String + "]"}}
 		}

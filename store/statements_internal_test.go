@@ -1,0 +1,213 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate"
+)
+
+// nastyPieces make up text that needs escaping, or is not UTF-8.
+var nastyPieces = []string{"a", "SELECT 1", " ", "'", `"`, `\`, "\n", "\r", "\t", "\b", "\f", "\x00", "\x01", "\x1f", "\x7f", "<", ">", "&",
+	"é", "✓", "🐘", "\u2028", "\u2029", "\ufffd", "\xe9", "\xff", "\xc3", "\xe2\x82", "\xed\xa0\x80"}
+
+func nastyText(rng *rand.Rand) string {
+	var b strings.Builder
+	for range rng.IntN(12) {
+		b.WriteString(nastyPieces[rng.IntN(len(nastyPieces))])
+	}
+	return b.String()
+}
+
+// TestAppendJSONString checks the hand-written string encoder against encoding/json without
+// HTML escaping (which changes no decoded value), including bytes that are not UTF-8.
+func TestAppendJSONString(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		checkJSONString(t, nastyText(rng))
+	}
+}
+
+func checkJSONString(t *testing.T, s string) {
+	t.Helper()
+	var want bytes.Buffer
+	enc := json.NewEncoder(&want)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		t.Fatal(err)
+	}
+	if got := appendJSONString([]byte("prefix"), s); string(got) != "prefix"+strings.TrimSuffix(want.String(), "\n") {
+		t.Fatalf("appendJSONString(%q)\n got %s\nwant %s", s, got[6:], want.String())
+	}
+}
+
+// TestStoredStatementsRoundTrip: what appendStatements writes, parseStatements reads back as
+// it was (in UTC), for random statements in any order, numbering and time zone.
+func TestStoredStatementsRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	text := func() string { return strings.ToValidUTF8(nastyText(rng), "\ufffd") }
+	for i := range 500 {
+		var sts []jitgate.Statement
+		for j := range 1 + rng.IntN(5) {
+			st := jitgate.Statement{N: int64(i*10 + j), Start: time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).In(time.FixedZone("x", rng.IntN(20)*1800-36000)),
+				DurationUS: rng.Int64N(1e9) - 5, SQL: text()}
+			// Each of the optional strings is present or not, in every combination.
+			if rng.IntN(2) == 0 {
+				st.Tag = text()
+			}
+			if rng.IntN(2) == 0 {
+				st.SQLState = text()
+			}
+			if rng.IntN(2) == 0 {
+				st.Protocol = text()
+			}
+			sts = append(sts, st)
+		}
+		checkStoredStatements(t, sts)
+	}
+	// Extreme numbers and times: the differences wrap around and back.
+	checkStoredStatements(t, []jitgate.Statement{
+		{N: math.MaxInt64, Start: time.Unix(0, math.MaxInt64), DurationUS: math.MinInt64},
+		{N: math.MinInt64, Start: time.Unix(0, math.MinInt64), DurationUS: math.MaxInt64, SQL: "x"},
+		{N: 0, Start: time.Unix(0, 0), Tag: "", SQLState: "", Protocol: "extended"},
+	})
+}
+
+func checkStoredStatements(t *testing.T, sts []jitgate.Statement) {
+	t.Helper()
+	b := appendStatements([]byte("prefix"), sts)
+	if !bytes.HasPrefix(b, []byte("prefix")) || !json.Valid(b[6:]) {
+		t.Fatalf("appendStatements(%+v) wrote invalid JSON: %s", sts, b)
+	}
+	got, err := parseStatements(string(b[6:]))
+	if err != nil {
+		t.Fatalf("parseStatements(%s): %v", b[6:], err)
+	}
+	if len(got) != len(sts) {
+		t.Fatalf("%d statements back from %s, want %d", len(got), b[6:], len(sts))
+	}
+	for i, st := range got {
+		want := sts[i]
+		if st.Start.Location() != time.UTC || st.Start.UnixNano() != want.Start.UnixNano() {
+			t.Fatalf("statement %d: start %v, want %v in UTC (from %s)", i, st.Start, want.Start, b[6:])
+		}
+		st.Start = want.Start
+		if st != want {
+			t.Fatalf("statement %d: got %+v, want %+v (from %s)", i, st, want, b[6:])
+		}
+	}
+}
+
+// TestStoredStatementsSize pins the point of the compact form: a pgbench statement takes
+// about half of what the API's JSON takes.
+func TestStoredStatementsSize(t *testing.T) {
+	start := time.Date(2026, 11, 27, 15, 41, 8, 93274250, time.UTC)
+	var sts []jitgate.Statement
+	for i := range 100 {
+		sts = append(sts, jitgate.Statement{N: int64(18513 + i), Start: start.Add(time.Duration(i) * 313877 * time.Nanosecond),
+			DurationUS: 133, SQL: "SELECT abalance FROM pgbench_accounts WHERE aid = 737900;", Tag: "SELECT 1"})
+	}
+	api, err := json.Marshal(sts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := appendStatements(nil, sts)
+	t.Logf("100 pgbench statements: %d bytes stored, %d as the API's JSON", len(stored), len(api))
+	if len(stored) > len(api)*6/10 {
+		t.Errorf("stored form takes %d bytes, more than 60%% of the API's %d", len(stored), len(api))
+	}
+}
+
+// TestParseStoredStatementsVersion1 reads the form rows written before version 2 hold.
+func TestParseStoredStatementsVersion1(t *testing.T) {
+	got, err := parseStatements(`[{"n":7,"start":"2026-11-27T15:41:08.09327425Z","duration_us":133,"sql":"SELECT 1","tag":"SELECT 1"},` +
+		`{"n":8,"start":"2026-11-27T16:41:08+01:00","duration_us":5,"sql":"DELETE FROM t","sqlstate":"42501","protocol":"extended"}]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []jitgate.Statement{
+		{N: 7, Start: time.Date(2026, 11, 27, 15, 41, 8, 93274250, time.UTC), DurationUS: 133, SQL: "SELECT 1", Tag: "SELECT 1"},
+		{N: 8, Start: time.Date(2026, 11, 27, 15, 41, 8, 0, time.UTC), DurationUS: 5, SQL: "DELETE FROM t", SQLState: "42501", Protocol: "extended"},
+	}
+	for i := range want {
+		if len(got) != len(want) || !got[i].Start.Equal(want[i].Start) {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+		got[i].Start = want[i].Start
+		if got[i] != want[i] {
+			t.Fatalf("statement %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+// TestParseStoredStatementsErrors: a damaged row is refused with what is wrong with it (the
+// store then lists the event with its raw text, and verify reports its hash).
+func TestParseStoredStatementsErrors(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"v":3,"n":1,"t":0,"s":[]}`:                            "unknown version 3",
+		`{"n":1,"t":0,"s":[]}`:                                  "unknown version 0",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0]]}`:                     "has 3 fields, want 4 to 7",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a","b","c","d","e"]]}`: "has 8 fields",
+		`{"v":2,"n":1,"t":0,"s":[[0,null,0,"a"]]}`:              "field 2 is null",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,7]]}`:                   "field 4",
+		`{"v":2,"n":1,"t":0,"s":[[0,"1",0,"a"]]}`:               "field 2",
+		`{"v":2,"n":1,"t":0,"s":[[0,1.5,0,"a"]]}`:               "field 2",
+		`{"v":2,"n":1,"t":0,"s":[{"n":1}]}`:                     "stored statements",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a"]]`:                  "stored statements",
+		`[{"n":"x"}]`:                                           "version 1",
+		`garbage`:                                               "stored statements",
+	} {
+		if _, err := parseStatements(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("parseStatements(%s) = %v, want an error containing %q", in, err, want)
+		}
+	}
+}
+
+// FuzzStoredStatements: any statements, even with text that is not UTF-8, are stored as valid
+// JSON and read back as encoding/json would read the same text back.
+func FuzzStoredStatements(f *testing.F) {
+	f.Add("SELECT 'x'", "SELECT 1", "", "", int64(7), int64(1), int64(1795794068093274250), int64(313877), int64(133))
+	f.Add("\xe9\"\\\n\u2028", "", "42501", "extended", int64(-1), int64(math.MinInt64), int64(0), int64(math.MaxInt64), int64(-5))
+	f.Fuzz(func(t *testing.T, sql, tag, state, protocol string, n, dn, start, dt, us int64) {
+		// What encoding/json makes of text that is not UTF-8: each bad byte becomes U+FFFD.
+		valid := func(s string) string {
+			b, _ := json.Marshal(s)
+			var out string
+			if err := json.Unmarshal(b, &out); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		in := []jitgate.Statement{
+			{N: n, Start: time.Unix(0, start), DurationUS: us, SQL: sql, Tag: tag},
+			{N: n + dn, Start: time.Unix(0, start+dt), DurationUS: -us, SQL: tag, SQLState: state, Protocol: protocol},
+		}
+		want := make([]jitgate.Statement, len(in))
+		for i, st := range in {
+			st.SQL, st.Tag, st.SQLState, st.Protocol = valid(st.SQL), valid(st.Tag), valid(st.SQLState), valid(st.Protocol)
+			want[i] = st
+		}
+		b := appendStatements(nil, in)
+		if !json.Valid(b) {
+			t.Fatalf("invalid JSON: %s", b)
+		}
+		got, err := parseStatements(string(b))
+		if err != nil {
+			t.Fatalf("parseStatements(%s): %v", b, err)
+		}
+		for i := range want {
+			if len(got) != len(want) || got[i].Start.UnixNano() != want[i].Start.UnixNano() {
+				t.Fatalf("got %+v, want %+v", got, want)
+			}
+			got[i].Start = want[i].Start
+			if got[i] != want[i] {
+				t.Fatalf("statement %d: got %+v, want %+v", i, got[i], want[i])
+			}
+		}
+	})
+}
