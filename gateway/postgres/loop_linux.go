@@ -103,9 +103,9 @@ type eventLoop struct {
 	posted []func()
 
 	// Owned by the loop's thread:
-	eps     map[int]*endpoint
-	buf     []byte // what a read brings in
-	plain   []byte // what TLS decrypts
+	eps     []*endpoint // by descriptor: descriptors are small and reused, so a slice beats a map
+	buf     []byte      // what a read brings in
+	plain   []byte      // what TLS decrypts
 	ending  []*loopSession
 	holding []*loopSession // sessions held until the recorder takes their backlog
 	events  []unix.EpollEvent
@@ -149,8 +149,7 @@ func newEventLoop(raw bool) (*eventLoop, error) {
 		unix.Close(evfd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	return &eventLoop{epfd: epfd, evfd: evfd, raw: raw, eps: map[int]*endpoint{},
-		buf: make([]byte, 64<<10), plain: make([]byte, 32<<10), events: make([]unix.EpollEvent, 256)}, nil
+	return &eventLoop{epfd: epfd, evfd: evfd, raw: raw, buf: make([]byte, 64<<10), plain: make([]byte, 32<<10), events: make([]unix.EpollEvent, 256)}, nil
 }
 
 // post runs f on the loop's thread.
@@ -200,6 +199,9 @@ func (l *eventLoop) add(ls *loopSession) {
 			l.end(ls, os.NewSyscallError("epoll_ctl", err))
 			return
 		}
+		if ep.fd >= len(l.eps) {
+			l.eps = append(l.eps, make([]*endpoint, ep.fd+1-len(l.eps))...)
+		}
 		l.eps[ep.fd] = ep
 	}
 	// TLS may hold bytes it read ahead during the handshake; level-triggered epoll reports
@@ -232,7 +234,10 @@ func (l *eventLoop) run() {
 				l.runPosted()
 				continue
 			}
-			ep := l.eps[fd]
+			var ep *endpoint
+			if fd < len(l.eps) {
+				ep = l.eps[fd]
+			}
 			if ep == nil {
 				continue // ended earlier in this round
 			}
@@ -547,9 +552,9 @@ func (l *eventLoop) end(ls *loopSession, err error) {
 	}
 	ls.done = true
 	for _, ep := range []*endpoint{ls.c, ls.u} {
-		if l.eps[ep.fd] == ep {
+		if ep.fd < len(l.eps) && l.eps[ep.fd] == ep {
 			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ep.fd, nil)
-			delete(l.eps, ep.fd)
+			l.eps[ep.fd] = nil
 		}
 	}
 	ls.s.upClean = ls.s.us.boundary() && len(ls.u.bc.in) == 0
