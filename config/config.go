@@ -91,6 +91,10 @@ type PostgresGateway struct {
 	// Relay is how established sessions are relayed: "loop" (default; event-loop threads
 	// with epoll, Linux only) or "goroutines" (a goroutine per direction).
 	Relay string `yaml:"relay"`
+	// Loops is how many event-loop threads relay sessions with relay: loop (default 0: one
+	// per CPU, at most 8; from 1 to 64). They serve every gateway in the process, so the first
+	// gateway started sets it.
+	Loops int `yaml:"loops"`
 }
 
 // User is a static directory entry.

@@ -57,6 +57,9 @@ func (c *Config) validateGateway() error {
 		}
 		g.AuditFlushValue = d
 	}
+	if g.Loops < 0 || g.Loops > 64 {
+		return c.Errorf("gateway.postgres.loops", "want 1 to 64 (or 0 for one per CPU, at most 8), got %d", g.Loops)
+	}
 	switch g.Relay {
 	case "":
 		g.Relay = "loop"

@@ -351,7 +351,7 @@ func startGateway(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server, 
 	}
 	gw := pggateway.New(pggateway.Options{
 		Engine: rt.engine, Upstream: pggateway.ConfigUpstream(rt.set, rt.engine.ProvisionedLogin), TLS: tlsCfg,
-		InsecurePlaintext: pg.InsecurePlaintext, ReuseUpstream: pg.ReuseUpstreamValue, RecorderFlush: pg.AuditFlushValue, Relay: pg.Relay, Logger: log,
+		InsecurePlaintext: pg.InsecurePlaintext, ReuseUpstream: pg.ReuseUpstreamValue, RecorderFlush: pg.AuditFlushValue, Relay: pg.Relay, Loops: pg.Loops, Logger: log,
 	})
 	reg.MustRegister(gw)
 	go func() {

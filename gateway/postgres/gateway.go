@@ -73,6 +73,10 @@ type Options struct {
 	// event-loop threads with epoll, like PgBouncer; "goroutines" on a goroutine per
 	// direction (the only way elsewhere).
 	Relay string
+	// Loops is how many event-loop threads to start for relay "loop" (zero: one per CPU, at
+	// most 8). The loops serve every Gateway in the process, so the first one started sets
+	// their number.
+	Loops int
 	// Recorder settings; see Recorder and NewRecorder (zero: the defaults). RecorderFlush is
 	// how often recorded statements are written to the audit log.
 	RecorderBuffer int
@@ -85,6 +89,14 @@ const (
 	RelayLoop       = "loop"
 	RelayGoroutines = "goroutines"
 )
+
+// loopCount is how many event loops Options.Loops asks for.
+func loopCount(n int) int {
+	if n > 0 {
+		return n
+	}
+	return min(runtime.NumCPU(), 8)
+}
 
 // Gateway accepts client connections and runs their sessions.
 type Gateway struct {
@@ -131,7 +143,7 @@ func New(o Options) *Gateway {
 		stop: make(chan struct{}), swept: make(chan struct{}), pool: newPool(o.ReuseUpstream)}
 	g.rec = NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
 	if o.Relay != RelayGoroutines {
-		loops, err := startLoops(min(runtime.NumCPU(), 8))
+		loops, err := startLoops(loopCount(o.Loops))
 		if err != nil {
 			g.log.Warn("gateway: relaying on goroutines", "err", err)
 		}
