@@ -17,6 +17,12 @@
 #   SECONDS_EACH=20 ROUNDS=3 bench/pgbench.sh
 #   PATHS="pgbouncer gateway" bench/pgbench.sh   # only these (and direct)
 #   CPU_RATE=12000 bench/pgbench.sh  # also each proxy's CPU per transaction (needs perf)
+#   LOOPS=1 bench/pgbench.sh         # the gateways' event-loop threads (default: one per CPU)
+#
+# On two cores shared by pgbench, PostgreSQL and the proxy, one round's throughput ratio
+# between two proxies spreads by about 10%; comparing the gateway with PgBouncer takes ten
+# rounds or more (the summary gives the per-round ratio's median and geometric mean with its
+# standard error).
 #
 # CPU_RATE=N adds a measurement per proxy and round: pgbench -S -c 8 held at N transactions a
 # second while `perf stat` counts the proxy process's CPU time, printed as microseconds per
@@ -103,7 +109,7 @@ server:
   store: sqlite:$dir/jitgate.db
   admins: [admin]
 gateway:
-  postgres: {addr: "127.0.0.1:${gw_port[$name]}", insecure_plaintext: true, relay: $relay}
+  postgres: {addr: "127.0.0.1:${gw_port[$name]}", insecure_plaintext: true, relay: $relay, loops: ${LOOPS:-0}}
 users:
   - {name: bench, groups: [bench]}
   - {name: admin, groups: [ops]}
@@ -207,6 +213,21 @@ for p in "${paths[@]}"; do
       printf "%-10s %9.2fx %+11.0f us %9.2fx\n", p, median(rt), median(rl), median(rc)
     }' "$results"
 done
+if [[ " ${paths[*]} " == *" pgbouncer "* && " ${paths[*]} " == *" gateway "* ]]; then
+  echo
+  awk '
+    $2 == "pgbouncer" { b[$1] = $3 }
+    $2 == "gateway" { g[$1] = $3 }
+    END {
+      n = 0
+      for (r in g) if (b[r] > 0 && g[r] > 0) { v[++n] = g[r] / b[r]; s += log(v[n]); ss += log(v[n])^2 }
+      if (n == 0) exit
+      for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j > 0 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+      med = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+      m = s / n; se = n > 1 ? sqrt((ss - n * m * m) / (n - 1) / n) : 0
+      printf "gateway against PgBouncer, -S -c8 throughput per round: median %.3fx, geometric mean %.3fx (%.3f-%.3f at one standard error), %d round(s)\n", med, exp(m), exp(m - se), exp(m + se), n
+    }' "$results"
+fi
 if [ -s "$results.cpu" ]; then
   echo
   echo "CPU per transaction at $CPU_RATE transactions/s (median over rounds; ratio to PgBouncer's in the same round):"
