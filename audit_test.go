@@ -31,4 +31,3 @@ func TestComputeHashIsStable(t *testing.T) {
 		}
 	}
 }
-
