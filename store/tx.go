@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/store/internal/statements"
 )
 
 // txn implements jitgate.Tx; tx is nil in a read-only View.
@@ -425,7 +426,7 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 			}
 			var stmts any // NULL unless the event carries statements
 			if len(e.Statements) > 0 {
-				stmtBuf = appendStatements(stmtBuf[:0], e.Statements)
+				stmtBuf = statements.Append(stmtBuf[:0], e.Statements)
 				stmts = string(stmtBuf)
 			}
 			args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, e.SessionID, string(details), stmts, e.PrevHash, e.Hash)
@@ -498,7 +499,7 @@ func scanAudit(sc scanner) (*jitgate.AuditEvent, error) {
 	}
 	if stmts.Valid && stmts.String != "" {
 		var err error
-		if e.Statements, err = parseStatements(stmts.String); err != nil {
+		if e.Statements, err = statements.Parse(stmts.String); err != nil {
 			// Listed anyway; its hash no longer matches, which Verify reports.
 			e.Statements = []jitgate.Statement{{SQL: "[unparsable statements: " + stmts.String + "]"}}
 		}

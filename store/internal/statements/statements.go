@@ -1,4 +1,6 @@
-package store
+// Package statements encodes the statements of session.statements audit events for the
+// store, in a compact form, and reads them back (in that form or the earlier one).
+package statements
 
 import (
 	"encoding/json"
@@ -25,12 +27,12 @@ import (
 // read. Only the store sees this form: ComputeHash covers the statements' values, not their
 // encoding, so the form can change without breaking the chain.
 
-// storedStatementsVersion is the "v" of the form appendStatements writes.
+// storedStatementsVersion is the "v" of the form Append writes.
 const storedStatementsVersion = 2
 
-// appendStatements appends sts in the stored form. Text that is not UTF-8 comes out as
+// Append appends sts in the stored form. Text that is not UTF-8 comes out as
 // U+FFFD byte by byte; the store makes events' text valid before hashing, so none arrives.
-func appendStatements(b []byte, sts []jitgate.Statement) []byte {
+func Append(b []byte, sts []jitgate.Statement) []byte {
 	var n, t int64
 	if len(sts) > 0 {
 		n, t = sts[0].N, sts[0].Start.UnixNano()
@@ -71,8 +73,8 @@ func appendStatements(b []byte, sts []jitgate.Statement) []byte {
 	return append(b, "]}"...)
 }
 
-// parseStatements reads statements stored by appendStatements, or by an earlier version.
-func parseStatements(s string) ([]jitgate.Statement, error) {
+// Parse reads statements stored by Append, or by an earlier version.
+func Parse(s string) ([]jitgate.Statement, error) {
 	s = strings.TrimLeft(s, " \t\r\n")
 	if strings.HasPrefix(s, "[") { // version 1: the API's own JSON
 		var sts []jitgate.Statement

@@ -1,4 +1,4 @@
-package store
+package statements
 
 import (
 	"bytes"
@@ -46,7 +46,7 @@ func checkJSONString(t *testing.T, s string) {
 	}
 }
 
-// TestStoredStatementsRoundTrip: what appendStatements writes, parseStatements reads back as
+// TestStoredStatementsRoundTrip: what Append writes, Parse reads back as
 // it was (in UTC), for random statements in any order, numbering and time zone.
 func TestStoredStatementsRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -80,13 +80,13 @@ func TestStoredStatementsRoundTrip(t *testing.T) {
 
 func checkStoredStatements(t *testing.T, sts []jitgate.Statement) {
 	t.Helper()
-	b := appendStatements([]byte("prefix"), sts)
+	b := Append([]byte("prefix"), sts)
 	if !bytes.HasPrefix(b, []byte("prefix")) || !json.Valid(b[6:]) {
-		t.Fatalf("appendStatements(%+v) wrote invalid JSON: %s", sts, b)
+		t.Fatalf("Append(%+v) wrote invalid JSON: %s", sts, b)
 	}
-	got, err := parseStatements(string(b[6:]))
+	got, err := Parse(string(b[6:]))
 	if err != nil {
-		t.Fatalf("parseStatements(%s): %v", b[6:], err)
+		t.Fatalf("Parse(%s): %v", b[6:], err)
 	}
 	if len(got) != len(sts) {
 		t.Fatalf("%d statements back from %s, want %d", len(got), b[6:], len(sts))
@@ -116,7 +116,7 @@ func TestStoredStatementsSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored := appendStatements(nil, sts)
+	stored := Append(nil, sts)
 	t.Logf("100 pgbench statements: %d bytes stored, %d as the API's JSON", len(stored), len(api))
 	if len(stored) > len(api)*6/10 {
 		t.Errorf("stored form takes %d bytes, more than 60%% of the API's %d", len(stored), len(api))
@@ -125,7 +125,7 @@ func TestStoredStatementsSize(t *testing.T) {
 
 // TestParseStoredStatementsVersion1 reads the form rows written before version 2 hold.
 func TestParseStoredStatementsVersion1(t *testing.T) {
-	got, err := parseStatements(`[{"n":7,"start":"2026-11-27T15:41:08.09327425Z","duration_us":133,"sql":"SELECT 1","tag":"SELECT 1"},` +
+	got, err := Parse(`[{"n":7,"start":"2026-11-27T15:41:08.09327425Z","duration_us":133,"sql":"SELECT 1","tag":"SELECT 1"},` +
 		`{"n":8,"start":"2026-11-27T16:41:08+01:00","duration_us":5,"sql":"DELETE FROM t","sqlstate":"42501","protocol":"extended"}]`)
 	if err != nil {
 		t.Fatal(err)
@@ -162,8 +162,8 @@ func TestParseStoredStatementsErrors(t *testing.T) {
 		`[{"n":"x"}]`:                                           "version 1",
 		`garbage`:                                               "stored statements",
 	} {
-		if _, err := parseStatements(in); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("parseStatements(%s) = %v, want an error containing %q", in, err, want)
+		if _, err := Parse(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%s) = %v, want an error containing %q", in, err, want)
 		}
 	}
 }
@@ -192,13 +192,13 @@ func FuzzStoredStatements(f *testing.F) {
 			st.SQL, st.Tag, st.SQLState, st.Protocol = valid(st.SQL), valid(st.Tag), valid(st.SQLState), valid(st.Protocol)
 			want[i] = st
 		}
-		b := appendStatements(nil, in)
+		b := Append(nil, in)
 		if !json.Valid(b) {
 			t.Fatalf("invalid JSON: %s", b)
 		}
-		got, err := parseStatements(string(b))
+		got, err := Parse(string(b))
 		if err != nil {
-			t.Fatalf("parseStatements(%s): %v", b, err)
+			t.Fatalf("Parse(%s): %v", b, err)
 		}
 		for i := range want {
 			if len(got) != len(want) || got[i].Start.UnixNano() != want[i].Start.UnixNano() {
