@@ -3,6 +3,8 @@ package audit_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +98,62 @@ func TestExport(t *testing.T) {
 	}
 	if last != 5 || strings.Count(buf.String(), "\n") != 3 || !strings.Contains(buf.String(), `"seq":3`) {
 		t.Fatalf("export: last %d\n%s", last, buf.String())
+	}
+}
+
+// TestVerifyAcrossStatementForms: a session.statements row written before the store's compact
+// statement form (with the statements as the API's JSON) still verifies after an upgrade, and
+// an edited statement is caught in either form.
+func TestVerifyAcrossStatementForms(t *testing.T) {
+	sts := []jitgate.Statement{
+		{N: 1, Start: t0.Add(time.Millisecond), DurationUS: 120, SQL: "SELECT 'it''s', 'ünï ✓'", Tag: "SELECT 1"},
+		{N: 2, Start: t0.Add(2 * time.Millisecond), DurationUS: 7, SQL: "DELETE FROM t", SQLState: "42501", Protocol: "extended"},
+		{N: 3, Start: t0.Add(3 * time.Millisecond), DurationUS: 5, SQL: "SELECT 1", Tag: "SELECT 1"},
+	}
+	oldForm := func(sts []jitgate.Statement) string {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false) // as the store wrote it
+		if err := enc.Encode(sts); err != nil {
+			t.Fatal(err)
+		}
+		return strings.ReplaceAll(strings.TrimSpace(b.String()), "'", "''")
+	}
+	edited := slices.Clone(sts)
+	edited[2].SQL = "SELECT 2"
+	for _, c := range []struct {
+		name, tamper, problem string
+	}{
+		{"old form", `UPDATE audit_events SET statements = '` + oldForm(sts) + `' WHERE seq = 6`, ""},
+		{"old form edited", `UPDATE audit_events SET statements = '` + oldForm(edited) + `' WHERE seq = 6`, audit.ProblemEdited},
+		{"new form edited", `UPDATE audit_events SET statements = replace(statements, '"SELECT 1",', '"SELECT 2",') WHERE seq = 6`, audit.ProblemEdited},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			testdb.All(t, func(t *testing.T, b testdb.Backend) {
+				s := chain(t, b)
+				if err := s.Tx(context.Background(), func(tx jitgate.Tx) error {
+					return tx.AppendAudit(&jitgate.AuditEvent{Time: t0.Add(time.Minute), Actor: "alice", Action: jitgate.ActionSessionStatements,
+						GrantID: 1, SessionID: 2, Details: map[string]string{"count": "3"}, Statements: sts})
+				}); err != nil {
+					t.Fatal(err)
+				}
+				var before string
+				if err := s.SQL().QueryRow(`SELECT statements FROM audit_events WHERE seq = 6`).Scan(&before); err != nil {
+					t.Fatal(err)
+				}
+				exec(t, s, c.tamper)
+				var after string
+				if err := s.SQL().QueryRow(`SELECT statements FROM audit_events WHERE seq = 6`).Scan(&after); err != nil || after == before {
+					t.Fatalf("the row was not rewritten (%v): %s", err, after)
+				}
+				res := verify(t, s)
+				if c.problem == "" && (!res.OK || res.Events != 6) {
+					t.Fatalf("got %+v, want all 6 events to verify (row: %s)", res, after)
+				}
+				if c.problem != "" && (res.OK || res.FirstBad != 6 || res.Problem != c.problem) {
+					t.Fatalf("got %+v, want event 6 %s", res, c.problem)
+				}
+			})
+		})
 	}
 }
