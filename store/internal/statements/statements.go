@@ -83,54 +83,185 @@ func Parse(s string) ([]jitgate.Statement, error) {
 		}
 		return sts, nil
 	}
-	var v struct {
-		V    int         `json:"v"`
-		N    int64       `json:"n"`
-		T    int64       `json:"t"`
-		Rows []storedRow `json:"s"`
+	return parseCompact(s)
+}
+
+// parseCompact reads the stored form exactly as Append writes it (whitespace between tokens
+// allowed), without encoding/json's reflection: listing or verifying a long audit log reads
+// every statement.
+func parseCompact(s string) ([]jitgate.Statement, error) {
+	p := parser{s: s}
+	if err := p.lit(`{"v":`); err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal([]byte(s), &v); err != nil {
-		return nil, fmt.Errorf("stored statements: %w", err)
+	v, err := p.int()
+	if err != nil {
+		return nil, err
 	}
-	if v.V != storedStatementsVersion {
-		return nil, fmt.Errorf("stored statements: unknown version %d (this jitgate reads 1 and %d)", v.V, storedStatementsVersion)
+	if v != storedStatementsVersion {
+		return nil, fmt.Errorf("stored statements: unknown version %d (this jitgate reads 1 and %d)", v, storedStatementsVersion)
 	}
-	sts := make([]jitgate.Statement, len(v.Rows))
-	n, t := v.N, v.T
-	for i, r := range v.Rows {
-		n, t = n+r.dn, t+r.dt
-		sts[i] = jitgate.Statement{N: n, Start: time.Unix(0, t).UTC(), DurationUS: r.us,
-			SQL: r.sql, Tag: r.tag, SQLState: r.state, Protocol: r.protocol}
+	var n, t int64
+	for _, f := range [...]struct {
+		key string
+		to  *int64
+	}{{`,"n":`, &n}, {`,"t":`, &t}} {
+		if err := p.lit(f.key); err != nil {
+			return nil, err
+		}
+		if *f.to, err = p.int(); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.lit(`,"s":[`); err != nil {
+		return nil, err
+	}
+	var sts []jitgate.Statement
+	for p.ws(); !p.eat(']'); p.ws() {
+		if len(sts) > 0 {
+			if err := p.lit(","); err != nil {
+				return nil, err
+			}
+		}
+		if err := p.lit("["); err != nil {
+			return nil, err
+		}
+		var d [3]int64 // number and start differences, duration
+		for i := range d {
+			if i > 0 {
+				if err := p.lit(","); err != nil {
+					return nil, err
+				}
+			}
+			if d[i], err = p.int(); err != nil {
+				return nil, err
+			}
+		}
+		var text [4]string // SQL, tag, SQLSTATE, protocol
+		k := 0
+		for ; k < len(text); k++ {
+			if p.ws(); p.eat(']') {
+				break
+			}
+			if err := p.lit(","); err != nil {
+				return nil, err
+			}
+			if text[k], err = p.str(); err != nil {
+				return nil, err
+			}
+		}
+		if k == 0 {
+			return nil, p.errorf("a statement row has 3 fields, want 4 to 7")
+		}
+		if k == len(text) {
+			if err := p.lit("]"); err != nil {
+				return nil, p.errorf("a statement row has more than 7 fields")
+			}
+		}
+		n, t = n+d[0], t+d[1]
+		sts = append(sts, jitgate.Statement{N: n, Start: time.Unix(0, t).UTC(), DurationUS: d[2],
+			SQL: text[0], Tag: text[1], SQLState: text[2], Protocol: text[3]})
+	}
+	if err := p.lit("}"); err != nil {
+		return nil, err
+	}
+	if p.ws(); p.i != len(p.s) {
+		return nil, p.errorf("unexpected text after the statements")
 	}
 	return sts, nil
 }
 
-// storedRow is one row of the stored form.
-type storedRow struct {
-	dn, dt, us                int64
-	sql, tag, state, protocol string
+// parser reads the stored form.
+type parser struct {
+	s string
+	i int
 }
 
-// UnmarshalJSON reads [dn,dt,us,"sql"] with up to three strings more.
-func (r *storedRow) UnmarshalJSON(b []byte) error {
-	var f []json.RawMessage
-	if err := json.Unmarshal(b, &f); err != nil {
-		return err
+func (p *parser) errorf(format string, args ...any) error {
+	return fmt.Errorf("stored statements: at byte %d: %s", p.i, fmt.Sprintf(format, args...))
+}
+
+// ws skips whitespace.
+func (p *parser) ws() {
+	for p.i < len(p.s) && (p.s[p.i] == ' ' || p.s[p.i] == '\t' || p.s[p.i] == '\n' || p.s[p.i] == '\r') {
+		p.i++
 	}
-	if len(f) < 4 || len(f) > 7 {
-		return fmt.Errorf("a statement row has %d fields, want 4 to 7", len(f))
+}
+
+// eat takes c if it comes next.
+func (p *parser) eat(c byte) bool {
+	if p.i < len(p.s) && p.s[p.i] == c {
+		p.i++
+		return true
 	}
-	fields := [...]any{&r.dn, &r.dt, &r.us, &r.sql, &r.tag, &r.state, &r.protocol}
-	for i, raw := range f {
-		// null would decode as zero without complaint.
-		if string(raw) == "null" {
-			return fmt.Errorf("a statement row's field %d is null", i+1)
+	return false
+}
+
+// lit takes the tokens of lit (JSON punctuation and quoted keys), with whitespace allowed
+// before each.
+func (p *parser) lit(lit string) error {
+	for j := 0; j < len(lit); {
+		k := j + 1
+		if lit[j] == '"' {
+			k += strings.IndexByte(lit[k:], '"') + 1
 		}
-		if err := json.Unmarshal(raw, fields[i]); err != nil {
-			return fmt.Errorf("a statement row's field %d: %w", i+1, err)
+		p.ws()
+		if !strings.HasPrefix(p.s[p.i:], lit[j:k]) {
+			return p.errorf("want %s", lit[j:])
 		}
+		p.i += k - j
+		j = k
 	}
 	return nil
+}
+
+// int reads an integer.
+func (p *parser) int() (int64, error) {
+	p.ws()
+	start := p.i
+	p.eat('-')
+	for p.i < len(p.s) && '0' <= p.s[p.i] && p.s[p.i] <= '9' {
+		p.i++
+	}
+	v, err := strconv.ParseInt(p.s[start:p.i], 10, 64)
+	if err != nil {
+		p.i = start
+		return 0, p.errorf("want an integer")
+	}
+	return v, nil
+}
+
+// str reads a JSON string. One without escapes, in valid UTF-8, is the stored text itself.
+func (p *parser) str() (string, error) {
+	p.ws()
+	start := p.i
+	if !p.eat('"') {
+		return "", p.errorf("want a string")
+	}
+	escaped := false
+	for ; p.i < len(p.s); p.i++ {
+		switch c := p.s[p.i]; {
+		case c == '\\':
+			escaped = true
+			p.i++ // the escaped character cannot end the string
+		case c == '"':
+			p.i++
+			tok := p.s[start:p.i]
+			if !escaped && utf8.ValidString(tok) {
+				return tok[1 : len(tok)-1], nil
+			}
+			var v string // escapes, or bytes encoding/json would replace
+			if err := json.Unmarshal([]byte(tok), &v); err != nil {
+				p.i = start
+				return "", p.errorf("bad string: %v", err)
+			}
+			return v, nil
+		case c < 0x20:
+			return "", p.errorf("control character in a string")
+		}
+	}
+	p.i = start
+	return "", p.errorf("unterminated string")
 }
 
 // appendJSONString appends s as a JSON string, escaped as encoding/json escapes it without

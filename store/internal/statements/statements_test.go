@@ -150,17 +150,22 @@ func TestParseStoredStatementsVersion1(t *testing.T) {
 func TestParseStoredStatementsErrors(t *testing.T) {
 	for in, want := range map[string]string{
 		`{"v":3,"n":1,"t":0,"s":[]}`:                            "unknown version 3",
-		`{"n":1,"t":0,"s":[]}`:                                  "unknown version 0",
+		`{"n":1,"t":0,"s":[]}`:                                  `at byte 1: want "v":`,
 		`{"v":2,"n":1,"t":0,"s":[[0,0,0]]}`:                     "has 3 fields, want 4 to 7",
-		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a","b","c","d","e"]]}`: "has 8 fields",
-		`{"v":2,"n":1,"t":0,"s":[[0,null,0,"a"]]}`:              "field 2 is null",
-		`{"v":2,"n":1,"t":0,"s":[[0,0,0,7]]}`:                   "field 4",
-		`{"v":2,"n":1,"t":0,"s":[[0,"1",0,"a"]]}`:               "field 2",
-		`{"v":2,"n":1,"t":0,"s":[[0,1.5,0,"a"]]}`:               "field 2",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a","b","c","d","e"]]}`: "has more than 7 fields",
+		`{"v":2,"n":1,"t":0,"s":[[0,null,0,"a"]]}`:              "at byte 27: want an integer",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,7]]}`:                   "at byte 31: want a string",
+		`{"v":2,"n":1,"t":0,"s":[[0,"1",0,"a"]]}`:               "at byte 27: want an integer",
+		`{"v":2,"n":1,"t":0,"s":[[0,1.5,0,"a"]]}`:               "at byte 28: want ,",
 		`{"v":2,"n":1,"t":0,"s":[{"n":1}]}`:                     "stored statements",
 		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a"]]`:                  "stored statements",
 		`[{"n":"x"}]`:                                           "version 1",
-		`garbage`:                                               "stored statements",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a` + "\x01" + `"]]}`:   "control character",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a]]}`:                  "unterminated string",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"\q"]]}`:                "bad string",
+		`{"v":2,"n":1,"t":0,"s":[]} x`:                          "unexpected text",
+		`{"v":2,"n":99999999999999999999,"t":0,"s":[]}`:         "want an integer",
+		`garbage`: "stored statements",
 	} {
 		if _, err := Parse(in); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Parse(%s) = %v, want an error containing %q", in, err, want)
@@ -207,6 +212,60 @@ func FuzzStoredStatements(f *testing.F) {
 			got[i].Start = want[i].Start
 			if got[i] != want[i] {
 				t.Fatalf("statement %d: got %+v, want %+v", i, got[i], want[i])
+			}
+		}
+	})
+}
+
+// BenchmarkParse reads back 100 pgbench statements in the stored form and, for comparison, in
+// the earlier one (the API's JSON, read with encoding/json).
+func BenchmarkParse(b *testing.B) {
+	start := time.Date(2026, 11, 27, 15, 41, 8, 93274250, time.UTC)
+	var sts []jitgate.Statement
+	for i := range 100 {
+		sts = append(sts, jitgate.Statement{N: int64(18513 + i), Start: start.Add(time.Duration(i) * 313877 * time.Nanosecond),
+			DurationUS: 133, SQL: "SELECT abalance FROM pgbench_accounts WHERE aid = 737900;", Tag: "SELECT 1"})
+	}
+	v1, err := json.Marshal(sts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct{ name, stored string }{{"compact", string(Append(nil, sts))}, {"version1", string(v1)}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if got, err := Parse(c.stored); err != nil || len(got) != len(sts) {
+					b.Fatal(err, len(got))
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(sts)), "ns/statement")
+		})
+	}
+}
+
+// FuzzParse: any stored text, however damaged, gives statements or an error, never a panic;
+// what parses writes back to text that parses to the same statements.
+func FuzzParse(f *testing.F) {
+	start := time.Date(2026, 11, 27, 15, 41, 8, 93274250, time.UTC)
+	f.Add(string(Append(nil, []jitgate.Statement{{N: 7, Start: start, DurationUS: 133, SQL: "SELECT 'é\\n'", Tag: "SELECT 1"},
+		{N: 8, Start: start.Add(time.Millisecond), SQL: "x", SQLState: "42501", Protocol: "extended"}})))
+	f.Add(`{"v":2,"n":1,"t":0,"s":[ [0, 0, 0, "a\"b", ""] ]}`)
+	f.Add(`[{"n":1,"start":"2026-11-27T15:41:08Z","duration_us":1,"sql":"x"}]`)
+	f.Fuzz(func(t *testing.T, stored string) {
+		sts, err := Parse(stored)
+		if err != nil {
+			return
+		}
+		again, err := Parse(string(Append(nil, sts)))
+		if err != nil || len(again) != len(sts) {
+			t.Fatalf("%q parsed to %+v, which wrote back to text that gives %+v, %v", stored, sts, again, err)
+		}
+		for i := range sts {
+			if again[i].Start.UnixNano() != sts[i].Start.UnixNano() {
+				t.Fatalf("statement %d: start %v, then %v", i, sts[i].Start, again[i].Start)
+			}
+			again[i].Start = sts[i].Start
+			if again[i] != sts[i] {
+				t.Fatalf("statement %d: %+v, then %+v", i, sts[i], again[i])
 			}
 		}
 	})
