@@ -103,15 +103,21 @@ func checkStoredStatements(t *testing.T, sts []jitgate.Statement) {
 	}
 }
 
+// pgbenchStatements are n statements as pgbench -S runs them, about 0.3 ms apart.
+func pgbenchStatements(n int) []jitgate.Statement {
+	start := time.Date(2026, 11, 27, 15, 41, 8, 93274250, time.UTC)
+	sts := make([]jitgate.Statement, n)
+	for i := range sts {
+		sts[i] = jitgate.Statement{N: int64(18513 + i), Start: start.Add(time.Duration(i) * 313877 * time.Nanosecond),
+			DurationUS: 133, SQL: "SELECT abalance FROM pgbench_accounts WHERE aid = 737900;", Tag: "SELECT 1"}
+	}
+	return sts
+}
+
 // TestStoredStatementsSize pins the point of the compact form: a pgbench statement takes
 // about half of what the API's JSON takes.
 func TestStoredStatementsSize(t *testing.T) {
-	start := time.Date(2026, 11, 27, 15, 41, 8, 93274250, time.UTC)
-	var sts []jitgate.Statement
-	for i := range 100 {
-		sts = append(sts, jitgate.Statement{N: int64(18513 + i), Start: start.Add(time.Duration(i) * 313877 * time.Nanosecond),
-			DurationUS: 133, SQL: "SELECT abalance FROM pgbench_accounts WHERE aid = 737900;", Tag: "SELECT 1"})
-	}
+	sts := pgbenchStatements(100)
 	api, err := json.Marshal(sts)
 	if err != nil {
 		t.Fatal(err)
@@ -220,12 +226,7 @@ func FuzzStoredStatements(f *testing.F) {
 // BenchmarkParse reads back 100 pgbench statements in the stored form and, for comparison, in
 // the earlier one (the API's JSON, read with encoding/json).
 func BenchmarkParse(b *testing.B) {
-	start := time.Date(2026, 11, 27, 15, 41, 8, 93274250, time.UTC)
-	var sts []jitgate.Statement
-	for i := range 100 {
-		sts = append(sts, jitgate.Statement{N: int64(18513 + i), Start: start.Add(time.Duration(i) * 313877 * time.Nanosecond),
-			DurationUS: 133, SQL: "SELECT abalance FROM pgbench_accounts WHERE aid = 737900;", Tag: "SELECT 1"})
-	}
+	sts := pgbenchStatements(100)
 	v1, err := json.Marshal(sts)
 	if err != nil {
 		b.Fatal(err)
