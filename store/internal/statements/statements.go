@@ -91,27 +91,20 @@ func Parse(s string) ([]jitgate.Statement, error) {
 // every statement.
 func parseCompact(s string) ([]jitgate.Statement, error) {
 	p := parser{s: s}
-	if err := p.lit(`{"v":`); err != nil {
-		return nil, err
-	}
-	v, err := p.int()
+	v, err := p.field(`{"v":`)
 	if err != nil {
 		return nil, err
 	}
 	if v != storedStatementsVersion {
 		return nil, fmt.Errorf("stored statements: unknown version %d (this jitgate reads 1 and %d)", v, storedStatementsVersion)
 	}
-	var n, t int64
-	for _, f := range [...]struct {
-		key string
-		to  *int64
-	}{{`,"n":`, &n}, {`,"t":`, &t}} {
-		if err := p.lit(f.key); err != nil {
-			return nil, err
-		}
-		if *f.to, err = p.int(); err != nil {
-			return nil, err
-		}
+	n, err := p.field(`,"n":`)
+	if err != nil {
+		return nil, err
+	}
+	t, err := p.field(`,"t":`)
+	if err != nil {
+		return nil, err
 	}
 	if err := p.lit(`,"s":[`); err != nil {
 		return nil, err
@@ -213,6 +206,14 @@ func (p *parser) lit(lit string) error {
 		j = k
 	}
 	return nil
+}
+
+// field takes key (with the punctuation before it) and reads the integer after it.
+func (p *parser) field(key string) (int64, error) {
+	if err := p.lit(key); err != nil {
+		return 0, err
+	}
+	return p.int()
 }
 
 // int reads an integer.
