@@ -3,6 +3,7 @@ package statements
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -70,6 +71,24 @@ func TestStoredStatementsRoundTrip(t *testing.T) {
 		}
 		checkStoredStatements(t, sts)
 	}
+	// Texts that share beginnings, cut anywhere (inside a character, too), with bytes that
+	// are not UTF-8 here and there: front coding must give back each text as it was (each
+	// bad byte as U+FFFD).
+	for range 500 {
+		var sts []jitgate.Statement
+		sql := nastyText(rng)
+		for j := range 1 + rng.IntN(6) {
+			sts = append(sts, jitgate.Statement{N: int64(j), Start: time.Unix(0, int64(j)).UTC(), SQL: sql})
+			switch rng.IntN(4) {
+			case 0: // the same again
+			case 1:
+				sql = nastyText(rng)
+			default:
+				sql = sql[:rng.IntN(len(sql)+1)] + nastyText(rng)
+			}
+		}
+		checkStoredStatements(t, sts)
+	}
 	// Extreme numbers and times: the differences wrap around and back.
 	checkStoredStatements(t, []jitgate.Statement{
 		{N: math.MaxInt64, Start: time.Unix(0, math.MaxInt64), DurationUS: math.MinInt64},
@@ -78,7 +97,19 @@ func TestStoredStatementsRoundTrip(t *testing.T) {
 	})
 }
 
-func checkStoredStatements(t *testing.T, sts []jitgate.Statement) {
+// jsonText is what encoding/json makes of s: each byte that is not UTF-8 becomes U+FFFD.
+func jsonText(t testing.TB, s string) string {
+	b, _ := json.Marshal(s)
+	var out string
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkStoredStatements stores sts and reads them back: the same statements, in UTC, with
+// text that is not UTF-8 as encoding/json reads it back.
+func checkStoredStatements(t testing.TB, sts []jitgate.Statement) {
 	t.Helper()
 	b := Append([]byte("prefix"), sts)
 	if !bytes.HasPrefix(b, []byte("prefix")) || !json.Valid(b[6:]) {
@@ -93,6 +124,7 @@ func checkStoredStatements(t *testing.T, sts []jitgate.Statement) {
 	}
 	for i, st := range got {
 		want := sts[i]
+		want.SQL, want.Tag, want.SQLState, want.Protocol = jsonText(t, want.SQL), jsonText(t, want.Tag), jsonText(t, want.SQLState), jsonText(t, want.Protocol)
 		if st.Start.Location() != time.UTC || st.Start.UnixNano() != want.Start.UnixNano() {
 			t.Fatalf("statement %d: start %v, want %v in UTC (from %s)", i, st.Start, want.Start, b[6:])
 		}
@@ -103,19 +135,20 @@ func checkStoredStatements(t *testing.T, sts []jitgate.Statement) {
 	}
 }
 
-// pgbenchStatements are n statements as pgbench -S runs them, about 0.3 ms apart.
+// pgbenchStatements are n statements as pgbench -S runs them, about 0.3 ms apart, each for
+// another account.
 func pgbenchStatements(n int) []jitgate.Statement {
 	start := time.Date(2026, 11, 27, 15, 41, 8, 93274250, time.UTC)
 	sts := make([]jitgate.Statement, n)
 	for i := range sts {
 		sts[i] = jitgate.Statement{N: int64(18513 + i), Start: start.Add(time.Duration(i) * 313877 * time.Nanosecond),
-			DurationUS: 133, SQL: "SELECT abalance FROM pgbench_accounts WHERE aid = 737900;", Tag: "SELECT 1"}
+			DurationUS: 133 + int64(i%7), SQL: fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d;", 1+(i*7919)%1000000), Tag: "SELECT 1"}
 	}
 	return sts
 }
 
 // TestStoredStatementsSize pins the point of the compact form: a pgbench statement takes
-// about half of what the API's JSON takes.
+// about a quarter of what the API's JSON takes.
 func TestStoredStatementsSize(t *testing.T) {
 	sts := pgbenchStatements(100)
 	api, err := json.Marshal(sts)
@@ -124,8 +157,8 @@ func TestStoredStatementsSize(t *testing.T) {
 	}
 	stored := Append(nil, sts)
 	t.Logf("100 pgbench statements: %d bytes stored, %d as the API's JSON", len(stored), len(api))
-	if len(stored) > len(api)*6/10 {
-		t.Errorf("stored form takes %d bytes, more than 60%% of the API's %d", len(stored), len(api))
+	if len(stored) > len(api)*3/10 {
+		t.Errorf("stored form takes %d bytes, more than 30%% of the API's %d", len(stored), len(api))
 	}
 }
 
@@ -151,26 +184,53 @@ func TestParseStoredStatementsVersion1(t *testing.T) {
 	}
 }
 
+// TestParseStoredStatementsVersion2 reads the form rows written before version 3 hold: no
+// front coding.
+func TestParseStoredStatementsVersion2(t *testing.T) {
+	got, err := Parse(`{"v":2,"n":7,"t":1795794068093274250,"s":[[0,0,133,"SELECT 1","SELECT 1"],[1,-93274250,5,"SELECT 12","","42501","extended"]]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []jitgate.Statement{
+		{N: 7, Start: time.Date(2026, 11, 27, 15, 41, 8, 93274250, time.UTC), DurationUS: 133, SQL: "SELECT 1", Tag: "SELECT 1"},
+		{N: 8, Start: time.Date(2026, 11, 27, 15, 41, 8, 0, time.UTC), DurationUS: 5, SQL: "SELECT 12", SQLState: "42501", Protocol: "extended"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("statement %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
 // TestParseStoredStatementsErrors: a damaged row is refused with what is wrong with it (the
 // store then lists the event with its raw text, and verify reports its hash).
 func TestParseStoredStatementsErrors(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"v":3,"n":1,"t":0,"s":[]}`:                            "unknown version 3",
-		`{"n":1,"t":0,"s":[]}`:                                  `at byte 1: want "v":`,
-		`{"v":2,"n":1,"t":0,"s":[[0,0,0]]}`:                     "has 3 fields, want 4 to 7",
-		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a","b","c","d","e"]]}`: "has more than 7 fields",
-		`{"v":2,"n":1,"t":0,"s":[[0,null,0,"a"]]}`:              "at byte 27: want an integer",
-		`{"v":2,"n":1,"t":0,"s":[[0,0,0,7]]}`:                   "at byte 31: want a string",
-		`{"v":2,"n":1,"t":0,"s":[[0,"1",0,"a"]]}`:               "at byte 27: want an integer",
-		`{"v":2,"n":1,"t":0,"s":[[0,1.5,0,"a"]]}`:               "at byte 28: want ,",
-		`{"v":2,"n":1,"t":0,"s":[{"n":1}]}`:                     "stored statements",
-		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a"]]`:                  "stored statements",
-		`[{"n":"x"}]`:                                           "version 1",
-		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a` + "\x01" + `"]]}`:   "control character",
-		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a]]}`:                  "unterminated string",
-		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"\q"]]}`:                "bad string",
-		`{"v":2,"n":1,"t":0,"s":[]} x`:                          "unexpected text",
-		`{"v":2,"n":99999999999999999999,"t":0,"s":[]}`:         "want an integer",
+		`{"v":4,"n":1,"t":0,"s":[]}`:                              "unknown version 4",
+		`{"v":3,"n":1,"t":0,"s":[[0,0,0,1,"a"]]}`:                 `shares 1 bytes of the text before it, ""`,
+		`{"v":3,"n":1,"t":0,"s":[[0,0,0,0,"ab"],[0,0,0,3,"c"]]}`:  `shares 3 bytes of the text before it, "ab"`,
+		`{"v":3,"n":1,"t":0,"s":[[0,0,0,0,"é"],[0,0,0,1,"c"]]}`:   `shares 1 bytes of the text before it, "é"`,
+		`{"v":3,"n":1,"t":0,"s":[[0,0,0,-1,"a"]]}`:                "shares -1 bytes",
+		`{"v":3,"n":1,"t":0,"s":[[0,0,0,0]]}`:                     "has 4 fields, want 5 to 8",
+		`{"v":3,"n":1,"t":0,"s":[[0,0,0,0,"a","b","c","d","e"]]}`: "has more than 8 fields",
+		`{"n":1,"t":0,"s":[]}`:                                    `at byte 1: want "v":`,
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0]]}`:                       "has 3 fields, want 4 to 7",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a","b","c","d","e"]]}`:   "has more than 7 fields",
+		`{"v":2,"n":1,"t":0,"s":[[0,null,0,"a"]]}`:                "at byte 27: want an integer",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,7]]}`:                     "at byte 31: want a string",
+		`{"v":2,"n":1,"t":0,"s":[[0,"1",0,"a"]]}`:                 "at byte 27: want an integer",
+		`{"v":2,"n":1,"t":0,"s":[[0,1.5,0,"a"]]}`:                 "at byte 28: want ,",
+		`{"v":2,"n":1,"t":0,"s":[{"n":1}]}`:                       "stored statements",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a"]]`:                    "stored statements",
+		`[{"n":"x"}]`:                                             "version 1",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a` + "\x01" + `"]]}`:     "control character",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"a]]}`:                    "unterminated string",
+		`{"v":2,"n":1,"t":0,"s":[[0,0,0,"\q"]]}`:                  "bad string",
+		`{"v":2,"n":1,"t":0,"s":[]} x`:                            "unexpected text",
+		`{"v":2,"n":99999999999999999999,"t":0,"s":[]}`:           "want an integer",
 		`garbage`: "stored statements",
 	} {
 		if _, err := Parse(in); err == nil || !strings.Contains(err.Error(), want) {
@@ -184,16 +244,11 @@ func TestParseStoredStatementsErrors(t *testing.T) {
 func FuzzStoredStatements(f *testing.F) {
 	f.Add("SELECT 'x'", "SELECT 1", "", "", int64(7), int64(1), int64(1795794068093274250), int64(313877), int64(133))
 	f.Add("\xe9\"\\\n\u2028", "", "42501", "extended", int64(-1), int64(math.MinInt64), int64(0), int64(math.MaxInt64), int64(-5))
+	// The second text (tag) shares the first's beginning, up to inside a character.
+	f.Add("SELECT 'é✓' \xff", "SELECT '\xc3", "", "", int64(1), int64(1), int64(0), int64(1), int64(1))
+	f.Add("SELECT 'é'", "SELECT 'é'", "", "", int64(1), int64(1), int64(0), int64(1), int64(1))
 	f.Fuzz(func(t *testing.T, sql, tag, state, protocol string, n, dn, start, dt, us int64) {
-		// What encoding/json makes of text that is not UTF-8: each bad byte becomes U+FFFD.
-		valid := func(s string) string {
-			b, _ := json.Marshal(s)
-			var out string
-			if err := json.Unmarshal(b, &out); err != nil {
-				t.Fatal(err)
-			}
-			return out
-		}
+		valid := func(s string) string { return jsonText(t, s) }
 		in := []jitgate.Statement{
 			{N: n, Start: time.Unix(0, start), DurationUS: us, SQL: sql, Tag: tag},
 			{N: n + dn, Start: time.Unix(0, start+dt), DurationUS: -us, SQL: tag, SQLState: state, Protocol: protocol},
@@ -250,6 +305,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(string(Append(nil, []jitgate.Statement{{N: 7, Start: start, DurationUS: 133, SQL: "SELECT 'é\\n'", Tag: "SELECT 1"},
 		{N: 8, Start: start.Add(time.Millisecond), SQL: "x", SQLState: "42501", Protocol: "extended"}})))
 	f.Add(`{"v":2,"n":1,"t":0,"s":[ [0, 0, 0, "a\"b", ""] ]}`)
+	f.Add(`{"v":3,"n":1,"t":0,"s":[[0,0,0,0,"SELECT é"],[1,5,0,8,"1"],[1,5,0,9,""]]}`)
 	f.Add(`[{"n":1,"start":"2026-11-27T15:41:08Z","duration_us":1,"sql":"x"}]`)
 	f.Fuzz(func(t *testing.T, stored string) {
 		sts, err := Parse(stored)
