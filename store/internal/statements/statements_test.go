@@ -210,10 +210,10 @@ func TestParseStoredStatementsVersion2(t *testing.T) {
 func TestParseStoredStatementsErrors(t *testing.T) {
 	for in, want := range map[string]string{
 		`{"v":4,"n":1,"t":0,"s":[]}`:                              "unknown version 4",
-		`{"v":3,"n":1,"t":0,"s":[[0,0,0,1,"a"]]}`:                 `shares 1 bytes of the text before it, ""`,
-		`{"v":3,"n":1,"t":0,"s":[[0,0,0,0,"ab"],[0,0,0,3,"c"]]}`:  `shares 3 bytes of the text before it, "ab"`,
-		`{"v":3,"n":1,"t":0,"s":[[0,0,0,0,"é"],[0,0,0,1,"c"]]}`:   `shares 1 bytes of the text before it, "é"`,
-		`{"v":3,"n":1,"t":0,"s":[[0,0,0,-1,"a"]]}`:                "shares -1 bytes",
+		`{"v":3,"n":1,"t":0,"s":[[0,0,0,1,"a"]]}`:                 "shares 1 bytes of the text before it, which has 0",
+		`{"v":3,"n":1,"t":0,"s":[[0,0,0,0,"ab"],[0,0,0,3,"c"]]}`:  "shares 3 bytes of the text before it, which has 2",
+		`{"v":3,"n":1,"t":0,"s":[[0,0,0,0,"é"],[0,0,0,1,"c"]]}`:   "which splits a character",
+		`{"v":3,"n":1,"t":0,"s":[[0,0,0,-1,"a"]]}`:                "shares -1 bytes of the text before it, which has 0",
 		`{"v":3,"n":1,"t":0,"s":[[0,0,0,0]]}`:                     "has 4 fields, want 5 to 8",
 		`{"v":3,"n":1,"t":0,"s":[[0,0,0,0,"a","b","c","d","e"]]}`: "has more than 8 fields",
 		`{"n":1,"t":0,"s":[]}`:                                    `at byte 1: want "v":`,
