@@ -37,9 +37,10 @@ import (
 //
 // By default there is a loop per CPU (at most 8; Options.Loops): on a host of its own the
 // loops are the gateway's work, and one loop can use only one CPU. On the 2-core machine,
-// shared with PostgreSQL and pgbench, one loop used 2-3 µs less CPU per transaction than two
-// (fewer wake-ups: each loop sees more events per wait) and relayed the same pgbench -S -c8
-// throughput within noise over 20 interleaved rounds.
+// shared with PostgreSQL and pgbench, one loop used 2-4 µs less CPU per transaction than two
+// (fewer wake-ups: each loop sees more events per wait) but relayed less pgbench -S -c8
+// throughput (0.92x of PgBouncer's against 0.97x, 16 interleaved rounds): whenever the
+// scheduler preempts the one loop, every session waits.
 
 // maxWait bounds one epoll wait, so that nothing depends on a signal arriving.
 const maxWait = 100 * time.Millisecond
