@@ -5,7 +5,6 @@ package statements
 import (
 	"encoding/json"
 	"fmt"
-	"math/bits"
 	"strconv"
 	"strings"
 	"time"
@@ -92,13 +91,6 @@ func Append(b []byte, sts []jitgate.Statement) []byte {
 func sharedPrefix(a, b string) int {
 	n := min(len(a), len(b))
 	i := 0
-	for ; i+8 <= n; i += 8 {
-		if x := le64(a[i:]) ^ le64(b[i:]); x != 0 {
-			i += bits.TrailingZeros64(x) / 8
-			n = i // found: skip the byte loop
-			break
-		}
-	}
 	for i < n && a[i] == b[i] {
 		i++
 	}
@@ -106,13 +98,6 @@ func sharedPrefix(a, b string) int {
 		i--
 	}
 	return i
-}
-
-// le64 reads 8 bytes of s as a little-endian integer.
-func le64(s string) uint64 {
-	_ = s[7]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // Parse reads statements stored by Append, or by an earlier version.
