@@ -1,3 +1,5 @@
+//go:build unix
+
 package postgres
 
 import (
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/jitgate/jitgate"
+	"golang.org/x/sys/unix"
 )
 
 // discardEngine takes audit events and keeps nothing, so that BenchmarkRelayTransaction
@@ -95,11 +98,11 @@ func BenchmarkRelayTransaction(b *testing.B) {
 		// A loopback write has put its bytes in the peer's queue by the time it returns, so
 		// each read finds them there.
 		pass := func(from, to int, p []byte) {
-			if n, err := rawWrite(from, p); n != len(p) {
+			if n, err := unix.Write(from, p); n != len(p) {
 				b.Fatalf("wrote %d of %d bytes: %v", n, len(p), err)
 			}
 			for got := 0; got < len(p); {
-				n, err := rawRead(to, buf)
+				n, err := unix.Read(to, buf)
 				if n <= 0 {
 					b.Fatalf("read: %d, %v", n, err)
 				}
