@@ -96,7 +96,8 @@ func BenchmarkRelayTransaction(b *testing.B) {
 		a, z := fd(c1), fd(c2)
 		buf := make([]byte, 64<<10)
 		// A loopback write has put its bytes in the peer's queue by the time it returns, so
-		// each read finds them there.
+		// each read finds them there (and would wait for them otherwise: Fd leaves the
+		// descriptors blocking).
 		pass := func(from, to int, p []byte) {
 			if n, err := unix.Write(from, p); n != len(p) {
 				b.Fatalf("wrote %d of %d bytes: %v", n, len(p), err)
