@@ -1,8 +1,12 @@
 package postgres
 
 import (
+	"fmt"
+	"os"
 	"runtime"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -45,5 +49,58 @@ func TestLoopLetsTheWorldStop(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// An idle loop waits through the runtime, which gives up its P, so that the runtime's sysmon
+// thread does not preempt it every 10 ms: it sleeps undisturbed, and work posted to it still
+// runs at once.
+func TestIdleLoopSleeps(t *testing.T) {
+	set, err := startLoops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switches := func(tid int32) int {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/status", tid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n, err := strconv.Atoi(strings.TrimSpace(v))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+		}
+		t.Fatal("no voluntary_ctxt_switches in /proc")
+		return 0
+	}
+	for i, l := range set.loops {
+		deadline := time.Now().Add(5 * time.Second)
+		for !l.idle.Load() || l.tid.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("loop %d: not idle after 5 s with no sessions", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// Over half a second a raw wait would be preempted about 50 times, each costing the
+		// thread a few switches; an idle wait lasts up to maxIdleWait.
+		before := switches(l.tid.Load())
+		time.Sleep(500 * time.Millisecond)
+		n := switches(l.tid.Load()) - before
+		if n > 10 {
+			t.Errorf("loop %d: its thread switched %d times in 0.5 s while idle", i, n)
+		}
+		ran := make(chan struct{})
+		start := time.Now()
+		l.post(func() { close(ran) })
+		select {
+		case <-ran:
+		case <-time.After(maxIdleWait / 2):
+			t.Fatalf("loop %d: work posted to it waited for its idle wait to end", i)
+		}
+		t.Logf("loop %d: %d switches in 0.5 s idle; posted work ran after %v", i, n, time.Since(start))
 	}
 }
