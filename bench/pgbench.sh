@@ -11,7 +11,8 @@
 # Every hop is plaintext on loopback, so the comparison is of the proxies, not of TLS.
 # For each: select-only throughput with 8 clients (pgbench -S -c 8 -j 2), single-client average
 # latency (-S -c 1), and new-connection rate (-S -C -c 8). Figures are printed as ratios to
-# direct from the same round; paths alternate within each round so drift hits all alike.
+# direct from the same round; paths alternate within each round so drift hits all alike, and
+# the proxies run in reverse order every other round.
 #
 #   bench/pgbench.sh                 # 10 s per measurement, 1 round (~3 minutes)
 #   SECONDS_EACH=20 ROUNDS=3 bench/pgbench.sh
@@ -21,8 +22,8 @@
 #
 # On two cores shared by pgbench, PostgreSQL and the proxy, one round's throughput ratio
 # between two proxies spreads by about 10%; comparing the gateway with PgBouncer takes ten
-# rounds or more (the summary gives the per-round ratio's median and geometric mean with its
-# standard error).
+# rounds or more, an even number (the summary gives the per-round ratio's median and geometric
+# mean with its standard error).
 #
 # CPU_RATE=N adds a measurement per proxy and round: pgbench -S -c 8 held at N transactions a
 # second while `perf stat` counts the proxy process's CPU time, printed as microseconds per
@@ -180,8 +181,16 @@ if [ -n "${PATHS:-}" ]; then read -ra paths <<< "direct ${PATHS/direct/}"; fi
 # round's ratio to direct (one disturbed round, say a checkpoint, does not skew it).
 results="$work/results"
 : > "$results"
+# A measurement depends on what ran just before it: over 40 rounds of -S -c8 alternating
+# PgBouncer and two gateway builds, whichever build ran right after PgBouncer made up to 7%
+# more. So every other round runs the proxies in reverse order (direct stays first).
 for r in $(seq "$ROUNDS"); do
-  for p in "${paths[@]}"; do
+  order=("${paths[@]}")
+  if [ $((r % 2)) = 0 ]; then
+    order=(direct)
+    for ((i = ${#paths[@]} - 1; i > 0; i--)); do order+=("${paths[i]}"); done
+  fi
+  for p in "${order[@]}"; do
     t=$(tps "$p" -n -S -c 8 -j 2 -T "$T")
     l=$(lat "$p" -n -S -c 1 -j 1 -T "$T")
     c=$(tps "$p" -n -S -C -c 8 -j 2 -T "$T")
