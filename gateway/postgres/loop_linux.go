@@ -31,13 +31,14 @@ import (
 // GODEBUG=asyncpreemptoff=1 there would be no signal, so the loop then waits with an ordinary
 // system call instead, which gives up its P.
 //
-// A loop that has had no events for maxWait is idle: until events come again it waits with
-// the ordinary system call too, up to maxIdleWait at a time. The runtime's sysmon thread
-// preempts a goroutine it sees running for 10 ms, and a raw wait looks like running: idle
-// loops were interrupted every 10 ms, so an idle gateway with two loops switched threads about
-// 500 times a second and used 1.4% of a CPU (PgBouncer: 4 times and nothing measurable; now
-// about 100 times, mostly the runtime's own timers, and 0.2%). Under load every wait finds
-// events, so busy loops keep the raw wait, which costs about 1.5 µs less per transaction.
+// A loop that has had no events for a little over maxWait is idle: until events come again
+// it waits with the ordinary system call too, up to maxIdleWait at a time. The runtime's
+// sysmon thread preempts a goroutine it sees running for 10 ms, and a raw wait looks like
+// running: idle loops were interrupted every 10 ms, so an idle gateway with two loops
+// switched threads about 500 times a second and used 1.4% of a CPU (PgBouncer: 4 times and
+// nothing measurable; now about 100 times, mostly the runtime's own timers, and 0.2%). Under
+// load every wait finds events, so busy loops keep the raw wait, which costs about 1.5 µs
+// less per transaction, and read no clock for this.
 //
 // Startup, authentication and the upstream login stay on the connection's goroutine; only
 // the relay moves into the loop (adopt), and the session's goroutine waits for its end.
@@ -112,8 +113,8 @@ func (ls *loopSet) adopt(s *session) bool {
 type eventLoop struct {
 	epfd, evfd int
 	raw        bool // wait with a raw system call when busy (see above)
-	// idle is set while the loop waits through the runtime because it had no events for
-	// maxWait (read by tests).
+	// idle is set (by the loop's thread) while it waits through the runtime because it had
+	// no events for maxWait.
 	idle atomic.Bool
 	tid  atomic.Int32 // the loop's thread (read by tests)
 
@@ -235,9 +236,11 @@ func (l *eventLoop) add(ls *loopSession) {
 func (l *eventLoop) run() {
 	runtime.LockOSThread()
 	l.tid.Store(int32(unix.Gettid()))
-	idle, busy := false, time.Now() // busy: when a wait last brought events
+	// quiet is when the first of the waits that brought no events since the last that did
+	// returned (zero while events come, so a busy loop reads no clock for it).
+	var quiet time.Time
 	for {
-		raw := l.raw && !idle
+		raw := l.raw && !l.idle.Load()
 		n, errno := l.wait(l.timeout(raw), raw)
 		if n <= 0 {
 			if raw {
@@ -247,20 +250,20 @@ func (l *eventLoop) run() {
 				// would stop us.
 				runtime.Gosched()
 			}
-			// A raw wait seldom lasts its maxWait: sysmon interrupts it every 10 ms.
-			if !idle && time.Since(busy) >= maxWait {
-				idle = true
+			// A raw wait seldom lasts its maxWait (sysmon interrupts it every 10 ms), so
+			// idleness is measured across waits.
+			switch {
+			case quiet.IsZero():
+				quiet = time.Now()
+			case !l.idle.Load() && time.Since(quiet) >= maxWait:
 				l.idle.Store(true)
 			}
 			if errno != 0 {
 				continue
 			}
-		} else {
-			if idle {
-				idle = false
-				l.idle.Store(false)
-			}
-			busy = time.Now()
+		} else if !quiet.IsZero() {
+			quiet = time.Time{}
+			l.idle.Store(false)
 		}
 		for i := 0; i < n; i++ {
 			ev := l.events[i]
