@@ -4,6 +4,8 @@
 #   pgbouncer  pgbench → PgBouncer (session mode) → PostgreSQL
 #   relay      pgbench → a bare Go io.Copy relay (bench/relay) → PostgreSQL: the floor for a
 #              proxy built on a goroutine per direction
+#   epoll      pgbench → the same bare relay on epoll event-loop threads (bench/relay -epoll):
+#              the floor for the gateway's default design
 #   gw-gor     pgbench → jitgate's gateway relaying on goroutines (relay: goroutines)
 #   gateway    pgbench → jitgate's gateway as configured by default (relay: loop, event-loop
 #              thread with epoll)
@@ -91,12 +93,19 @@ else
   echo "PgBouncer not available: skipping that path"
 fi
 
-# The bare relay.
+# The bare relays: a goroutine per direction, and event loops (as many as the gateway's).
 go build -o "$work/relay" ./bench/relay
-relay_port=$(free_port)
+relay_port=$(free_port) epoll_port=$(free_port)
 "$work/relay" -listen "127.0.0.1:$relay_port" -upstream 127.0.0.1:5432 &
 pids+=($!)
 proxy_pid[relay]=$!
+if [ "$(uname -s)" = Linux ]; then
+  loops=()
+  [ "${LOOPS:-0}" != 0 ] && loops=(-loops "$LOOPS")
+  "$work/relay" -listen "127.0.0.1:$epoll_port" -upstream 127.0.0.1:5432 -epoll "${loops[@]}" &
+  pids+=($!)
+  proxy_pid[epoll]=$!
+fi
 
 # Two jitgate servers, one per relay; plaintext on loopback, like the other paths.
 go build -o "$work/jitgate" ./cmd/jitgate
@@ -150,6 +159,7 @@ run() { # path, pgbench args... → prints tps or latency
     direct)    PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p 5432 -U postgres "$@" "$DB" ;;
     pgbouncer) PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$bouncer_port" -U postgres "$@" "$DB" ;;
     relay)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$relay_port" -U postgres "$@" "$DB" ;;
+    epoll)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$epoll_port" -U postgres "$@" "$DB" ;;
     gateway|gw-gor) PGPASSWORD=${gw_password[$path]} PGSSLMODE=disable pgbench -h 127.0.0.1 -p "${gw_port[$path]}" -U bench "$@" "$DB" ;;
   esac 2>&1
 }
@@ -174,8 +184,11 @@ if [ -n "${CPU_RATE:-}" ]; then
   fi
 fi
 
-paths=(direct relay gw-gor gateway)
-[ -n "$bouncer_port" ] && paths=(direct pgbouncer relay gw-gor gateway)
+paths=(direct relay epoll gw-gor gateway)
+[ -n "$bouncer_port" ] && paths=(direct pgbouncer relay epoll gw-gor gateway)
+if [ "$(uname -s)" != Linux ]; then # bench/relay -epoll needs Linux
+  keep=(); for p in "${paths[@]}"; do [ "$p" = epoll ] || keep+=("$p"); done; paths=("${keep[@]}")
+fi
 if [ -n "${PATHS:-}" ]; then read -ra paths <<< "direct ${PATHS/direct/}"; fi
 # Each round's figures go to a table; the summary is, per path, the median over rounds of each
 # round's ratio to direct (one disturbed round, say a checkpoint, does not skew it).

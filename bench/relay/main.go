@@ -1,10 +1,17 @@
-// Command relay is the floor for a Go proxy built on a goroutine per direction, in
-// bench/pgbench.sh: it accepts connections and copies bytes both ways to an upstream with
-// io.Copy, doing nothing else (no protocol parsing, no authentication, no audit). The gateway
-// with relay: goroutines uses that design and does all of that work; the default relay (an
-// epoll event loop) is measured against it.
+// Command relay is a bare proxy for bench/pgbench.sh: it accepts connections and copies bytes
+// both ways to an upstream, doing nothing else (no protocol parsing, no authentication, no
+// audit). It is the floor for each of the gateway's two relay designs:
+//
+//   - by default, a goroutine per direction with io.Copy, the design of the gateway's
+//     relay: goroutines;
+//   - with -epoll (Linux), event-loop threads that wait in epoll and read and write with raw
+//     system calls, the design of the gateway's default relay: loop. Whatever the gateway
+//     costs beyond this is its own work (authentication, parsing, the statement audit).
+//
+// Usage:
 //
 //	go run ./bench/relay -listen 127.0.0.1:6433 -upstream 127.0.0.1:5432
+//	go run ./bench/relay -listen 127.0.0.1:6434 -upstream 127.0.0.1:5432 -epoll -loops 2
 package main
 
 import (
@@ -12,15 +19,27 @@ import (
 	"io"
 	"log"
 	"net"
+	"runtime"
 )
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:6433", "address to listen on")
 	upstream := flag.String("upstream", "127.0.0.1:5432", "address to relay to")
+	epoll := flag.Bool("epoll", false, "relay on epoll event-loop threads (Linux) instead of a goroutine per direction")
+	loops := flag.Int("loops", min(runtime.NumCPU(), 8), "event-loop threads with -epoll (the gateway's default: one per CPU, at most 8)")
 	flag.Parse()
+	if *loops < 1 {
+		log.Fatalf("-loops must be at least 1, not %d", *loops)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
+	}
+	serve := copyBoth
+	if *epoll {
+		if serve, err = startLoops(*loops); err != nil {
+			log.Fatal(err)
+		}
 	}
 	for {
 		c, err := ln.Accept()
@@ -28,17 +47,23 @@ func main() {
 			log.Fatal(err)
 		}
 		go func() {
-			defer c.Close()
 			u, err := net.Dial("tcp", *upstream)
 			if err != nil {
+				c.Close()
 				return
 			}
-			defer u.Close()
-			done := make(chan struct{})
-			go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite(); close(done) }()
-			io.Copy(c, u)
-			c.(*net.TCPConn).CloseWrite()
-			<-done
+			serve(c.(*net.TCPConn), u.(*net.TCPConn))
 		}()
 	}
+}
+
+// copyBoth relays a connection on a goroutine per direction until both directions end.
+func copyBoth(c, u *net.TCPConn) {
+	defer c.Close()
+	defer u.Close()
+	done := make(chan struct{})
+	go func() { io.Copy(u, c); u.CloseWrite(); close(done) }()
+	io.Copy(c, u)
+	c.CloseWrite()
+	<-done
 }

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package main
+
+import (
+	"errors"
+	"net"
+)
+
+// startLoops fails: the event-loop relay needs Linux's epoll.
+func startLoops(int) (func(c, u *net.TCPConn), error) {
+	return nil, errors.New("-epoll needs Linux")
+}
