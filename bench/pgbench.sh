@@ -21,11 +21,18 @@
 #   PATHS="pgbouncer gateway" bench/pgbench.sh   # only these (and direct)
 #   CPU_RATE=12000 bench/pgbench.sh  # also each proxy's CPU per transaction (needs perf)
 #   LOOPS=1 bench/pgbench.sh         # the gateways' event-loop threads (default: one per CPU)
+#   PROXY_SESSION=shared bench/pgbench.sh  # run the proxies in this script's session (see below)
 #
 # On two cores shared by pgbench, PostgreSQL and the proxy, one round's throughput ratio
 # between two proxies spreads by about 10%; comparing the gateway with PgBouncer takes ten
 # rounds or more, an even number (the summary gives the per-round ratio's median and geometric
 # mean with its standard error).
+#
+# Each proxy runs in a session of its own (setsid), as a service would: with the kernel's
+# autogroup scheduling on (/proc/sys/kernel/sched_autogroup_enabled), a session is a scheduling
+# group, and a proxy started in the session that runs pgbench would share pgbench's share of
+# the CPU. That moves the proxies' figures by several percent, and not all alike (bench/README.md);
+# PROXY_SESSION=shared runs them in this script's session instead.
 #
 # CPU_RATE=N adds a measurement per proxy and round: pgbench -S -c 8 held at N transactions a
 # second while `perf stat` counts the proxy process's CPU time, printed as microseconds per
@@ -46,6 +53,16 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+
+# detach starts a proxy in a session of its own. A background job of a script is not a process
+# group leader, so setsid makes the new session itself and runs the command in its own process:
+# $! stays the proxy's.
+detach=(setsid)
+case "${PROXY_SESSION:-own}" in
+  own) command -v setsid >/dev/null || { echo "setsid (util-linux) is needed; or PROXY_SESSION=shared" >&2; exit 2; } ;;
+  shared) detach=() ;;
+  *) echo "PROXY_SESSION must be own or shared, not '$PROXY_SESSION'" >&2; exit 2 ;;
+esac
 
 psql_admin() { psql -X -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -87,7 +104,7 @@ pidfile = $work/pgbouncer.pid
 INI
   runas=()
   [ "$(id -u)" = 0 ] && { chown -R postgres "$work"; runas=(runuser -u postgres --); }
-  "${runas[@]}" "$PGBOUNCER" "$work/pgbouncer.ini" >/dev/null 2>&1 &
+  "${detach[@]}" "${runas[@]}" "$PGBOUNCER" "$work/pgbouncer.ini" >/dev/null 2>&1 &
   pids+=($!) # (runuser's: pgbouncer's own is in its pidfile)
 else
   echo "PgBouncer not available: skipping that path"
@@ -96,13 +113,13 @@ fi
 # The bare relays: a goroutine per direction, and event loops (as many as the gateway's).
 go build -o "$work/relay" ./bench/relay
 relay_port=$(free_port) epoll_port=$(free_port)
-"$work/relay" -listen "127.0.0.1:$relay_port" -upstream 127.0.0.1:5432 &
+"${detach[@]}" "$work/relay" -listen "127.0.0.1:$relay_port" -upstream 127.0.0.1:5432 &
 pids+=($!)
 proxy_pid[relay]=$!
 if [ "$(uname -s)" = Linux ]; then
   loops=()
   [ "${LOOPS:-0}" != 0 ] && loops=(-loops "$LOOPS")
-  "$work/relay" -listen "127.0.0.1:$epoll_port" -upstream 127.0.0.1:5432 -epoll "${loops[@]}" &
+  "${detach[@]}" "$work/relay" -listen "127.0.0.1:$epoll_port" -upstream 127.0.0.1:5432 -epoll "${loops[@]}" &
   pids+=($!)
   proxy_pid[epoll]=$!
 fi
@@ -142,7 +159,7 @@ policies:
 YAML
   local token
   token=$("$work/jitgate" token create --user bench --config "$dir/jitgate.yaml" 2>/dev/null)
-  ${JITGATE_ENV:-} "$work/jitgate" server --config "$dir/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$dir/jitgate.log" &
+  ${JITGATE_ENV:-} "${detach[@]}" "$work/jitgate" server --config "$dir/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$dir/jitgate.log" &
   pids+=($!)
   proxy_pid[$name]=$!
   gw_url[$name]="http://127.0.0.1:$http_port"
