@@ -11,10 +11,11 @@
 #              thread with epoll)
 # Both gateways record every statement in the audit log and reuse upstream connections.
 # Every hop is plaintext on loopback, so the comparison is of the proxies, not of TLS.
-# For each: select-only throughput with 8 clients (pgbench -S -c 8 -j 2), single-client average
-# latency (-S -c 1), and new-connection rate (-S -C -c 8). Figures are printed as ratios to
-# direct from the same round; paths alternate within each round so drift hits all alike, and
-# the proxies run in reverse order every other round.
+# For each: select-only throughput with 8 clients (pgbench -S -c 8 -j 2), single-client latency
+# (-S -c 1: mean, median and 99.9th percentile of every transaction's time), and new-connection
+# rate (-S -C -c 8). Figures are printed as ratios to direct from the same round; paths
+# alternate within each round so drift hits all alike, and the proxies run in reverse order
+# every other round.
 #
 #   bench/pgbench.sh                 # 10 s per measurement, 1 round (~3 minutes)
 #   SECONDS_EACH=20 ROUNDS=3 bench/pgbench.sh
@@ -181,7 +182,23 @@ run() { # path, pgbench args... → prints tps or latency
   esac 2>&1
 }
 tps() { run "$@" | awk '/^tps = /{print $3; exit}'; }
-lat() { run "$@" | awk '/^latency average = /{print $4; exit}'; }
+# lat path args... → single-client latency from pgbench's log of every transaction: mean, median
+# and 99.9th percentile in ms. The mean is about what pgbench reports as its average; the
+# median is what a typical query sees, unmoved by the rare slow one (bench/README.md, the
+# paragraphs on latency).
+lat() {
+  rm -f "$work"/txlog.*
+  if ! run "$@" -l --log-prefix="$work/txlog" > "$work/lat.out"; then
+    echo "warning: pgbench -c1 through $1 failed, its figures cover only what ran: $(grep -m1 -iE 'error|abort|fatal' "$work/lat.out")" >&2
+  fi
+  cat "$work"/txlog.* | awk '{print $3}' | sort -n |
+    awk '{ v[NR] = $1; s += $1 }
+      END {
+        if (NR == 0) { print "nan nan nan"; exit }
+        k = int(NR * 0.999); if (k < 1) k = 1
+        printf "%.4f %.4f %.4f\n", s / NR / 1000, v[int((NR + 1) / 2)] / 1000, v[k] / 1000
+      }'
+}
 # cpu path → the proxy's CPU microseconds per transaction at CPU_RATE transactions a second.
 cpu() {
   local path=$1 out="$work/cpu.out" ms tps
@@ -222,10 +239,10 @@ for r in $(seq "$ROUNDS"); do
   fi
   for p in "${order[@]}"; do
     t=$(tps "$p" -n -S -c 8 -j 2 -T "$T")
-    l=$(lat "$p" -n -S -c 1 -j 1 -T "$T")
+    read -r l lmed l999 <<< "$(lat "$p" -n -S -c 1 -j 1 -T "$T")"
     c=$(tps "$p" -n -S -C -c 8 -j 2 -T "$T")
-    echo "$r $p $t $l $c" >> "$results"
-    printf 'round %d %-9s  -S -c8: %10.0f tps   -S -c1: %7.3f ms   -S -C -c8: %7.0f tps' "$r" "$p" "$t" "$l" "$c"
+    echo "$r $p $t $l $c $lmed $l999" >> "$results"
+    printf 'round %d %-9s  -S -c8: %10.0f tps   -S -c1: %7.3f ms (median %.3f, 99.9%% %.3f)   -S -C -c8: %7.0f tps' "$r" "$p" "$t" "$l" "$lmed" "$l999" "$c"
     if [ -n "${CPU_RATE:-}" ] && [ "$p" != direct ]; then
       u=$(cpu "$p")
       echo "$r $p $u" >> "$results.cpu"
@@ -237,19 +254,19 @@ done
 
 echo
 echo "median over $ROUNDS round(s) of each round's figure relative to direct:"
-printf '%-10s %10s %14s %10s\n' path "-S -c8" "-S -c1 added" "-S -C -c8"
+printf '%-10s %10s %14s %14s %12s %10s\n' path "-S -c8" "-S -c1 added" "median added" "99.9% (ms)" "-S -C -c8"
 for p in "${paths[@]}"; do
   awk -v p="$p" '
-    $2 == "direct" { td[$1] = $3; ld[$1] = $4; cd[$1] = $5 }
-    $2 == p { t[$1] = $3; l[$1] = $4; c[$1] = $5 }
+    $2 == "direct" { td[$1] = $3; ld[$1] = $4; cd[$1] = $5; md[$1] = $6 }
+    $2 == p { t[$1] = $3; l[$1] = $4; c[$1] = $5; m[$1] = $6; q[$1] = $7 }
     function median(a,   n, i, v, tmp) {
       n = 0; for (i in a) v[++n] = a[i]
       for (i = 2; i <= n; i++) { tmp = v[i]; for (j = i - 1; j > 0 && v[j] > tmp; j--) v[j + 1] = v[j]; v[j + 1] = tmp }
       return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
     }
     END {
-      for (r in t) { rt[r] = t[r] / td[r]; rl[r] = (l[r] - ld[r]) * 1000; rc[r] = c[r] / cd[r] }
-      printf "%-10s %9.2fx %+11.0f us %9.2fx\n", p, median(rt), median(rl), median(rc)
+      for (r in t) { rt[r] = t[r] / td[r]; rl[r] = (l[r] - ld[r]) * 1000; rm[r] = (m[r] - md[r]) * 1000; rc[r] = c[r] / cd[r] }
+      printf "%-10s %9.2fx %+11.1f us %+11.1f us %12.3f %9.2fx\n", p, median(rt), median(rl), median(rm), median(q), median(rc)
     }' "$results"
 done
 if [[ " ${paths[*]} " == *" pgbouncer "* && " ${paths[*]} " == *" gateway "* ]]; then
@@ -265,6 +282,20 @@ if [[ " ${paths[*]} " == *" pgbouncer "* && " ${paths[*]} " == *" gateway "* ]];
       med = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
       m = s / n; se = n > 1 ? sqrt((ss - n * m * m) / (n - 1) / n) : 0
       printf "gateway against PgBouncer, -S -c8 throughput per round: median %.3fx, geometric mean %.3fx (%.3f-%.3f at one standard error), %d round(s)\n", med, exp(m), exp(m - se), exp(m + se), n
+    }' "$results"
+  awk '
+    $2 == "pgbouncer" { bl[$1] = $4; bm[$1] = $6 }
+    $2 == "gateway" { gl[$1] = $4; gm[$1] = $6 }
+    function report(what, x, xx, n,   m, se) {
+      m = x / n; se = n > 1 ? sqrt((xx - n * m * m) / (n - 1) / n) : 0
+      printf "%s %+.1f us (standard error %.1f)", what, m, se
+    }
+    END {
+      n = 0
+      for (r in gl) if (bl[r] > 0 && gl[r] > 0) { n++; d = (gl[r] - bl[r]) * 1000; s += d; ss += d * d; e = (gm[r] - bm[r]) * 1000; t += e; tt += e * e }
+      if (n == 0) exit
+      printf "gateway minus PgBouncer, -S -c1 latency per round:"
+      report(" mean", s, ss, n); report(", median", t, tt, n); printf ", %d round(s)\n", n
     }' "$results"
 fi
 if [ -s "$results.cpu" ]; then
