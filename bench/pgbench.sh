@@ -191,7 +191,7 @@ lat() {
   if ! run "$@" -l --log-prefix="$work/txlog" > "$work/lat.out"; then
     echo "warning: pgbench -c1 through $1 failed, its figures cover only what ran: $(grep -m1 -iE 'error|abort|fatal' "$work/lat.out")" >&2
   fi
-  cat "$work"/txlog.* | awk '{print $3}' | sort -n |
+  awk '{print $3}' "$work"/txlog.* | sort -n |
     awk '{ v[NR] = $1; s += $1 }
       END {
         if (NR == 0) { print "nan nan nan"; exit }
