@@ -278,6 +278,59 @@ func TestAuditStatementsRoundTrip(t *testing.T) {
 	})
 }
 
+// TestAuditStatementsManyEvents appends events in every chunk size (128, 16, 1), some
+// carrying statements and some not, one with text that is not UTF-8 amid the others, twice
+// over: each event must read back with its own statements (the encoding buffer is shared by a
+// chunk's events and reused from append to append) and hash to its hash.
+func TestAuditStatementsManyEvents(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		var all []*jitgate.AuditEvent
+		for round := range 2 {
+			events := make([]*jitgate.AuditEvent, 150-round*7)
+			for i := range events {
+				ev := &jitgate.AuditEvent{Time: t0, Actor: "alice", Action: jitgate.ActionSessionStatements, GrantID: 1, SessionID: int64(1000*round + i)}
+				if i%3 != 1 {
+					for k := range i%5 + 1 {
+						sql := fmt.Sprintf("SELECT %d FROM t%d WHERE k = %d", round, i, k)
+						if i == 77 && k == 1 {
+							sql += " -- caf\xe9"
+						}
+						ev.Statements = append(ev.Statements, jitgate.Statement{N: int64(k + 1), Start: t0.Add(time.Duration(i*10+k) * time.Millisecond), SQL: sql, Tag: "SELECT 1"})
+					}
+				} else {
+					ev.Action = "plain"
+				}
+				events[i] = ev
+			}
+			tx(t, s, func(tx jitgate.Tx) error { return tx.AppendAudit(events...) })
+			all = append(all, events...)
+		}
+		var got []*jitgate.AuditEvent
+		if err := s.View(context.Background(), func(tx jitgate.Tx) error {
+			var err error
+			got, err = tx.ListAudit(jitgate.AuditFilter{Actor: "alice", Limit: 1000})
+			return err
+		}); err != nil || len(got) != len(all) {
+			t.Fatalf("list: %v, %d events, want %d", err, len(got), len(all))
+		}
+		for i, ev := range got {
+			want := all[i]
+			if ev.SessionID != want.SessionID || ev.ComputeHash() != ev.Hash || ev.Hash != want.Hash || len(ev.Statements) != len(want.Statements) {
+				t.Fatalf("event %d (session %d): read back %+v, appended %+v", i, want.SessionID, ev, want)
+			}
+			for k, st := range ev.Statements {
+				if st.SQL != want.Statements[k].SQL || !st.Start.Equal(want.Statements[k].Start) {
+					t.Fatalf("event %d statement %d: %+v, appended %+v", i, k, st, want.Statements[k])
+				}
+			}
+		}
+		if sql := got[77].Statements[1].SQL; sql != "SELECT 0 FROM t77 WHERE k = 1 -- caf\uFFFD" {
+			t.Errorf("text that is not UTF-8 read back as %q", sql)
+		}
+	})
+}
+
 // TestConcurrentWritersSerialize runs many transactions that read-modify-write one row: row
 // locks (PostgreSQL) or the write lock (SQLite) must serialize them with no lost update and
 // no stale error, and the audit chain must stay gapless.

@@ -400,7 +400,13 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 		return err
 	}
 	args := make([]any, 0, auditCols*min(len(events), auditChunks[0]))
-	var stmtBuf []byte
+	bp := stmtBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxPooledStmtBuf {
+			stmtBufs.Put(bp)
+		}
+	}()
+	var ends [auditMaxChunk]int // where each event's statements end in *bp
 	for len(events) > 0 {
 		// Insert in chunks of a few fixed sizes, so that the statements stay few and cached.
 		n := auditChunks[len(auditChunks)-1]
@@ -410,11 +416,35 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 				break
 			}
 		}
+		// The chunk's statements are encoded one after another into one buffer, reused from
+		// append to append, and copied out as one string: a session.statements event's
+		// statements run to tens of kilobytes, which growing a buffer per event and copying
+		// it once more turned into most of the store's garbage.
+		buf := (*bp)[:0]
+		for i, e := range events[:n] {
+			// What is read back must be what is hashed: text that is not UTF-8 is made so.
+			// Append checks the statements' text as it encodes it, so they are gone through
+			// again only if some is not.
+			sts := e.Statements
+			e.Statements = nil
+			e.MakeValidUTF8()
+			e.Statements = sts
+			if len(sts) > 0 {
+				start := len(buf)
+				var exact bool
+				if buf, exact = statements.Append(buf, sts); !exact {
+					e.MakeValidUTF8()
+					buf, _ = statements.Append(buf[:start], sts)
+				}
+			}
+			ends[i] = len(buf)
+		}
+		*bp = buf
+		all := string(buf)
 		args = args[:0]
-		for _, e := range events[:n] {
+		for i, e := range events[:n] {
 			seq++
 			e.Seq, e.PrevHash, e.Time = seq, prev, e.Time.UTC()
-			e.MakeValidUTF8() // what is read back must be what is hashed
 			e.Hash = e.ComputeHash()
 			prev = e.Hash
 			details := []byte("{}")
@@ -425,9 +455,12 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 				}
 			}
 			var stmts any // NULL unless the event carries statements
-			if len(e.Statements) > 0 {
-				stmtBuf = statements.Append(stmtBuf[:0], e.Statements)
-				stmts = string(stmtBuf)
+			start := 0
+			if i > 0 {
+				start = ends[i-1]
+			}
+			if ends[i] > start {
+				stmts = all[start:ends[i]]
 			}
 			args = append(args, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.RequestID, e.GrantID, e.SessionID, string(details), stmts, e.PrevHash, e.Hash)
 		}
@@ -442,8 +475,17 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 
 const auditCols = 11
 
-// auditChunks are the row counts of the audit INSERT statements, largest first.
-var auditChunks = []int{128, 16, 1}
+// auditChunks are the row counts of the audit INSERT statements, largest first
+// (auditMaxChunk).
+var auditChunks = []int{auditMaxChunk, 16, 1}
+
+const auditMaxChunk = 128
+
+// stmtBufs holds AppendAudit's buffers for encoding statements; one larger than
+// maxPooledStmtBuf (a rare huge batch) is left to the garbage collector.
+var stmtBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+const maxPooledStmtBuf = 4 << 20
 
 var auditInserts sync.Map // rows → statement text
 

@@ -33,9 +33,14 @@ import (
 // storedStatementsVersion is the "v" of the form Append writes.
 const storedStatementsVersion = 3
 
-// Append appends sts in the stored form. Text that is not UTF-8 comes out as
-// U+FFFD byte by byte; the store makes events' text valid before hashing, so none arrives.
-func Append(b []byte, sts []jitgate.Statement) []byte {
+// Append appends sts in the stored form and reports whether all their text was UTF-8. Text
+// that is not comes out as U+FFFD byte by byte: the store makes such an event's text valid
+// (jitgate.AuditEvent.MakeValidUTF8) and encodes it again before hashing, so that what is
+// read back is what was hashed. Append scans every byte of text it does not front-code, and
+// front-codes only text that follows UTF-8, so the report costs the store a second pass over
+// the statements only when it finds some.
+func Append(b []byte, sts []jitgate.Statement) ([]byte, bool) {
+	exact := true
 	var n, t int64
 	if len(sts) > 0 {
 		n, t = sts[0].N, sts[0].Start.UnixNano()
@@ -70,6 +75,7 @@ func Append(b []byte, sts []jitgate.Statement) []byte {
 		b = strconv.AppendInt(b, int64(p), 10)
 		b = append(b, ',')
 		b, prevExact = appendString(b, st.SQL[p:])
+		exact = exact && prevExact
 		prev = st.SQL
 		rest := [...]string{st.Tag, st.SQLState, st.Protocol}
 		k := len(rest)
@@ -78,12 +84,14 @@ func Append(b []byte, sts []jitgate.Statement) []byte {
 		}
 		for _, s := range rest[:k] {
 			b = append(b, ',')
-			b = appendJSONString(b, s)
+			var ok bool
+			b, ok = appendString(b, s)
+			exact = exact && ok
 		}
 		b = append(b, ']')
 		n, t = st.N, start
 	}
-	return append(b, "]}"...)
+	return append(b, "]}"...), exact
 }
 
 // sharedPrefix returns how many leading bytes b shares with a, cut back to a character
@@ -312,15 +320,9 @@ func (p *parser) str() (string, error) {
 	return "", p.errorf("unterminated string")
 }
 
-// appendJSONString appends s as a JSON string, escaped as encoding/json escapes it without
-// HTML escaping.
-func appendJSONString(b []byte, s string) []byte {
-	b, _ = appendString(b, s)
-	return b
-}
-
-// appendString is appendJSONString that also reports whether s reads back as it is (false:
-// it is not UTF-8, and a byte became U+FFFD).
+// appendString appends s as a JSON string, escaped as encoding/json escapes it without HTML
+// escaping, and reports whether s reads back as it is (false: it is not UTF-8, and a byte
+// became U+FFFD).
 func appendString(b []byte, s string) ([]byte, bool) {
 	exact := true
 	const hexDigits = "0123456789abcdef"

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jitgate/jitgate"
 )
@@ -42,8 +43,12 @@ func checkJSONString(t *testing.T, s string) {
 	if err := enc.Encode(s); err != nil {
 		t.Fatal(err)
 	}
-	if got := appendJSONString([]byte("prefix"), s); string(got) != "prefix"+strings.TrimSuffix(want.String(), "\n") {
-		t.Fatalf("appendJSONString(%q)\n got %s\nwant %s", s, got[6:], want.String())
+	got, exact := appendString([]byte("prefix"), s)
+	if string(got) != "prefix"+strings.TrimSuffix(want.String(), "\n") {
+		t.Fatalf("appendString(%q)\n got %s\nwant %s", s, got[6:], want.String())
+	}
+	if exact != utf8.ValidString(s) {
+		t.Fatalf("appendString(%q) reports exact %v", s, exact)
 	}
 }
 
@@ -111,9 +116,16 @@ func jsonText(t testing.TB, s string) string {
 // text that is not UTF-8 as encoding/json reads it back.
 func checkStoredStatements(t testing.TB, sts []jitgate.Statement) {
 	t.Helper()
-	b := Append([]byte("prefix"), sts)
+	b, exact := Append([]byte("prefix"), sts)
 	if !bytes.HasPrefix(b, []byte("prefix")) || !json.Valid(b[6:]) {
 		t.Fatalf("Append(%+v) wrote invalid JSON: %s", sts, b)
+	}
+	valid := true
+	for _, st := range sts {
+		valid = valid && utf8.ValidString(st.SQL) && utf8.ValidString(st.Tag) && utf8.ValidString(st.SQLState) && utf8.ValidString(st.Protocol)
+	}
+	if exact != valid {
+		t.Fatalf("Append(%+v) reports exact %v; the text is UTF-8: %v", sts, exact, valid)
 	}
 	got, err := Parse(string(b[6:]))
 	if err != nil {
@@ -155,7 +167,7 @@ func TestStoredStatementsSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored := Append(nil, sts)
+	stored, _ := Append(nil, sts)
 	t.Logf("100 pgbench statements: %d bytes stored, %d as the API's JSON", len(stored), len(api))
 	if len(stored) > len(api)*3/10 {
 		t.Errorf("stored form takes %d bytes, more than 30%% of the API's %d", len(stored), len(api))
@@ -258,9 +270,12 @@ func FuzzStoredStatements(f *testing.F) {
 			st.SQL, st.Tag, st.SQLState, st.Protocol = valid(st.SQL), valid(st.Tag), valid(st.SQLState), valid(st.Protocol)
 			want[i] = st
 		}
-		b := Append(nil, in)
+		b, exact := Append(nil, in)
 		if !json.Valid(b) {
 			t.Fatalf("invalid JSON: %s", b)
+		}
+		if valid := utf8.ValidString(sql + "\x00" + tag + "\x00" + state + "\x00" + protocol); exact != valid {
+			t.Fatalf("Append reports exact %v; the text is UTF-8: %v", exact, valid)
 		}
 		got, err := Parse(string(b))
 		if err != nil {
@@ -286,7 +301,7 @@ func BenchmarkParse(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, c := range []struct{ name, stored string }{{"compact", string(Append(nil, sts))}, {"version1", string(v1)}} {
+	for _, c := range []struct{ name, stored string }{{"compact", string(must(Append(nil, sts)))}, {"version1", string(v1)}} {
 		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
 				if got, err := Parse(c.stored); err != nil || len(got) != len(sts) {
@@ -302,8 +317,8 @@ func BenchmarkParse(b *testing.B) {
 // what parses writes back to text that parses to the same statements.
 func FuzzParse(f *testing.F) {
 	start := time.Date(2026, 11, 27, 15, 41, 8, 93274250, time.UTC)
-	f.Add(string(Append(nil, []jitgate.Statement{{N: 7, Start: start, DurationUS: 133, SQL: "SELECT 'é\\n'", Tag: "SELECT 1"},
-		{N: 8, Start: start.Add(time.Millisecond), SQL: "x", SQLState: "42501", Protocol: "extended"}})))
+	f.Add(string(must(Append(nil, []jitgate.Statement{{N: 7, Start: start, DurationUS: 133, SQL: "SELECT 'é\\n'", Tag: "SELECT 1"},
+		{N: 8, Start: start.Add(time.Millisecond), SQL: "x", SQLState: "42501", Protocol: "extended"}}))))
 	f.Add(`{"v":2,"n":1,"t":0,"s":[ [0, 0, 0, "a\"b", ""] ]}`)
 	f.Add(`{"v":3,"n":1,"t":0,"s":[[0,0,0,0,"SELECT é"],[1,5,0,8,"1"],[1,5,0,9,""]]}`)
 	f.Add(`[{"n":1,"start":"2026-11-27T15:41:08Z","duration_us":1,"sql":"x"}]`)
@@ -312,7 +327,11 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := Parse(string(Append(nil, sts)))
+		b, exact := Append(nil, sts)
+		if !exact {
+			t.Fatalf("%q parsed to text that is not UTF-8: %+v", stored, sts)
+		}
+		again, err := Parse(string(b))
 		if err != nil || len(again) != len(sts) {
 			t.Fatalf("%q parsed to %+v, which wrote back to text that gives %+v, %v", stored, sts, again, err)
 		}
@@ -326,4 +345,12 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// must is the text Append wrote, for tests whose text is UTF-8.
+func must(b []byte, exact bool) []byte {
+	if !exact {
+		panic("statements: test text is not UTF-8")
+	}
+	return b
 }
