@@ -59,36 +59,39 @@ func BenchmarkCommit(b *testing.B) {
 }
 
 // BenchmarkRecordStatements measures what the gateway's recorder costs the store: one
-// RecordAudit of a typical batch (8 sessions, 50 pgbench-like statements each, one
-// session.statements event per session), reported per statement. Its direct path is
-// BenchmarkCommit: one transaction appending one plain event.
+// RecordAudit of a typical batch, one session.statements event per session, reported per
+// statement. Two shapes: 8x50 is 8 sessions with 50 pgbench-like statements each; 1x1000 is
+// what one busy session leaves in a flush interval (pgbench -S -c1 through the gateway: about
+// 10,000 statements a second, flushed every 100 ms). Its direct path is BenchmarkCommit: one
+// transaction appending one plain event.
 func BenchmarkRecordStatements(b *testing.B) {
-	const sessions, each = 8, 50
 	for _, backend := range []func(testing.TB) testdb.Backend{testdb.SQLite, testdb.Postgres} {
 		bk := backend(b)
-		b.Run(bk.Name, func(b *testing.B) {
-			env := testenv.New(b, bk)
-			ctx := env.As(b, "alice")
-			// The same batch each time: appending it rewrites only its sequence and hashes.
-			events := make([]*jitgate.AuditEvent, sessions)
-			n := int64(0)
-			for s := range events {
-				ev := &jitgate.AuditEvent{Time: testenv.T0, Actor: "alice", Action: jitgate.ActionSessionStatements,
-					GrantID: 1, SessionID: int64(s + 1), Details: map[string]string{"count": strconv.Itoa(each)}}
-				for range each {
-					n++
-					ev.Statements = append(ev.Statements, jitgate.Statement{N: n, Start: testenv.T0.Add(time.Duration(n) * time.Microsecond),
-						DurationUS: 41, SQL: fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d;", 1+n*7919%1000000), Tag: "SELECT 1"})
+		for _, shape := range []struct{ sessions, each int }{{8, 50}, {1, 1000}} {
+			b.Run(fmt.Sprintf("%s/%dx%d", bk.Name, shape.sessions, shape.each), func(b *testing.B) {
+				env := testenv.New(b, bk)
+				ctx := env.As(b, "alice")
+				// The same batch each time: appending it rewrites only its sequence and hashes.
+				events := make([]*jitgate.AuditEvent, shape.sessions)
+				n := int64(0)
+				for s := range events {
+					ev := &jitgate.AuditEvent{Time: testenv.T0, Actor: "alice", Action: jitgate.ActionSessionStatements,
+						GrantID: 1, SessionID: int64(s + 1), Details: map[string]string{"count": strconv.Itoa(shape.each)}}
+					for range shape.each {
+						n++
+						ev.Statements = append(ev.Statements, jitgate.Statement{N: n, Start: testenv.T0.Add(time.Duration(n*97) * time.Microsecond),
+							DurationUS: 41 + n%13, SQL: fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d;", 1+n*7919%1000000), Tag: "SELECT 1"})
+					}
+					events[s] = ev
 				}
-				events[s] = ev
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := env.Engine.RecordAudit(ctx, events); err != nil {
-					b.Fatal(err)
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := env.Engine.RecordAudit(ctx, events); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*sessions*each), "ns/statement")
-		})
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*shape.sessions*shape.each), "ns/statement")
+			})
+		}
 	}
 }
