@@ -14,10 +14,11 @@ import (
 
 // Recorder writes statement audit events off the relay path: sessions append events to a
 // bounded buffer (a mutex and a slice, so recording a statement wakes no goroutine), and one
-// goroutine takes the buffer every flush interval, or as soon as it holds a batch, merges each
-// session's statements into one session.statements event, and appends those to the audit chain
-// (one transaction per batch). The chain covers every statement; a batch costs one row per
-// session rather than one per statement.
+// goroutine takes the buffer one flush interval after the first statement it holds came in
+// (a timer that statement sets, so an idle recorder does not wake), or as soon as it holds a
+// batch, merges each session's statements into one session.statements event, and appends
+// those to the audit chain (one transaction per batch). The chain covers every statement; a
+// batch costs one row per session rather than one per statement.
 //
 // The flush interval trades CPU for how soon statements reach the store. Each transaction
 // rewrites the pages every batch touches (the tables' and indexes' last pages, the chain's
@@ -38,9 +39,9 @@ import (
 //
 // When the store falls behind or fails, the buffer fills and sessions wait (back pressure)
 // rather than run statements that are not recorded; the relay holds such a session rather
-// than its thread (TryRecord), so the session still ends on time. Events that cannot be written by the time the recorder closes are counted as lost,
-// logged, exported as a metric and, if the store takes it, recorded as one
-// session.statements_lost audit event.
+// than its thread (TryRecord), so the session still ends on time. Events that cannot be
+// written by the time the recorder closes are counted as lost, logged, exported as a metric
+// and, if the store takes it, recorded as one session.statements_lost audit event.
 type Recorder struct {
 	eng   Engine
 	log   *slog.Logger
@@ -60,12 +61,17 @@ type Recorder struct {
 	written         *sync.Cond
 	closed          bool
 	kick            chan struct{}
+	// due fires one flush interval after the first statement the buffer took since the
+	// last flush (record sets it).
+	due *time.Timer
 	// merged is the array the last batch's events carried their statements in, reused by the
 	// next batch (only the recorder's goroutine touches it).
 	merged []jitgate.Statement
 	done   chan struct{}
 
 	recorded, lost, blocked, batches atomic.Int64
+	// wakes counts the recorder goroutine's wake-ups (tests).
+	wakes atomic.Int64
 }
 
 // Recorder defaults: see NewRecorder.
@@ -89,7 +95,8 @@ func NewRecorder(eng Engine, log *slog.Logger, buffer, batch int, flush time.Dur
 		flush = DefaultRecorderFlush
 	}
 	r := &Recorder{eng: eng, log: log, max: buffer, batch: min(batch, buffer), every: flush,
-		kick: make(chan struct{}, 1), done: make(chan struct{})}
+		kick: make(chan struct{}, 1), done: make(chan struct{}), due: time.NewTimer(flush)}
+	r.due.Stop()
 	r.notFull = sync.NewCond(&r.mu)
 	r.written = sync.NewCond(&r.mu)
 	go r.loop()
@@ -140,6 +147,9 @@ func (r *Recorder) record(head *jitgate.AuditEvent, st jitgate.Statement, wait b
 			return true
 		}
 	}
+	if len(r.buf) == 0 {
+		r.due.Reset(r.every)
+	}
 	r.buf = append(r.buf, pending{head: head, st: st})
 	r.queued++
 	if len(r.buf) == r.batch {
@@ -181,13 +191,13 @@ func (r *Recorder) Stats() (recorded, lost, blocked, batches int64, queued int) 
 
 func (r *Recorder) loop() {
 	defer close(r.done)
-	tick := time.NewTicker(r.every)
-	defer tick.Stop()
+	defer r.due.Stop()
 	for {
 		select {
 		case <-r.kick:
-		case <-tick.C:
+		case <-r.due.C:
 		}
+		r.wakes.Add(1)
 		r.mu.Lock()
 		all, closed := r.buf, r.closed
 		r.buf, r.spare = r.spare[:0], nil

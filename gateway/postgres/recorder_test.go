@@ -109,3 +109,37 @@ func TestRecorderMergesSessions(t *testing.T) {
 		}
 	}
 }
+
+// A statement is written one flush interval after it is recorded, without a Sync; a recorder
+// with nothing to write does not wake (it used to tick every interval, idle or not).
+func TestRecorderFlushesOnTimeAndSleepsWhenIdle(t *testing.T) {
+	st := &flakyStore{}
+	rec := postgres.NewRecorder(st, slog.New(slog.DiscardHandler), 100, 100, 5*time.Millisecond)
+	defer rec.Close()
+	idle := func(what string) int64 {
+		t.Helper()
+		before := postgres.RecorderWakes(rec)
+		time.Sleep(50 * time.Millisecond) // ten intervals
+		if got := postgres.RecorderWakes(rec); got != before {
+			t.Fatalf("%s: the recorder woke %d times with nothing to write", what, got-before)
+		}
+		return before
+	}
+	if woke := idle("before any statement"); woke != 0 {
+		t.Fatalf("the recorder woke %d times before any statement", woke)
+	}
+	for round := range 2 {
+		for i := range 3 {
+			rec.Record(&jitgate.AuditEvent{Action: jitgate.ActionSessionStatements, SessionID: 1}, jitgate.Statement{N: int64(3*round + i + 1), SQL: "SELECT 1"})
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			if recorded, _, _, _, _ := rec.Stats(); recorded == int64(3*(round+1)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: statements not written 5s after they were recorded", round)
+			}
+		}
+		idle("after a flush")
+	}
+}
