@@ -84,7 +84,25 @@ if ! command -v pgbouncer >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get install -y pgbouncer >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y pgbouncer >/dev/null 2>&1; } || true
 fi
 PGBOUNCER=$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null || true)
-if [ -n "$PGBOUNCER" ]; then
+[ -n "$PGBOUNCER" ] || echo "PgBouncer not available: skipping that path"
+
+# The paths to measure; only their proxies are started (an idle proxy still wakes now and then).
+paths=(direct relay epoll gw-gor gateway)
+[ -n "$PGBOUNCER" ] && paths=(direct pgbouncer relay epoll gw-gor gateway)
+if [ -n "${PATHS:-}" ]; then read -ra paths <<< "direct ${PATHS/direct/}"; fi
+keep=()
+for p in "${paths[@]}"; do
+  case $p in
+    direct|relay|gw-gor|gateway) keep+=("$p") ;;
+    pgbouncer) [ -n "$PGBOUNCER" ] && keep+=("$p") ;;
+    epoll) [ "$(uname -s)" = Linux ] && keep+=("$p") ;; # bench/relay -epoll needs Linux
+    *) echo "PATHS: unknown path '$p' (direct pgbouncer relay epoll gw-gor gateway)" >&2; exit 2 ;;
+  esac
+done
+paths=("${keep[@]}")
+wanted() { [[ " ${paths[*]} " == *" $1 "* ]]; }
+
+if wanted pgbouncer; then
   bouncer_port=$(free_port)
   echo '"postgres" ""' > "$work/users.txt"
   cat > "$work/pgbouncer.ini" <<INI
@@ -107,17 +125,17 @@ INI
   [ "$(id -u)" = 0 ] && { chown -R postgres "$work"; runas=(runuser -u postgres --); }
   "${detach[@]}" "${runas[@]}" "$PGBOUNCER" "$work/pgbouncer.ini" >/dev/null 2>&1 &
   pids+=($!) # (runuser's: pgbouncer's own is in its pidfile)
-else
-  echo "PgBouncer not available: skipping that path"
 fi
 
 # The bare relays: a goroutine per direction, and event loops (as many as the gateway's).
 go build -o "$work/relay" ./bench/relay
 relay_port=$(free_port) epoll_port=$(free_port)
-"${detach[@]}" "$work/relay" -listen "127.0.0.1:$relay_port" -upstream 127.0.0.1:5432 &
-pids+=($!)
-proxy_pid[relay]=$!
-if [ "$(uname -s)" = Linux ]; then
+if wanted relay; then
+  "${detach[@]}" "$work/relay" -listen "127.0.0.1:$relay_port" -upstream 127.0.0.1:5432 &
+  pids+=($!)
+  proxy_pid[relay]=$!
+fi
+if wanted epoll; then
   loops=()
   [ "${LOOPS:-0}" != 0 ] && loops=(-loops "$LOOPS")
   "${detach[@]}" "$work/relay" -listen "127.0.0.1:$epoll_port" -upstream 127.0.0.1:5432 -epoll "${loops[@]}" &
@@ -168,8 +186,8 @@ YAML
   JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" request "$DB" --role read --for 8h --reason "pgbench" >/dev/null
   gw_password[$name]=$(eval "$(JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" credentials "$DB" 2>/dev/null)"; echo "$PGPASSWORD")
 }
-start_jitgate gateway loop
-start_jitgate gw-gor goroutines
+if wanted gateway; then start_jitgate gateway loop; fi
+if wanted gw-gor; then start_jitgate gw-gor goroutines; fi
 
 run() { # path, pgbench args... → prints tps or latency
   local path=$1; shift
@@ -218,12 +236,6 @@ if [ -n "${CPU_RATE:-}" ]; then
   fi
 fi
 
-paths=(direct relay epoll gw-gor gateway)
-[ -n "$bouncer_port" ] && paths=(direct pgbouncer relay epoll gw-gor gateway)
-if [ "$(uname -s)" != Linux ]; then # bench/relay -epoll needs Linux
-  keep=(); for p in "${paths[@]}"; do [ "$p" = epoll ] || keep+=("$p"); done; paths=("${keep[@]}")
-fi
-if [ -n "${PATHS:-}" ]; then read -ra paths <<< "direct ${PATHS/direct/}"; fi
 # Each round's figures go to a table; the summary is, per path, the median over rounds of each
 # round's ratio to direct (one disturbed round, say a checkpoint, does not skew it).
 results="$work/results"
@@ -317,6 +329,8 @@ if [ -s "$results.cpu" ]; then
       }' "$results.cpu"
   done
 fi
-echo
-echo "gateway (loop) metrics:"
-curl -s "${gw_url[gateway]}/metrics" | grep -E '^jitgate_gateway_(statements|recorder|upstream)' || true
+if wanted gateway; then
+  echo
+  echo "gateway (loop) metrics:"
+  curl -s "${gw_url[gateway]}/metrics" | grep -E '^jitgate_gateway_(statements|recorder|upstream)' || true
+fi
