@@ -264,50 +264,43 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
+# Helpers for the summaries' awk programs, over an array's values: median, mean, the mean's
+# standard error, and how many there are.
+stats_awk='
+  function count(a,   n, i) { n = 0; for (i in a) n++; return n }
+  function median(a,   n, i, j, v, tmp) {
+    n = 0; for (i in a) v[++n] = a[i]
+    for (i = 2; i <= n; i++) { tmp = v[i]; for (j = i - 1; j > 0 && v[j] > tmp; j--) v[j + 1] = v[j]; v[j + 1] = tmp }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  function mean(a,   i, s) { s = 0; for (i in a) s += a[i]; return count(a) ? s / count(a) : 0 }
+  function se(a,   i, m, n, ss) {
+    m = mean(a); n = count(a); ss = 0; for (i in a) ss += (a[i] - m)^2
+    return n > 1 ? sqrt(ss / (n - 1) / n) : 0
+  }
+'
 echo
 echo "median over $ROUNDS round(s) of each round's figure relative to direct:"
 printf '%-10s %10s %14s %14s %12s %10s\n' path "-S -c8" "-S -c1 added" "median added" "99.9% (ms)" "-S -C -c8"
 for p in "${paths[@]}"; do
-  awk -v p="$p" '
+  awk -v p="$p" "$stats_awk"'
     $2 == "direct" { td[$1] = $3; ld[$1] = $4; cd[$1] = $5; md[$1] = $6 }
     $2 == p { t[$1] = $3; l[$1] = $4; c[$1] = $5; m[$1] = $6; q[$1] = $7 }
-    function median(a,   n, i, v, tmp) {
-      n = 0; for (i in a) v[++n] = a[i]
-      for (i = 2; i <= n; i++) { tmp = v[i]; for (j = i - 1; j > 0 && v[j] > tmp; j--) v[j + 1] = v[j]; v[j + 1] = tmp }
-      return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-    }
     END {
       for (r in t) { rt[r] = t[r] / td[r]; rl[r] = (l[r] - ld[r]) * 1000; rm[r] = (m[r] - md[r]) * 1000; rc[r] = c[r] / cd[r] }
       printf "%-10s %9.2fx %+11.1f us %+11.1f us %12.3f %9.2fx\n", p, median(rt), median(rl), median(rm), median(q), median(rc)
     }' "$results"
 done
-if [[ " ${paths[*]} " == *" pgbouncer "* && " ${paths[*]} " == *" gateway "* ]]; then
+if wanted pgbouncer && wanted gateway; then
   echo
-  awk '
-    $2 == "pgbouncer" { b[$1] = $3 }
-    $2 == "gateway" { g[$1] = $3 }
+  awk "$stats_awk"'
+    $2 == "pgbouncer" { bt[$1] = $3; bl[$1] = $4; bm[$1] = $6 }
+    $2 == "gateway" { gt[$1] = $3; gl[$1] = $4; gm[$1] = $6 }
     END {
-      n = 0
-      for (r in g) if (b[r] > 0 && g[r] > 0) { v[++n] = g[r] / b[r]; s += log(v[n]); ss += log(v[n])^2 }
-      if (n == 0) exit
-      for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j > 0 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
-      med = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-      m = s / n; se = n > 1 ? sqrt((ss - n * m * m) / (n - 1) / n) : 0
-      printf "gateway against PgBouncer, -S -c8 throughput per round: median %.3fx, geometric mean %.3fx (%.3f-%.3f at one standard error), %d round(s)\n", med, exp(m), exp(m - se), exp(m + se), n
-    }' "$results"
-  awk '
-    $2 == "pgbouncer" { bl[$1] = $4; bm[$1] = $6 }
-    $2 == "gateway" { gl[$1] = $4; gm[$1] = $6 }
-    function report(what, x, xx, n,   m, se) {
-      m = x / n; se = n > 1 ? sqrt((xx - n * m * m) / (n - 1) / n) : 0
-      printf "%s %+.1f us (standard error %.1f)", what, m, se
-    }
-    END {
-      n = 0
-      for (r in gl) if (bl[r] > 0 && gl[r] > 0) { n++; d = (gl[r] - bl[r]) * 1000; s += d; ss += d * d; e = (gm[r] - bm[r]) * 1000; t += e; tt += e * e }
-      if (n == 0) exit
-      printf "gateway minus PgBouncer, -S -c1 latency per round:"
-      report(" mean", s, ss, n); report(", median", t, tt, n); printf ", %d round(s)\n", n
+      for (r in gt) if (bt[r] > 0 && gt[r] > 0) { ratio[r] = gt[r] / bt[r]; lr[r] = log(ratio[r]) }
+      for (r in gl) if (bl[r] > 0 && gl[r] > 0) { dl[r] = (gl[r] - bl[r]) * 1000; dm[r] = (gm[r] - bm[r]) * 1000 }
+      if (count(ratio)) printf "gateway against PgBouncer, -S -c8 throughput per round: median %.3fx, geometric mean %.3fx (%.3f-%.3f at one standard error), %d round(s)\n", median(ratio), exp(mean(lr)), exp(mean(lr) - se(lr)), exp(mean(lr) + se(lr)), count(ratio)
+      if (count(dl)) printf "gateway minus PgBouncer, -S -c1 latency per round: mean %+.1f us (standard error %.1f), median %+.1f us (standard error %.1f), %d round(s)\n", mean(dl), se(dl), mean(dm), se(dm), count(dl)
     }' "$results"
 fi
 if [ -s "$results.cpu" ]; then
@@ -315,17 +308,12 @@ if [ -s "$results.cpu" ]; then
   echo "CPU per transaction at $CPU_RATE transactions/s (median over rounds; ratio to PgBouncer's in the same round):"
   for p in "${paths[@]}"; do
     [ "$p" = direct ] && continue
-    awk -v p="$p" '
+    awk -v p="$p" "$stats_awk"'
       $2 == "pgbouncer" { b[$1] = $3 }
       $2 == p { u[$1] = $3 }
-      function median(a,   n, i, v, tmp) {
-        n = 0; for (i in a) v[++n] = a[i]
-        for (i = 2; i <= n; i++) { tmp = v[i]; for (j = i - 1; j > 0 && v[j] > tmp; j--) v[j + 1] = v[j]; v[j + 1] = tmp }
-        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-      }
       END {
         for (r in u) if (b[r] > 0) rr[r] = u[r] / b[r]
-        if (length(rr)) printf "%-10s %8.2f us %8.2fx\n", p, median(u), median(rr); else printf "%-10s %8.2f us\n", p, median(u)
+        if (count(rr)) printf "%-10s %8.2f us %8.2fx\n", p, median(u), median(rr); else printf "%-10s %8.2f us\n", p, median(u)
       }' "$results.cpu"
   done
 fi
