@@ -180,7 +180,7 @@ func (l *loop) readable(s *side) {
 		l.setMask(s, s.mask&^unix.EPOLLIN) // the peer is not keeping up: pause until it drains
 		return
 	}
-	n, e := rawIO(unix.SYS_READ, s.fd, l.buf)
+	n, e := rawIO(unix.SYS_RECVFROM, s.fd, l.buf, 0)
 	if e == unix.EAGAIN || e == unix.EINTR {
 		return
 	}
@@ -188,7 +188,7 @@ func (l *loop) readable(s *side) {
 		l.end(s.p)
 		return
 	}
-	w, e := rawIO(unix.SYS_WRITE, s.peer.fd, l.buf[:n])
+	w, e := rawIO(unix.SYS_SENDTO, s.peer.fd, l.buf[:n], unix.MSG_NOSIGNAL)
 	if e != 0 && e != unix.EAGAIN && e != unix.EINTR {
 		l.end(s.p)
 		return
@@ -202,7 +202,7 @@ func (l *loop) readable(s *side) {
 // flush writes what s holds; once it is out, s's peer is read again.
 func (l *loop) flush(s *side) {
 	for len(s.out) > 0 {
-		n, e := rawIO(unix.SYS_WRITE, s.fd, s.out)
+		n, e := rawIO(unix.SYS_SENDTO, s.fd, s.out, unix.MSG_NOSIGNAL)
 		if e == unix.EAGAIN || e == unix.EINTR {
 			return
 		}
@@ -239,10 +239,10 @@ func (l *loop) end(p *pair) {
 	}
 }
 
-// rawIO is read(2) or write(2) on a non-blocking socket without the runtime's system-call
-// bookkeeping.
-func rawIO(trap uintptr, fd int, b []byte) (int, unix.Errno) {
-	r, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+// rawIO is recv(2) or send(2) with flags on a non-blocking socket without the runtime's
+// system-call bookkeeping (the gateway's loop makes the same calls).
+func rawIO(trap uintptr, fd int, b []byte, flags int) (int, unix.Errno) {
+	r, _, e := unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(flags), 0, 0)
 	if e != 0 {
 		return -1, e
 	}

@@ -1,14 +1,20 @@
 package postgres
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/metrics"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // An idle loop waits in a raw epoll_pwait that keeps its P; a stop-the-world must still get
@@ -102,5 +108,120 @@ func TestIdleLoopSleeps(t *testing.T) {
 			t.Fatalf("loop %d: work posted to it waited for its idle wait to end", i)
 		}
 		t.Logf("loop %d: %d switches in 0.5 s idle; posted work ran after %v", i, n, time.Since(start))
+	}
+}
+
+// socketPair returns the descriptors of both ends of a loopback TCP connection, non-blocking
+// as the loop's are; they are closed when the test ends.
+func socketPair(tb testing.TB) (a, b int) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fds := make([]int, 2)
+	for i, conn := range []net.Conn{c, s} {
+		bc := &bufConn{Conn: conn, fd: -1}
+		if err := bc.detach(); err != nil {
+			tb.Fatal(err)
+		}
+		if err := unix.SetNonblock(bc.fd, true); err != nil {
+			tb.Fatal(err)
+		}
+		fds[i] = bc.fd
+		tb.Cleanup(func() { unix.Close(bc.fd) })
+	}
+	return fds[0], fds[1]
+}
+
+// The loop's reads and writes carry bytes, report an empty socket as EAGAIN, and report a
+// closed peer as an error rather than raising SIGPIPE.
+func TestRawSocketCalls(t *testing.T) {
+	a, b := socketPair(t)
+	buf := make([]byte, 64)
+	if _, err := rawRead(b, buf); err != unix.EAGAIN {
+		t.Fatalf("read of an empty socket: %v, want EAGAIN", err)
+	}
+	if n, err := rawWrite(a, []byte("hello")); n != 5 || err != nil {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	var n int
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if n, err = rawRead(b, buf); err != unix.EAGAIN || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read: %q, %v", buf[:max(n, 0)], err)
+	}
+	// The peer goes away: once it has answered with a reset, writes fail, and no SIGPIPE is
+	// raised (the runtime would ignore it, but each costs a signal delivery).
+	pipes := make(chan os.Signal, 1)
+	signal.Notify(pipes, unix.SIGPIPE)
+	defer signal.Stop(pipes)
+	unix.Close(b)
+	var werr error
+	for deadline := time.Now().Add(5 * time.Second); werr == nil && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		_, werr = rawWrite(a, []byte("x"))
+	}
+	if !errors.Is(werr, unix.EPIPE) && !errors.Is(werr, unix.ECONNRESET) {
+		t.Fatalf("write to a closed peer: %v, want EPIPE or ECONNRESET", werr)
+	}
+	if _, werr = rawWrite(a, []byte("x")); !errors.Is(werr, unix.EPIPE) {
+		t.Fatalf("write after the reset: %v, want EPIPE", werr)
+	}
+	select {
+	case <-pipes:
+		t.Fatal("a write to a closed peer raised SIGPIPE")
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// BenchmarkSocketCalls measures the loop's read and write against read(2) and write(2) made
+// the same raw way, the direct path: one 120-byte message written on one end of a loopback
+// TCP connection and read on the other, per operation.
+func BenchmarkSocketCalls(b *testing.B) {
+	msg := make([]byte, 120)
+	buf := make([]byte, 64<<10)
+	fileCall := func(trap uintptr) func(int, []byte) (int, error) {
+		return func(fd int, p []byte) (int, error) {
+			r, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			if e != 0 {
+				return -1, e
+			}
+			return int(r), nil
+		}
+	}
+	calls := map[string][2]func(int, []byte) (int, error){
+		"readwrite": {fileCall(unix.SYS_WRITE), fileCall(unix.SYS_READ)},
+		"loop":      {rawWrite, rawRead},
+	}
+	for _, name := range []string{"readwrite", "loop"} {
+		write, read := calls[name][0], calls[name][1]
+		b.Run(name, func(b *testing.B) {
+			x, y := socketPair(b)
+			for b.Loop() {
+				if n, err := write(x, msg); n != len(msg) {
+					b.Fatalf("write: %d, %v", n, err)
+				}
+				n, err := read(y, buf)
+				for err == unix.EAGAIN { // not there yet (loopback delivers it within the write, as a rule)
+					n, err = read(y, buf)
+				}
+				if n != len(msg) {
+					b.Fatalf("read: %d, %v", n, err)
+				}
+			}
+		})
 	}
 }
