@@ -11,5 +11,5 @@ benchtime="${BENCHTIME:-2s}"
 go test -run '^$' -bench 'BenchmarkDecision' -benchtime "$benchtime" -count "$count" ./policy/
 go test -run '^$' -bench 'BenchmarkCycle|BenchmarkCommit|BenchmarkRecordStatements' -benchtime "$benchtime" -count "$count" ./access/
 go test -run '^$' -bench 'BenchmarkParse' -benchtime "$benchtime" -count "$count" ./store/internal/statements/
-go test -run '^$' -bench 'BenchmarkRelayTransaction' -benchtime "$benchtime" -count "$count" ./gateway/postgres/
+go test -run '^$' -bench 'BenchmarkRelayTransaction|BenchmarkSocketCalls' -benchtime "$benchtime" -count "$count" ./gateway/postgres/
 go test -run '^$' -bench 'BenchmarkAPICycle' -benchtime "$benchtime" -count "$count" ./httpapi/

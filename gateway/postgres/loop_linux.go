@@ -21,7 +21,8 @@ import (
 // (bench/pgbench.sh), a goroutine per direction costs each message a scheduler round trip
 // (park, netpoller wake-up, often a second thread woken to spin), which adds tens of
 // microseconds per query and takes CPU from the database: the loop waits in epoll_pwait and
-// reads and writes with raw system calls, so a message costs exactly its read and its write.
+// reads and writes with raw recv and send calls, so a message costs exactly its read and its
+// write.
 //
 // The raw wait keeps the loop's P (processor) while it sleeps; New raises GOMAXPROCS by the
 // number of loops so the rest of the program keeps its share. When the runtime needs to
