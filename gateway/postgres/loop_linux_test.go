@@ -115,19 +115,7 @@ func TestIdleLoopSleeps(t *testing.T) {
 // as the loop's are; they are closed when the test ends.
 func socketPair(tb testing.TB) (a, b int) {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		tb.Fatal(err)
-	}
+	c, s := tcpPair(tb)
 	fds := make([]int, 2)
 	for i, conn := range []net.Conn{c, s} {
 		bc := &bufConn{Conn: conn, fd: -1}

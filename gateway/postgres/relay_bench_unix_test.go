@@ -70,21 +70,7 @@ func BenchmarkRelayTransaction(b *testing.B) {
 	})
 
 	b.Run("syscalls", func(b *testing.B) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer ln.Close()
-		c1, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c1.Close()
-		c2, err := ln.Accept()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c2.Close()
+		c1, c2 := tcpPair(b)
 		fd := func(c net.Conn) int {
 			f, err := c.(*net.TCPConn).File()
 			if err != nil {
@@ -115,4 +101,25 @@ func BenchmarkRelayTransaction(b *testing.B) {
 			pass(z, a, answer)
 		}
 	})
+}
+
+// tcpPair returns both ends of a loopback TCP connection, closed when the test ends.
+func tcpPair(tb testing.TB) (net.Conn, net.Conn) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	s, err := ln.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return c, s
 }
