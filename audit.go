@@ -147,6 +147,17 @@ func appendHashStr(b []byte, s string) []byte {
 // statement sent by a client with client_encoding LATIN1, say, would otherwise break the
 // chain's verification.
 func (e *AuditEvent) MakeValidUTF8() {
+	e.MakeHeadValidUTF8()
+	for i := range e.Statements {
+		st := &e.Statements[i]
+		st.SQL, st.SQLState, st.Tag, st.Protocol = validUTF8(st.SQL), validUTF8(st.SQLState), validUTF8(st.Tag), validUTF8(st.Protocol)
+	}
+}
+
+// MakeHeadValidUTF8 is MakeValidUTF8 for everything but the statements: a store that checks
+// the statements' text as it encodes them calls it, and MakeValidUTF8 only for an event whose
+// statements were not UTF-8.
+func (e *AuditEvent) MakeHeadValidUTF8() {
 	e.Actor = validUTF8(e.Actor)
 	e.Action = validUTF8(e.Action)
 	for k, v := range e.Details {
@@ -154,10 +165,6 @@ func (e *AuditEvent) MakeValidUTF8() {
 			delete(e.Details, k)
 			e.Details[vk] = vv
 		}
-	}
-	for i := range e.Statements {
-		st := &e.Statements[i]
-		st.SQL, st.SQLState, st.Tag, st.Protocol = validUTF8(st.SQL), validUTF8(st.SQLState), validUTF8(st.Tag), validUTF8(st.Protocol)
 	}
 }
 

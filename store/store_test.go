@@ -301,6 +301,9 @@ func TestAuditStatementsManyEvents(t *testing.T) {
 				} else {
 					ev.Action = "plain"
 				}
+				if i == 90 {
+					ev.Details = map[string]string{"note": "r\xe9sum\xe9"} // not UTF-8 in the head only
+				}
 				events[i] = ev
 			}
 			tx(t, s, func(tx jitgate.Tx) error { return tx.AppendAudit(events...) })
@@ -327,6 +330,9 @@ func TestAuditStatementsManyEvents(t *testing.T) {
 		}
 		if sql := got[77].Statements[1].SQL; sql != "SELECT 0 FROM t77 WHERE k = 1 -- caf\uFFFD" {
 			t.Errorf("text that is not UTF-8 read back as %q", sql)
+		}
+		if note := got[90].Details["note"]; note != "r\uFFFDsum\uFFFD" {
+			t.Errorf("a detail that is not UTF-8 read back as %q", note)
 		}
 	})
 }

@@ -425,16 +425,13 @@ func (t *txn) AppendAudit(events ...*jitgate.AuditEvent) error {
 			// What is read back must be what is hashed: text that is not UTF-8 is made so.
 			// Append checks the statements' text as it encodes it, so they are gone through
 			// again only if some is not.
-			sts := e.Statements
-			e.Statements = nil
-			e.MakeValidUTF8()
-			e.Statements = sts
-			if len(sts) > 0 {
+			e.MakeHeadValidUTF8()
+			if len(e.Statements) > 0 {
 				start := len(buf)
 				var exact bool
-				if buf, exact = statements.Append(buf, sts); !exact {
+				if buf, exact = statements.Append(buf, e.Statements); !exact {
 					e.MakeValidUTF8()
-					buf, _ = statements.Append(buf[:start], sts)
+					buf, _ = statements.Append(buf[:start], e.Statements)
 				}
 			}
 			ends[i] = len(buf)
