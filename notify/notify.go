@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/internal/textsafe"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -300,16 +301,16 @@ func (n *Notifier) message(ev jitgate.Event) *Message {
 		return &Message{ID: fmt.Sprintf("%s:%d:%d", KindRequestPending, r.ID, r.Step), Kind: KindRequestPending, Recipients: recipients,
 			Request: r, URL: n.link("requests", r.ID),
 			Title: fmt.Sprintf("%s %s %s/%s for %s%s", r.Requester, what, r.Resource, r.Role, jitgate.FormatDuration(r.Duration), step),
-			Text:  fmt.Sprintf("Reason: %s\nReview: jitgate approve %d  |  jitgate deny %d --comment \"...\"", r.Reason, r.ID, r.ID)}
+			Text:  fmt.Sprintf("Reason: %s\nReview: jitgate approve %d  |  jitgate deny %d --comment \"...\"", textsafe.Text(r.Reason), r.ID, r.ID)}
 	case jitgate.EventBreakGlass:
 		return &Message{ID: fmt.Sprintf("%s:%d", KindBreakGlass, r.ID), Kind: KindBreakGlass, Recipients: recipients, Urgent: true,
 			Request: r, Grant: g, URL: n.link("requests", r.ID),
 			Title: fmt.Sprintf("BREAK-GLASS: %s took %s/%s for %s", r.Requester, r.Resource, r.Role, jitgate.FormatDuration(r.Duration)),
-			Text:  fmt.Sprintf("Reason: %s\nAccess is already active. An after-the-fact review is required: jitgate approve %d, or deny it (which revokes the grant).", r.Reason, r.ID)}
+			Text:  fmt.Sprintf("Reason: %s\nAccess is already active. An after-the-fact review is required: jitgate approve %d, or deny it (which revokes the grant).", textsafe.Text(r.Reason), r.ID)}
 	case jitgate.EventRequestDecided:
-		text := r.DecisionNote
+		text := textsafe.Text(r.DecisionNote)
 		if r.DecidedBy != "" {
-			text = fmt.Sprintf("By %s: %s", r.DecidedBy, r.DecisionNote)
+			text = fmt.Sprintf("By %s: %s", r.DecidedBy, text)
 		}
 		return &Message{ID: fmt.Sprintf("%s:%d:%s", KindRequestDecided, r.ID, r.State), Kind: KindRequestDecided, Recipients: recipients,
 			Request: r, Grant: g, URL: n.link("requests", r.ID),
@@ -328,12 +329,12 @@ func (n *Notifier) message(ev jitgate.Event) *Message {
 		return &Message{ID: fmt.Sprintf("%s:%d", KindGrantEnded, g.ID), Kind: KindGrantEnded, Recipients: recipients, Grant: g,
 			URL:   n.link("grants", g.ID),
 			Title: fmt.Sprintf("Your access to %s/%s %s", g.Resource, g.Role, how),
-			Text:  fmt.Sprintf("Grant %d ended: %s. Live sessions were closed.", g.ID, g.EndReason)}
+			Text:  fmt.Sprintf("Grant %d ended: %s. Live sessions were closed.", g.ID, textsafe.Text(g.EndReason))}
 	case jitgate.EventRevocationUnverified:
 		return &Message{ID: fmt.Sprintf("%s:%d:%d", KindRevocationUnverified, g.ID, g.Provision.Attempts), Kind: KindRevocationUnverified,
 			Urgent: true, Grant: g, URL: n.link("grants", g.ID),
 			Title: fmt.Sprintf("ALERT: access of grant %d (%s on %s/%s) is still there after its revoke", g.ID, g.User, g.Resource, g.Role),
-			Text:  g.Provision.LastError + "\njitgate keeps retrying; check the target."}
+			Text:  textsafe.Text(g.Provision.LastError) + "\njitgate keeps retrying; check the target."}
 	}
 	return nil
 }

@@ -285,3 +285,54 @@ func TestFullQueueDrops(t *testing.T) {
 		t.Fatalf("dropped %d of 10 with a queue of 2", dropped)
 	}
 }
+
+// A hostile reason and comment reach Slack as text, not markup (no mention, no disguised link),
+// and reach both sinks without terminal controls.
+func TestHostileTextIsEscaped(t *testing.T) {
+	f := newFixture(t)
+	reason := "<!channel> see <https://evil.example|the runbook> & \x1b[2K\u202edone"
+	r, err := f.eng.Submit(f.as("alice"), jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: time.Hour, Reason: reason})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.eng.Review(f.as("bob"), r.ID, jitgate.Deny, "no <@U0BOB>\x1b]52;c;eA==\x07"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both messages", func() bool {
+		f.slack.mu.Lock()
+		defer f.slack.mu.Unlock()
+		return len(f.slack.posts) == 2 && len(f.hook.byKind(notify.KindRequestDecided)) == 1
+	})
+	f.slack.mu.Lock()
+	defer f.slack.mu.Unlock()
+	var all []string
+	for _, p := range f.slack.posts {
+		all = append(all, p.Text)
+		for _, b := range p.Blocks {
+			if b.Text != nil {
+				all = append(all, b.Text.Text)
+			}
+		}
+	}
+	text := strings.Join(all, "\n")
+	for _, bad := range []string{"<!channel>", "<https://evil", "<@U0BOB>\\u001b", "\x1b", "\x07", "\u202e"} {
+		if strings.Contains(text, bad) {
+			t.Errorf("slack text holds %q:\n%s", bad, text)
+		}
+	}
+	for _, want := range []string{"&lt;!channel&gt; see &lt;https://evil.example|the runbook&gt; &amp; \\u001b[2K\\u202edone", "no &lt;@U0BOB&gt;\\u001b]52"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("slack text lacks %q:\n%s", want, text)
+		}
+	}
+	f.hook.mu.Lock()
+	defer f.hook.mu.Unlock()
+	for _, m := range f.hook.msgs {
+		if m.Kind != notify.KindRequestPending && m.Kind != notify.KindRequestDecided {
+			continue
+		}
+		if strings.ContainsAny(m.Text, "\x1b\x07\u202e") {
+			t.Errorf("webhook %s text holds a control: %q", m.Kind, m.Text)
+		}
+	}
+}

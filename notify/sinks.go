@@ -87,9 +87,11 @@ func (s *Slack) blocks(m *Message) *SlackMessage {
 	for _, r := range m.Recipients {
 		who = append(who, s.mention(r))
 	}
-	fallback := title
+	// Title and Text hold text users typed (reasons, comments): in Slack's mrkdwn it must not
+	// become a mention (<!channel>, <@U…>) or a link whose label hides its address.
+	fallback := slackEscape(title)
 	if len(who) > 0 {
-		fallback = strings.Join(who, " ") + " " + title
+		fallback = strings.Join(who, " ") + " " + fallback
 	}
 	msg := &SlackMessage{Text: fallback}
 	msg.Blocks = append(msg.Blocks, SlackBlock{Type: "header", Text: &SlackText{Type: "plain_text", Text: truncate(title, 150)}})
@@ -111,7 +113,7 @@ func (s *Slack) blocks(m *Message) *SlackMessage {
 		msg.Blocks = append(msg.Blocks, SlackBlock{Type: "section", Fields: fields})
 	}
 	if m.Text != "" {
-		msg.Blocks = append(msg.Blocks, SlackBlock{Type: "section", Text: &SlackText{Type: "mrkdwn", Text: truncate(m.Text, 2900)}})
+		msg.Blocks = append(msg.Blocks, SlackBlock{Type: "section", Text: &SlackText{Type: "mrkdwn", Text: truncate(slackEscape(m.Text), 2900)}})
 	}
 	if len(who) > 0 {
 		msg.Blocks = append(msg.Blocks, SlackBlock{Type: "context", Elements: []SlackElement{{Type: "mrkdwn", Text: "For " + strings.Join(who, " ")}}})
@@ -129,6 +131,10 @@ func (s *Slack) blocks(m *Message) *SlackMessage {
 	}
 	return msg
 }
+
+// slackEscape escapes the three characters Slack's markup is made of (&, <, >), so that text
+// shows as typed; Slack's documentation asks for exactly these escapes.
+var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

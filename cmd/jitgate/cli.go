@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/internal/textsafe"
 	"github.com/spf13/cobra"
 )
 
@@ -29,14 +30,23 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // app holds what every command shares.
 type app struct {
-	stdin          io.Reader
+	stdin io.Reader
+	// stdout and stderr escape terminal controls in everything written to them (see
+	// textsafe): text users typed is shown, never acted on.
 	stdout, stderr io.Writer
-	output         string // "table" or "json"
+	// rawStdout and rawStderr are the terminal itself, for what jitgate's own code draws (the
+	// --wait spinner) and for a database client that connect hands the terminal to.
+	rawStdout, rawStderr io.Writer
+	output               string // "table" or "json"
 }
 
 // run executes the CLI with args and returns the exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	safeOut, safeErr := textsafe.NewWriter(stdout), textsafe.NewWriter(stderr)
+	defer safeOut.Flush()
+	defer safeErr.Flush()
+	stdout, stderr = safeOut, safeErr
+	a := &app{stdin: stdin, stdout: safeOut, stderr: safeErr, rawStdout: safeOut.Unwrap(), rawStderr: safeErr.Unwrap()}
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(stdin)

@@ -15,6 +15,7 @@ import (
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/access"
 	"github.com/jitgate/jitgate/httpapi"
+	"github.com/jitgate/jitgate/internal/textsafe"
 	"github.com/spf13/cobra"
 )
 
@@ -287,7 +288,7 @@ func (a *app) reportRequest(ctx context.Context, c *httpapi.Client, r *jitgate.R
 	} else {
 		switch r.State {
 		case jitgate.RequestApproved:
-			fmt.Fprintf(a.stdout, "Request %d approved (%s).\n", r.ID, r.DecisionNote)
+			fmt.Fprintf(a.stdout, "Request %d approved (%s).\n", r.ID, textsafe.Line(r.DecisionNote))
 			if g, err := c.GetGrant(ctx, r.GrantID); err == nil {
 				fmt.Fprintf(a.stdout, "Grant %d: %s/%s %s, %s.\n", g.ID, g.Resource, g.Role, g.State, grantWhen(g, time.Now()))
 			}
@@ -295,7 +296,7 @@ func (a *app) reportRequest(ctx context.Context, c *httpapi.Client, r *jitgate.R
 			fmt.Fprintf(a.stdout, "Request %d is pending: waiting for approval (step %d of %d), times out %s.\n",
 				r.ID, r.Step+1, r.Steps, relative(r.ExpiresAt, time.Now()))
 		default:
-			fmt.Fprintf(a.stdout, "Request %d %s by %s: %s\n", r.ID, r.State, r.DecidedBy, r.DecisionNote)
+			fmt.Fprintf(a.stdout, "Request %d %s by %s: %s\n", r.ID, r.State, r.DecidedBy, textsafe.Line(r.DecisionNote))
 		}
 	}
 	if waited && r.State != jitgate.RequestApproved {
@@ -306,7 +307,7 @@ func (a *app) reportRequest(ctx context.Context, c *httpapi.Client, r *jitgate.R
 
 // waitDecided polls until request id leaves pending, with a spinner on a terminal.
 func (a *app) waitDecided(ctx context.Context, c *httpapi.Client, id int64) (*jitgate.Request, error) {
-	spin := isTerminal(a.stderr)
+	spin := isTerminal(a.rawStderr)
 	frames := []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
@@ -317,12 +318,12 @@ func (a *app) waitDecided(ctx context.Context, c *httpapi.Client, id int64) (*ji
 		}
 		if r.State != jitgate.RequestPending {
 			if spin {
-				fmt.Fprint(a.stderr, "\r\033[K")
+				fmt.Fprint(a.rawStderr, "\r\033[K")
 			}
 			return r, nil
 		}
 		if spin {
-			fmt.Fprintf(a.stderr, "\r%s waiting for approval of request %d (step %d of %d)", frames[i%len(frames)], id, r.Step+1, r.Steps)
+			fmt.Fprintf(a.rawStderr, "\r%s waiting for approval of request %d (step %d of %d)", frames[i%len(frames)], id, r.Step+1, r.Steps)
 		}
 		select {
 		case <-ctx.Done():
@@ -526,7 +527,7 @@ func (a *app) revokeCmd() *cobra.Command {
 			if a.output == "json" {
 				return a.printJSON(g)
 			}
-			fmt.Fprintf(a.stdout, "Grant %d revoked: %s.\n", g.ID, g.EndReason)
+			fmt.Fprintf(a.stdout, "Grant %d revoked: %s.\n", g.ID, textsafe.Line(g.EndReason))
 			return nil
 		}),
 	}
@@ -605,7 +606,7 @@ verification names the first event that was edited, deleted or reordered, and ex
 				} else if res.OK {
 					fmt.Fprintf(a.stdout, "Audit chain OK: %d events, head %d (%s).\n", res.Events, res.HeadSeq, short(res.HeadHash))
 				} else {
-					fmt.Fprintf(a.stdout, "Audit chain BROKEN at event %d (%s): %s\n", res.FirstBad, res.Problem, res.Message)
+					fmt.Fprintf(a.stdout, "Audit chain BROKEN at event %d (%s): %s\n", res.FirstBad, res.Problem, textsafe.Line(res.Message))
 				}
 				if !res.OK {
 					return silentError{errors.New("audit chain broken")}

@@ -147,7 +147,7 @@ func (a *app) connectCmd() *cobra.Command {
 				g.Resource, g.User, g.Role, how, g.ID, relative(g.EndsAt, time.Now()))
 			p := exec.CommandContext(ctx, bin, clientArgs...)
 			p.Env = append(os.Environ(), clientEnv(cr)...)
-			p.Stdin, p.Stdout, p.Stderr = a.stdin, a.stdout, a.stderr
+			p.Stdin, p.Stdout, p.Stderr = a.stdin, a.rawStdout, a.rawStderr
 			if err := p.Run(); err != nil {
 				return silentError{err}
 			}

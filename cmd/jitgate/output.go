@@ -7,8 +7,10 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/internal/textsafe"
 )
 
 // table writes aligned columns.
@@ -35,7 +37,7 @@ func (t *table) row(cols ...any) {
 		if i > 0 {
 			fmt.Fprint(t.tw, "\t")
 		}
-		fmt.Fprint(t.tw, strings.ReplaceAll(fmt.Sprint(c), "\t", " "))
+		fmt.Fprint(t.tw, textsafe.Line(fmt.Sprint(c)))
 	}
 	fmt.Fprintln(t.tw)
 }
@@ -78,12 +80,13 @@ func relative(t, now time.Time) string {
 	return human(now.Sub(t)) + " ago"
 }
 
+// truncate folds s's white space and cuts it to at most n characters.
 func truncate(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
-	if len(s) <= n {
+	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
-	return s[:n-1] + "…"
+	return string([]rune(s)[:n-1]) + "…"
 }
 
 // requestWhen describes a request's timing for the table.
