@@ -67,3 +67,7 @@ func (r *Request) UnmarshalJSON(b []byte) error {
 	r.Duration = d
 	return nil
 }
+
+// FormatTime renders t for messages people read: RFC 3339 in UTC, to the second
+// ("2026-12-02T14:02:11Z"), so that a time is never ambiguous across zones.
+func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -1,6 +1,9 @@
 package jitgate
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // CredentialPrefix starts every session credential.
 const CredentialPrefix = "jgs_"
@@ -54,3 +57,43 @@ const (
 	ActionCredentialMinted  = "grant.credentials_minted"
 	ActionSessionAuthFailed = "session.auth_failed"
 )
+
+// Reasons a gateway login fails (AuthFailure.Reason), as metrics and logs name them.
+const (
+	// AuthUnknownCredential: no such credential.
+	AuthUnknownCredential = "unknown_credential"
+	// AuthForeignCredential: a real credential presented under another user's name. The client
+	// is told "unknown credential", so that a guess never learns it found a valid one.
+	AuthForeignCredential = "foreign_credential"
+	// AuthWrongResource: the credential is for another resource.
+	AuthWrongResource = "wrong_resource"
+	// AuthGrantEnded: the credential's grant expired or was revoked.
+	AuthGrantEnded = "grant_ended"
+	// AuthGrantNotStarted: the credential's grant has not started.
+	AuthGrantNotStarted = "grant_not_started"
+	// AuthProtocol: the client broke the login exchange (no password, TLS refused, bad packet).
+	AuthProtocol = "protocol"
+)
+
+// AuthFailure is how a gateway login is refused: Err is what the client is told (code
+// EUNAUTHORIZED), Reason what the operator's metrics and logs count.
+type AuthFailure struct {
+	Reason string
+	Err    *Error
+}
+
+// Error returns the client's message.
+func (a *AuthFailure) Error() string { return a.Err.Message }
+
+// Unwrap returns the *Error, so ErrorCode and ErrorMessage see through an AuthFailure.
+func (a *AuthFailure) Unwrap() error { return a.Err }
+
+// AuthFailureReason returns the reason of the AuthFailure in err's chain, or "error" for any
+// other failure (the store was unreachable, say).
+func AuthFailureReason(err error) string {
+	var a *AuthFailure
+	if errors.As(err, &a) {
+		return a.Reason
+	}
+	return "error"
+}

@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
-	"time"
 
 	"github.com/jitgate/jitgate"
 )
@@ -113,8 +112,10 @@ func (e *Engine) ProvisionedLogin(g *jitgate.Grant) (*jitgate.Login, error) {
 }
 
 // AuthenticateSession checks a gateway login: the credential must exist, belong to user,
-// be for a grant on resource, and that grant must be active now. The error message says which
-// check failed (e.g. "grant 7 expired at 14:02:11"); its code is EUNAUTHORIZED.
+// be for a grant on resource, and that grant must be active now. It fails with an
+// *jitgate.AuthFailure (code EUNAUTHORIZED) whose message says which check failed (e.g. "grant 7
+// expired at 2026-12-02T14:02:11Z"), except that someone else's credential is answered like an
+// unknown one; any other error means the store could not be read (fail closed).
 func (e *Engine) AuthenticateSession(ctx context.Context, user, resource, secret string) (*jitgate.Grant, error) {
 	hash := jitgate.HashToken(secret)
 	var (
@@ -129,29 +130,34 @@ func (e *Engine) AuthenticateSession(ctx context.Context, user, resource, secret
 		g, err = tx.GetGrant(c.GrantID, false)
 		return err
 	})
-	deny := func(format string, args ...any) error {
-		return jitgate.Errorf(jitgate.EUNAUTHORIZED, "jitgate: "+format, args...)
+	deny := func(reason, format string, args ...any) error {
+		return &jitgate.AuthFailure{Reason: reason, Err: jitgate.Errorf(jitgate.EUNAUTHORIZED, "jitgate: "+format, args...)}
+	}
+	unknown := func(reason string) error {
+		return deny(reason, "unknown credential; get one with: jitgate credentials %s", resource)
 	}
 	switch {
 	case jitgate.ErrorCode(err) == jitgate.ENOTFOUND:
-		return nil, deny("unknown credential; get one with: jitgate credentials %s", resource)
+		return nil, unknown(jitgate.AuthUnknownCredential)
 	case err != nil:
 		return nil, err // store down: fail closed
 	case subtle.ConstantTimeCompare([]byte(c.Hash), []byte(hash)) != 1:
-		return nil, deny("unknown credential")
+		return nil, unknown(jitgate.AuthUnknownCredential)
 	case c.User != user:
-		return nil, deny("this credential is not %s's", user)
+		// Someone else's credential: answered like an unknown one, so that a stolen or guessed
+		// credential is not confirmed valid to whoever tries it under the wrong name.
+		return nil, unknown(jitgate.AuthForeignCredential)
 	case g.Resource != resource:
-		return nil, deny("this credential is for grant %d on %s, not %s", g.ID, g.Resource, resource)
+		return nil, deny(jitgate.AuthWrongResource, "this credential is for grant %d on %s, not %s", g.ID, g.Resource, resource)
 	}
 	now := e.now()
 	switch {
 	case g.State == jitgate.GrantRevoked:
-		return nil, deny("grant %d was revoked at %s", g.ID, g.EndedAt.Local().Format(time.TimeOnly))
+		return nil, deny(jitgate.AuthGrantEnded, "grant %d was revoked at %s", g.ID, jitgate.FormatTime(g.EndedAt))
 	case g.State == jitgate.GrantExpired || (g.State == jitgate.GrantActive && !now.Before(g.EndsAt)):
-		return nil, deny("grant %d expired at %s", g.ID, g.EndsAt.Local().Format(time.TimeOnly))
+		return nil, deny(jitgate.AuthGrantEnded, "grant %d expired at %s", g.ID, jitgate.FormatTime(g.EndsAt))
 	case g.State != jitgate.GrantActive:
-		return nil, deny("grant %d has not started (it starts at %s)", g.ID, g.StartsAt.Local().Format(time.RFC3339))
+		return nil, deny(jitgate.AuthGrantNotStarted, "grant %d has not started (it starts at %s)", g.ID, jitgate.FormatTime(g.StartsAt))
 	}
 	return g, nil
 }

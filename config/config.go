@@ -95,6 +95,11 @@ type PostgresGateway struct {
 	// per CPU, at most 8; from 1 to 64). They serve every gateway in the process, so the first
 	// gateway started sets it.
 	Loops int `yaml:"loops"`
+	// MaxUnauthenticated caps the connections that have not finished logging in (default 512),
+	// MaxUnauthenticatedPerSource those from one IP address (default 32): idle or slow clients
+	// cannot starve real ones. A connection over a cap is refused at once (SQLSTATE 53300).
+	MaxUnauthenticated          int `yaml:"max_unauthenticated"`
+	MaxUnauthenticatedPerSource int `yaml:"max_unauthenticated_per_source"`
 }
 
 // User is a static directory entry.

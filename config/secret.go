@@ -60,6 +60,12 @@ func (c *Config) validateGateway() error {
 	if g.Loops < 0 || g.Loops > 64 {
 		return c.Errorf("gateway.postgres.loops", "want 1 to 64 (or 0 for one per CPU, at most 8), got %d", g.Loops)
 	}
+	if g.MaxUnauthenticated < 0 || g.MaxUnauthenticated > 1_000_000 {
+		return c.Errorf("gateway.postgres.max_unauthenticated", "want 1 to 1000000 (or 0 for the default, 512), got %d", g.MaxUnauthenticated)
+	}
+	if g.MaxUnauthenticatedPerSource < 0 || g.MaxUnauthenticatedPerSource > 1_000_000 {
+		return c.Errorf("gateway.postgres.max_unauthenticated_per_source", "want 1 to 1000000 (or 0 for the default, 32), got %d", g.MaxUnauthenticatedPerSource)
+	}
 	switch g.Relay {
 	case "":
 		g.Relay = "loop"

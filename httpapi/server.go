@@ -26,6 +26,18 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	gateway *GatewayInfo
+	ready   []readyCheck
+}
+
+type readyCheck struct {
+	name  string
+	check func() error
+}
+
+// AddReadyCheck makes /readyz answer 503 whenever check fails (a gateway whose listener has
+// stopped, say). Call it before serving.
+func (s *Server) AddReadyCheck(name string, check func() error) {
+	s.ready = append(s.ready, readyCheck{name, check})
 }
 
 // SetGateway tells the API where the PostgreSQL gateway listens, enabling credentials.
@@ -63,6 +75,13 @@ func (s *Server) routes(reg *prometheus.Registry) {
 			s.log.Warn("not ready", "err", err)
 			http.Error(w, "store unreachable\n", http.StatusServiceUnavailable)
 			return
+		}
+		for _, c := range s.ready {
+			if err := c.check(); err != nil {
+				s.log.Warn("not ready", "check", c.name, "err", err)
+				http.Error(w, c.name+" not ready\n", http.StatusServiceUnavailable)
+				return
+			}
 		}
 		io.WriteString(w, "ok\n")
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/access"
 	"github.com/jitgate/jitgate/config"
+	"github.com/jitgate/jitgate/gateway"
 	pggateway "github.com/jitgate/jitgate/gateway/postgres"
 	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/policy"
@@ -355,11 +356,13 @@ func startGateway(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server, 
 	gw := pggateway.New(pggateway.Options{
 		Engine: rt.engine, Upstream: pggateway.ConfigUpstream(rt.set, rt.engine.ProvisionedLogin), TLS: tlsCfg,
 		InsecurePlaintext: pg.InsecurePlaintext, ReuseUpstream: pg.ReuseUpstreamValue, RecorderFlush: pg.AuditFlushValue, Relay: pg.Relay, Loops: pg.Loops, Logger: log,
+		Limits: gateway.Limits{MaxUnauthenticated: pg.MaxUnauthenticated, MaxUnauthenticatedPerSource: pg.MaxUnauthenticatedPerSource},
 	})
 	reg.MustRegister(gw)
+	api.AddReadyCheck("postgres gateway", gw.Ready)
 	go func() {
 		if err := gw.Serve(ln); err != nil {
-			log.Error("gateway stopped", "err", err)
+			log.Error("gateway stopped; /readyz now fails", "err", err)
 		}
 	}()
 	host, port, _ := net.SplitHostPort(ln.Addr().String())

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/gateway"
 )
 
 // Engine is what the gateway needs from the lifecycle engine.
@@ -82,6 +83,8 @@ type Options struct {
 	RecorderBuffer int
 	RecorderBatch  int
 	RecorderFlush  time.Duration
+	// Limits bound clients that have not logged in yet (see gateway.Limits; zero: defaults).
+	Limits gateway.Limits
 }
 
 // The relays Options.Relay names.
@@ -101,6 +104,7 @@ func loopCount(n int) int {
 // Gateway accepts client connections and runs their sessions.
 type Gateway struct {
 	opts  Options
+	entry *gateway.Entry
 	log   *slog.Logger
 	clock jitgate.Clock
 	rec   *Recorder
@@ -112,7 +116,6 @@ type Gateway struct {
 	looped atomic.Int64 // sessions an event loop relayed
 
 	mu       sync.Mutex
-	ln       []net.Listener
 	sessions map[*session]struct{}
 	byKey    map[uint32]*session // client-facing backend PID → session, for CancelRequest
 	closed   bool
@@ -142,6 +145,8 @@ func New(o Options) *Gateway {
 	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, sessions: map[*session]struct{}{}, byKey: map[uint32]*session{},
 		stop: make(chan struct{}), swept: make(chan struct{}), pool: newPool(o.ReuseUpstream)}
 	g.rec = NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
+	g.entry = gateway.NewEntry(gateway.EntryOptions{Limits: o.Limits, Protocol: "postgres", Refuse: refuse,
+		Audit: o.Engine.RecordAudit, Clock: o.Clock, Logger: o.Logger})
 	if o.Relay != RelayGoroutines {
 		loops, err := startLoops(loopCount(o.Loops))
 		if err != nil {
@@ -226,7 +231,7 @@ func (g *Gateway) onEvent(ev jitgate.Event) {
 		if ev.Kind == jitgate.EventGrantEnded {
 			reason := fmt.Sprintf("grant %d was revoked by %s: %s", ev.Grant.ID, ev.Grant.EndedBy, ev.Grant.EndReason)
 			if ev.Grant.State == jitgate.GrantExpired {
-				reason = fmt.Sprintf("grant %d expired at %s", ev.Grant.ID, ev.Grant.EndsAt.Local().Format(time.TimeOnly))
+				reason = fmt.Sprintf("grant %d expired at %s", ev.Grant.ID, jitgate.FormatTime(ev.Grant.EndsAt))
 			}
 			s.kill(reason)
 		} else {
@@ -244,56 +249,35 @@ func (g *Gateway) ListenAndServe(addr string) error {
 	return g.Serve(ln)
 }
 
-// Serve accepts connections on ln until Close.
+// Serve accepts connections on ln until Close (see gateway.Entry.Serve: temporary accept
+// errors are retried, and clients that have not logged in are limited in number).
 func (g *Gateway) Serve(ln net.Listener) error {
-	g.mu.Lock()
-	if g.closed {
-		g.mu.Unlock()
-		ln.Close()
-		return net.ErrClosed
-	}
-	g.ln = append(g.ln, ln)
-	g.mu.Unlock()
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			g.mu.Lock()
-			closed := g.closed
-			g.mu.Unlock()
-			if closed {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			return err
-		}
-		g.conns.Add(1)
-		go func() {
-			defer g.conns.Done()
-			g.handle(conn)
-		}()
-	}
+	return g.entry.Serve(ln, g.handle)
 }
+
+// refuse tells a client over a pre-authentication limit why, without reading its startup.
+func refuse(c net.Conn, reason string) {
+	be := pgproto3.NewBackend(c, c)
+	fatal(be, "53300", "jitgate: too many connections are logging in; try again shortly")
+}
+
+// Ready returns nil while the gateway accepts connections; otherwise why not.
+func (g *Gateway) Ready() error { return g.entry.Ready() }
 
 // ServeConn runs one client connection to its end (for tests and custom listeners).
 func (g *Gateway) ServeConn(conn net.Conn) {
 	g.conns.Add(1)
 	defer g.conns.Done()
-	g.handle(conn)
+	g.handle(conn, func() {})
 }
 
 // Close stops accepting connections, ends every session ("jitgate is shutting down"),
 // flushes the statement recorder and returns when all connection goroutines are gone.
 func (g *Gateway) Close() error {
 	g.pool.close()
+	g.entry.Close()
 	g.mu.Lock()
 	g.closed = true
-	for _, ln := range g.ln {
-		ln.Close()
-	}
 	var all []*session
 	for s := range g.sessions {
 		all = append(all, s)
@@ -302,6 +286,7 @@ func (g *Gateway) Close() error {
 	for _, s := range all {
 		s.kill("jitgate is shutting down")
 	}
+	g.entry.Wait()
 	g.conns.Wait()
 	close(g.stop)
 	<-g.swept
@@ -358,8 +343,9 @@ func fatal(be *pgproto3.Backend, code, msg string) {
 	_ = be.Flush()
 }
 
-// handle runs one client connection: startup, authentication, upstream login, relay.
-func (g *Gateway) handle(nc net.Conn) {
+// handle runs one client connection: startup, authentication, upstream login, relay. It calls
+// authenticated once the client has logged in, freeing its pre-authentication slot.
+func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 	var conn net.Conn = newBufConn(nc) // so that an event loop can take the socket over
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.StartupTimeout)
@@ -413,12 +399,14 @@ func (g *Gateway) handle(nc net.Conn) {
 	if startup.ProtocolVersion != pgproto3.ProtocolVersion30 {
 		be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0})
 	}
+	user, resource := startup.Parameters["user"], startup.Parameters["database"]
 	if !secure && !g.opts.InsecurePlaintext {
+		g.loginFailed(conn, user, resource, "jitgate: this gateway requires TLS (sslmode=require)")
 		fatal(be, "28000", "jitgate: this gateway requires TLS (sslmode=require)")
 		return
 	}
-	user, resource := startup.Parameters["user"], startup.Parameters["database"]
 	if user == "" || resource == "" {
+		g.loginFailed(conn, user, resource, "jitgate: no user or database in the startup packet")
 		fatal(be, "28000", "jitgate: connect with your user name and the resource name as the database")
 		return
 	}
@@ -435,19 +423,24 @@ func (g *Gateway) handle(nc net.Conn) {
 	}
 	pw, ok := msg.(*pgproto3.PasswordMessage)
 	if !ok {
+		g.loginFailed(conn, user, resource, "jitgate: expected a password message")
 		fatal(be, "08P01", "jitgate: expected a password message")
 		return
 	}
 	grant, err := g.opts.Engine.AuthenticateSession(ctx, user, resource, pw.Password)
 	if err != nil {
 		code := "28P01"
-		if jitgate.ErrorCode(err) == jitgate.EUNAVAILABLE || jitgate.ErrorCode(err) == jitgate.EINTERNAL {
+		if jitgate.ErrorCode(err) == jitgate.EUNAUTHORIZED {
+			// A wrong guess is answered late once its source has guessed wrong repeatedly.
+			g.entry.Pause(g.entry.LoginFailed(conn.RemoteAddr(), user, resource, err))
+		} else {
 			code = "08006"
 			g.log.Error("gateway: cannot check a credential", "err", err)
 		}
 		fatal(be, code, jitgate.ErrorMessage(err))
 		return
 	}
+	authenticated()
 	params := map[string]string{}
 	for _, k := range []string{"application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "search_path"} {
 		if v, ok := startup.Parameters[k]; ok {
@@ -495,6 +488,13 @@ func (g *Gateway) handle(nc net.Conn) {
 		RequestID: grant.RequestID, GrantID: grant.ID, SessionID: s.info.ID}
 	g.log.Info("gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User, "resource", grant.Resource, "role", grant.Role, "upstream_pid", u.pid)
 	s.run()
+}
+
+// loginFailed accounts a login the client broke off or got wrong before its credential was
+// checked.
+func (g *Gateway) loginFailed(conn net.Conn, user, resource, msg string) {
+	g.entry.LoginFailed(conn.RemoteAddr(), user, resource,
+		&jitgate.AuthFailure{Reason: jitgate.AuthProtocol, Err: jitgate.Errorf(jitgate.EUNAUTHORIZED, "%s", msg)})
 }
 
 // connect logs in to the grant's database with the login configured for its role, passing on

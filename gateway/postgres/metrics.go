@@ -18,6 +18,7 @@ func (g *Gateway) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{sessionsDesc, recordedDesc, lostDesc, waitsDesc, batchesDesc, queueDesc, parkedDesc, reusedDesc} {
 		ch <- d
 	}
+	g.entry.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -31,4 +32,5 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(queued))
 	ch <- prometheus.MustNewConstMetric(parkedDesc, prometheus.GaugeValue, float64(g.pool.size()))
 	ch <- prometheus.MustNewConstMetric(reusedDesc, prometheus.CounterValue, float64(g.reused.Load()))
+	g.entry.Collect(ch)
 }

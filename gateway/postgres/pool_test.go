@@ -11,6 +11,7 @@ import (
 	"github.com/jitgate/jitgate/gateway/postgres"
 	"github.com/jitgate/jitgate/internal/testdb"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func reuse(d time.Duration) func(*postgres.Options) {
@@ -195,8 +196,9 @@ func waitBackend(t *testing.T, admin *pgx.Conn, pid int32, present bool) {
 	}
 }
 
-// metric reads one of the gateway's metrics.
-func metric(t *testing.T, gw *postgres.Gateway, name string) float64 {
+// metric reads one of the gateway's metrics; with a reason, the series with that reason label
+// (0 if it has not been counted yet).
+func metric(t *testing.T, gw *postgres.Gateway, name string, reason ...string) float64 {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(gw)
@@ -205,16 +207,32 @@ func metric(t *testing.T, gw *postgres.Gateway, name string) float64 {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(reason) > 0 && label(m, "reason") != reason[0] {
+				continue
+			}
 			if m.GetGauge() != nil {
 				return m.GetGauge().GetValue()
 			}
 			return m.GetCounter().GetValue()
 		}
 	}
-	t.Fatalf("no metric %s", name)
+	if len(reason) == 0 {
+		t.Fatalf("no metric %s", name)
+	}
 	return 0
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }
 
 // Kept connections close after the idle timeout, and at their grant's end even if that comes

@@ -200,7 +200,7 @@ func (s *session) watchDeadline(done <-chan struct{}) {
 		s.mu.Unlock()
 		wait := d.Sub(s.g.clock.Now())
 		if wait <= 0 {
-			s.kill(fmt.Sprintf("grant %d expired at %s", s.grant.ID, d.Local().Format(time.TimeOnly)))
+			s.kill(fmt.Sprintf("grant %d expired at %s", s.grant.ID, jitgate.FormatTime(d)))
 			return
 		}
 		select {
