@@ -60,8 +60,30 @@ func New(engine *access.Engine, log *slog.Logger, reg *prometheus.Registry) *Ser
 	return s
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. No request body may exceed MaxBodyBytes: one that says
+// so in its Content-Length is answered 413 before a byte of it is read (so a client that sent
+// "Expect: 100-continue" never sends it), and any other is cut at the limit and answered 413.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > MaxBodyBytes {
+		w.Header().Set("Connection", "close")
+		writeError(w, tooLarge())
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// tooLargeError is a request body over MaxBodyBytes: 413 rather than EINVALID's 400.
+type tooLargeError struct{ err *jitgate.Error }
+
+func (e tooLargeError) Error() string { return e.err.Message }
+func (e tooLargeError) Unwrap() error { return e.err }
+
+func tooLarge() error {
+	return tooLargeError{jitgate.Errorf(jitgate.EINVALID, "request body is larger than %d bytes", MaxBodyBytes)}
+}
 
 func (s *Server) routes(reg *prometheus.Registry) {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -249,7 +271,11 @@ func writeError(w http.ResponseWriter, err error) {
 	if b.Error.Code == jitgate.EUNAUTHORIZED {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="jitgate"`)
 	}
-	writeJSON(w, StatusOf(b.Error.Code), b)
+	status := StatusOf(b.Error.Code)
+	if errors.As(err, new(tooLargeError)) {
+		status = http.StatusRequestEntityTooLarge
+	}
+	writeJSON(w, status, b)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -264,11 +290,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // decode reads a JSON body strictly: size-limited, no unknown fields, one value.
 func decode(r *http.Request, v any) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	if errors.As(err, new(*http.MaxBytesError)) || len(body) > MaxBodyBytes {
+		return tooLarge()
+	}
 	if err != nil {
 		return jitgate.Errorf(jitgate.EINVALID, "reading request body: %v", err)
-	}
-	if len(body) > MaxBodyBytes {
-		return jitgate.Errorf(jitgate.EINVALID, "request body is larger than %d bytes", MaxBodyBytes)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return jitgate.Errorf(jitgate.EINVALID, "request body is empty; expected a JSON object")
