@@ -102,8 +102,24 @@ func (d *DueWork) Empty() bool {
 	return len(d.TimedOut)+len(d.Activate)+len(d.Expire)+len(d.Provision) == 0
 }
 
+// Visibility restricts a listing to what one caller may see, in the query itself (so that a
+// limit counts only rows the caller may see): rows the caller owns (requested, holds) and rows
+// under the named policies (those the caller approves for). A nil *Visibility means no
+// restriction (an admin).
+type Visibility struct {
+	Owner    string
+	Policies []string
+}
+
 // RequestFilter selects requests. Zero fields do not filter.
 type RequestFilter struct {
+	Visible *Visibility
+	// NotRequester leaves out the requests of this user (an approver's inbox).
+	NotRequester string
+	// Policies, when not empty, selects requests under these policies only.
+	Policies []string
+	// BeforeID selects requests with a smaller ID (the next page, newest first).
+	BeforeID int64
 	State     RequestState
 	Requester string
 	Resource  string
@@ -117,6 +133,7 @@ type RequestFilter struct {
 
 // GrantFilter selects grants. Zero fields do not filter.
 type GrantFilter struct {
+	Visible *Visibility
 	// Live selects scheduled and active grants.
 	Live     bool
 	State    GrantState

@@ -39,6 +39,8 @@ type Session struct {
 
 // SessionFilter selects sessions.
 type SessionFilter struct {
+	// Visible restricts the sessions to those of grants the caller may see.
+	Visible *Visibility
 	Live    bool
 	User    string
 	GrantID int64

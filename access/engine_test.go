@@ -668,3 +668,48 @@ func TestTwoSchedulersOnePostgres(t *testing.T) {
 		t.Fatalf("provisioner calls: grants %v revokes %v", grants, revokes)
 	}
 }
+
+// A limit counts only what the caller may see: newer requests and grants of policies frank
+// does not approve for never crowd his list or his inbox out.
+func TestListsFilterBeforeTheLimit(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		env := testenv.New(t, b)
+		frank := env.As(t, "frank") // security: approves writes (step 1) and admin (step 2)
+		write := must(env.Engine.Submit(env.As(t, "alice"), jitgate.NewRequest{Resource: "app-db", Role: "write", Duration: time.Hour, Reason: "fix"}))(t)
+		admin := must(env.Engine.Submit(env.As(t, "alice"), jitgate.NewRequest{Resource: "app-db", Role: "admin", Duration: time.Hour, Reason: "keys"}))(t)
+		for _, u := range []string{"oscar", "bob"} { // reads: sre approves, frank may not see them
+			must(env.Engine.Submit(env.As(t, u), read(time.Hour)))(t)
+		}
+		list := must(env.Engine.ListRequests(frank, access.RequestQuery{Limit: 1}))(t)
+		if len(list) != 1 || list[0].ID != admin.ID {
+			t.Fatalf("frank's newest visible request: %+v, want request %d", list, admin.ID)
+		}
+		// The admin request waits for sre first, so frank's inbox skips it for the write.
+		inbox := must(env.Engine.ListRequests(frank, access.RequestQuery{ToReview: true, Limit: 1}))(t)
+		if len(inbox) != 1 || inbox[0].ID != write.ID {
+			t.Fatalf("frank's inbox: %+v, want request %d", inbox, write.ID)
+		}
+		// Grants: frank sees the write grant once approved, however many newer reads exist.
+		must(env.Engine.Review(env.As(t, "erin"), write.ID, jitgate.Approve, ""))(t)
+		must(env.Engine.Review(frank, write.ID, jitgate.Approve, ""))(t)
+		for _, u := range []string{"oscar", "bob"} {
+			rs := must(env.Engine.ListRequests(env.As(t, "carol"), access.RequestQuery{State: jitgate.RequestPending}))(t)
+			for _, r := range rs {
+				if r.Requester == u {
+					must(env.Engine.Review(env.As(t, "dave"), r.ID, jitgate.Approve, ""))(t)
+				}
+			}
+		}
+		gs := must(env.Engine.ListGrants(frank, access.GrantQuery{Limit: 1}))(t)
+		if len(gs) != 1 || gs[0].Role != "write" {
+			t.Fatalf("frank's newest visible grant: %+v", gs)
+		}
+		// alice sees only her own, and an admin everything.
+		if all := must(env.Engine.ListGrants(env.As(t, "alice"), access.GrantQuery{}))(t); len(all) != 1 {
+			t.Fatalf("alice sees %d grants", len(all))
+		}
+		if all := must(env.Engine.ListGrants(env.As(t, "carol"), access.GrantQuery{}))(t); len(all) != 3 {
+			t.Fatalf("carol sees %d grants", len(all))
+		}
+	})
+}

@@ -57,47 +57,86 @@ type RequestQuery struct {
 	Limit    int
 }
 
-// ListRequests returns the requests the caller may see that match q, newest first.
+// ListRequests returns the requests the caller may see that match q, newest first. What the
+// caller may see is part of the query, so a limit counts only those; the inbox (ToReview) is
+// read page by page until it has q.Limit requests that await the caller or none are left.
 func (e *Engine) ListRequests(ctx context.Context, q RequestQuery) ([]*jitgate.Request, error) {
 	u, err := e.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	f := jitgate.RequestFilter{State: q.State, Limit: q.Limit}
+	f := jitgate.RequestFilter{State: q.State, Limit: q.Limit, Visible: e.visibility(u)}
 	if q.Mine {
 		f.Requester = u.Name
 	}
-	var rs []*jitgate.Request
-	err = e.store.View(ctx, func(tx jitgate.Tx) error {
-		if !q.ToReview {
+	if !q.ToReview {
+		var rs []*jitgate.Request
+		err = e.store.View(ctx, func(tx jitgate.Tx) (err error) {
 			rs, err = tx.ListRequests(f)
 			return err
-		}
-		// The inbox: pending requests (index requests_state_expires) and open break-glass
-		// reviews (index requests_post_review), filtered by eligibility here.
-		f.State = jitgate.RequestPending
-		if rs, err = tx.ListRequests(f); err != nil {
-			return err
-		}
-		post, err := tx.ListRequests(jitgate.RequestFilter{PostReviewOpen: true, Requester: f.Requester})
-		rs = append(rs, post...)
-		return err
-	})
-	if err != nil {
-		return nil, err
+		})
+		return rs, err
 	}
-	out := rs[:0]
-	for _, r := range rs {
-		pol := e.pol.Policy(r.Policy)
-		if !e.canSee(u, r.Requester, pol) {
-			continue
+	// The inbox: requests under the policies the caller approves for, not their own, pending
+	// (index requests_state_expires) or with an open break-glass review
+	// (index requests_post_review); which step the caller may approve is checked here.
+	approves := e.approverPolicies(u)
+	if len(approves) == 0 {
+		return []*jitgate.Request{}, nil
+	}
+	want := f.Limit
+	if want <= 0 {
+		want = defaultListLimit
+	}
+	out := []*jitgate.Request{}
+	for _, sel := range []jitgate.RequestFilter{
+		{State: jitgate.RequestPending, Policies: approves, NotRequester: u.Name, Requester: f.Requester, Limit: want},
+		{PostReviewOpen: true, Policies: approves, NotRequester: u.Name, Requester: f.Requester, Limit: want},
+	} {
+		for len(out) < want {
+			var page []*jitgate.Request
+			err := e.store.View(ctx, func(tx jitgate.Tx) (err error) {
+				page, err = tx.ListRequests(sel)
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range page {
+				if len(out) < want && e.awaits(u, r) {
+					out = append(out, r)
+				}
+			}
+			if len(page) < sel.Limit {
+				break
+			}
+			sel.BeforeID = page[len(page)-1].ID
 		}
-		if q.ToReview && !e.awaits(u, r) {
-			continue
-		}
-		out = append(out, r)
 	}
 	return out, nil
+}
+
+// defaultListLimit is the store's default limit (jitgate.RequestFilter.Limit).
+const defaultListLimit = 1000
+
+// visibility is what u may see in listings: nil (everything) for an admin; otherwise their own
+// and what the policies they approve for cover.
+func (e *Engine) visibility(u *jitgate.User) *jitgate.Visibility {
+	if e.isAdmin(u) {
+		return nil
+	}
+	return &jitgate.Visibility{Owner: u.Name, Policies: e.approverPolicies(u)}
+}
+
+// approverPolicies names the policies u approves for (at any step).
+func (e *Engine) approverPolicies(u *jitgate.User) []string {
+	var names []string
+	for _, p := range e.pol.Policies() {
+		if p.IsApprover(u) {
+			names = append(names, p.Name)
+		}
+	}
+	return names
 }
 
 // awaits reports whether r is waiting for u's review.
@@ -135,7 +174,7 @@ func (e *Engine) ListGrants(ctx context.Context, q GrantQuery) ([]*jitgate.Grant
 	if err != nil {
 		return nil, err
 	}
-	f := jitgate.GrantFilter{Live: q.Active, Resource: q.Resource, Limit: q.Limit}
+	f := jitgate.GrantFilter{Live: q.Active, Resource: q.Resource, Limit: q.Limit, Visible: e.visibility(u)}
 	if q.Mine {
 		f.User = u.Name
 	}
@@ -144,14 +183,5 @@ func (e *Engine) ListGrants(ctx context.Context, q GrantQuery) ([]*jitgate.Grant
 		gs, err = tx.ListGrants(f)
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	out := gs[:0]
-	for _, g := range gs {
-		if e.canSee(u, g.User, e.pol.Policy(g.Policy)) {
-			out = append(out, g)
-		}
-	}
-	return out, nil
+	return gs, err
 }

@@ -213,31 +213,11 @@ func (e *Engine) ListSessions(ctx context.Context, f jitgate.SessionFilter) ([]*
 	if err != nil {
 		return nil, err
 	}
-	var (
-		ss     []*jitgate.Session
-		grants = map[int64]*jitgate.Grant{}
-	)
+	f.Visible = e.visibility(u)
+	var ss []*jitgate.Session
 	err = e.store.View(ctx, func(tx jitgate.Tx) error {
-		if ss, err = tx.ListSessions(f); err != nil {
-			return err
-		}
-		for _, s := range ss {
-			if _, ok := grants[s.GrantID]; !ok {
-				if grants[s.GrantID], err = tx.GetGrant(s.GrantID, false); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		ss, err = tx.ListSessions(f)
+		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	out := ss[:0]
-	for _, s := range ss {
-		if g := grants[s.GrantID]; e.canSee(u, s.User, e.pol.Policy(g.Policy)) {
-			out = append(out, s)
-		}
-	}
-	return out, nil
+	return ss, err
 }

@@ -121,6 +121,36 @@ func (w *where) add(cond string, args ...any) {
 	w.args = append(w.args, args...)
 }
 
+// in adds "col IN (?, ?, ...)" for vals; with no vals, a condition that matches nothing.
+func (w *where) in(col string, vals []string) {
+	if len(vals) == 0 {
+		w.add("1 = 0")
+		return
+	}
+	args := make([]any, len(vals))
+	for i, v := range vals {
+		args[i] = v
+	}
+	w.add(col+" IN (?"+strings.Repeat(", ?", len(vals)-1)+")", args...)
+}
+
+// visible adds v's restriction: rows whose ownerCol is v.Owner or whose policy (policyExpr,
+// a column or a subquery's) is one of v.Policies.
+func (w *where) visible(v *jitgate.Visibility, ownerCol, policyCol string) {
+	if v == nil {
+		return
+	}
+	if len(v.Policies) == 0 {
+		w.add(ownerCol+" = ?", v.Owner)
+		return
+	}
+	args := []any{v.Owner}
+	for _, p := range v.Policies {
+		args = append(args, p)
+	}
+	w.add("("+ownerCol+" = ? OR "+policyCol+" IN (?"+strings.Repeat(", ?", len(v.Policies)-1)+"))", args...)
+}
+
 func (w *where) String() string {
 	if len(w.conds) == 0 {
 		return ""
@@ -218,6 +248,16 @@ func (t *txn) UpdateRequest(r *jitgate.Request) error {
 
 func (t *txn) ListRequests(f jitgate.RequestFilter) ([]*jitgate.Request, error) {
 	var w where
+	w.visible(f.Visible, "requester", "policy")
+	if f.NotRequester != "" {
+		w.add("requester <> ?", f.NotRequester)
+	}
+	if len(f.Policies) > 0 {
+		w.in("policy", f.Policies)
+	}
+	if f.BeforeID > 0 {
+		w.add("id < ?", f.BeforeID)
+	}
 	if f.State != "" {
 		w.add("state = ?", string(f.State))
 	}
@@ -357,6 +397,7 @@ func (t *txn) UpdateGrant(g *jitgate.Grant) error {
 
 func (t *txn) ListGrants(f jitgate.GrantFilter) ([]*jitgate.Grant, error) {
 	var w where
+	w.visible(f.Visible, "user_name", "policy")
 	switch {
 	case f.State != "":
 		w.add("state = ?", string(f.State))
@@ -729,6 +770,7 @@ func (t *txn) EndSession(s *jitgate.Session) error {
 
 func (t *txn) ListSessions(f jitgate.SessionFilter) ([]*jitgate.Session, error) {
 	var w where
+	w.visible(f.Visible, "user_name", "(SELECT g.policy FROM grants g WHERE g.id = sessions.grant_id)")
 	if f.Live {
 		w.add("ended_at IS NULL")
 	}
