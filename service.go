@@ -119,7 +119,7 @@ type RequestFilter struct {
 	// Policies, when not empty, selects requests under these policies only.
 	Policies []string
 	// BeforeID selects requests with a smaller ID (the next page, newest first).
-	BeforeID int64
+	BeforeID  int64
 	State     RequestState
 	Requester string
 	Resource  string
