@@ -8,6 +8,7 @@
 package jitgate
 
 import (
+	"context"
 	"regexp"
 	"slices"
 	"time"
@@ -17,11 +18,44 @@ import (
 type User struct {
 	Name   string   `json:"name"`
 	Groups []string `json:"groups"`
-	// Local marks an operator acting through direct access to the config and the store (the
-	// CLI's --config mode), not through the API. Only code sets it, never a token or a login;
-	// it counts as an admin for token management.
-	Local bool `json:"-"`
+	// trust is set only by NewSystemContext and NewOperatorContext: no token, login or
+	// struct literal outside this package can make a caller jitgate itself or an operator.
+	trust trust
 }
+
+type trust uint8
+
+const (
+	trustNone     trust = iota
+	trustOperator       // an operator with the config and the store at hand
+	trustSystem         // jitgate itself
+)
+
+// SystemActor is the name jitgate itself acts under, in audit events and as the caller of
+// NewSystemContext.
+const SystemActor = "jitgate"
+
+// NewSystemContext returns ctx carrying jitgate itself as the caller: the calls the system
+// makes on its own (the scheduler, the reconciler, the notifier's listings, the web UI's and
+// OIDC's sign-in). The caller counts as an admin, and it alone may start sign-in sessions and
+// record identity-provider users.
+func NewSystemContext(ctx context.Context) context.Context {
+	return NewContext(ctx, &User{Name: SystemActor, trust: trustSystem})
+}
+
+// NewOperatorContext returns ctx carrying an operator acting through direct access to the
+// config and the store (the CLI's --config mode, the dev server's own setup), not through the
+// API: whoever can read the store can do as much. The operator counts as an admin.
+func NewOperatorContext(ctx context.Context, name string) context.Context {
+	return NewContext(ctx, &User{Name: name, trust: trustOperator})
+}
+
+// IsSystem reports whether u is jitgate itself (see NewSystemContext).
+func (u *User) IsSystem() bool { return u.trust == trustSystem }
+
+// IsOperator reports whether u is jitgate itself or an operator with direct access to the
+// config and the store (see NewOperatorContext): both count as admins.
+func (u *User) IsOperator() bool { return u.trust >= trustOperator }
 
 // InGroup reports whether u is a member of group.
 func (u *User) InGroup(group string) bool { return slices.Contains(u.Groups, group) }

@@ -22,7 +22,7 @@ const (
 	ActionTokenRevoked = "token.revoked"
 )
 
-func (e *Engine) isAdmin(u *jitgate.User) bool { return u.Local || e.pol.IsAdmin(u.Name) }
+func (e *Engine) isAdmin(u *jitgate.User) bool { return u.IsOperator() || e.pol.IsAdmin(u.Name) }
 
 // CreateToken issues an API token for user, valid for ttl (DefaultTokenTTL if zero). Only
 // admins may. It returns the token, shown this once, and its record.
@@ -253,13 +253,13 @@ const (
 // SignIn starts a web (or CLI) session for user, who has just proved who they are (through
 // the identity provider, or the dev sign-in of --dev): it mints an API token valid for ttl,
 // stored hashed like every token, and audits it. Only jitgate itself may call it: the caller
-// must be a local operator (jitgate.User.Local), never a request's user.
+// must be jitgate itself (jitgate.NewSystemContext), never a request's user.
 func (e *Engine) SignIn(ctx context.Context, user, via string, ttl time.Duration) (string, *jitgate.Token, error) {
 	u, err := e.caller(ctx)
 	if err != nil {
 		return "", nil, err
 	}
-	if !u.Local {
+	if !u.IsSystem() {
 		return "", nil, jitgate.Errorf(jitgate.EFORBIDDEN, "sign-in sessions are started by jitgate itself")
 	}
 	if _, err := e.dir.LookupUser(ctx, user); err != nil {

@@ -86,7 +86,7 @@ func BenchmarkRecordStatements(b *testing.B) {
 				}
 				b.ReportAllocs()
 				for b.Loop() {
-					if err := env.Engine.RecordAudit(ctx, events); err != nil {
+					if err := env.Engine.GatewayService().RecordAudit(ctx, events); err != nil {
 						b.Fatal(err)
 					}
 				}

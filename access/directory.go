@@ -57,13 +57,13 @@ func (d *Directory) Users(ctx context.Context) ([]*jitgate.User, error) {
 }
 
 // RememberUser records u as an identity provider (source) reported it at sign-in. Only
-// jitgate itself may call it (a local operator context).
+// jitgate itself may call it (jitgate.NewSystemContext).
 func (e *Engine) RememberUser(ctx context.Context, u *jitgate.User, source string) error {
 	caller, err := e.caller(ctx)
 	if err != nil {
 		return err
 	}
-	if !caller.Local {
+	if !caller.IsSystem() {
 		return jitgate.Errorf(jitgate.EFORBIDDEN, "users are recorded by jitgate itself")
 	}
 	if !jitgate.ValidName(u.Name) {

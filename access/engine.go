@@ -19,8 +19,8 @@ import (
 )
 
 // SystemActor is the actor of changes jitgate makes by itself (time-outs, expiry, automatic
-// approval).
-const SystemActor = "jitgate"
+// approval): jitgate.SystemActor.
+const SystemActor = jitgate.SystemActor
 
 // MaxCommentLen caps a review comment.
 const MaxCommentLen = 2000

@@ -713,3 +713,24 @@ func TestListsFilterBeforeTheLimit(t *testing.T) {
 		}
 	})
 }
+
+// Only jitgate itself starts sign-in sessions and records users: not a user who happens to be
+// named like it, not an operator.
+func TestSystemContextIsExplicit(t *testing.T) {
+	env := testenv.New(t, testdb.SQLite(t))
+	ctx := context.Background()
+	for name, caller := range map[string]context.Context{
+		"a user named jitgate": jitgate.NewContext(ctx, &jitgate.User{Name: jitgate.SystemActor}),
+		"an operator":          jitgate.NewOperatorContext(ctx, "op"),
+	} {
+		if _, _, err := env.Engine.SignIn(caller, "alice", "test", time.Hour); jitgate.ErrorCode(err) != jitgate.EFORBIDDEN {
+			t.Errorf("%s: SignIn = %v, want EFORBIDDEN", name, err)
+		}
+		if err := env.Engine.RememberUser(caller, &jitgate.User{Name: "mallory", Groups: []string{"sre"}}, "oidc"); jitgate.ErrorCode(err) != jitgate.EFORBIDDEN {
+			t.Errorf("%s: RememberUser = %v, want EFORBIDDEN", name, err)
+		}
+	}
+	if _, _, err := env.Engine.SignIn(jitgate.NewSystemContext(ctx), "alice", "test", time.Hour); err != nil {
+		t.Fatalf("system SignIn: %v", err)
+	}
+}

@@ -72,7 +72,7 @@ func (e *Engine) IssueLogin(ctx context.Context, grantID int64, gateway bool) (*
 			return o.audit(u.Name, jitgate.ActionCredentialMinted, g.RequestID, g.ID, map[string]string{
 				"via": ViaGateway, "credential_id": fmt.Sprint(c.ID)})
 		}
-		login, err := e.ProvisionedLogin(g)
+		login, err := e.provisionedLogin(g)
 		if err != nil {
 			return err
 		}
@@ -86,10 +86,11 @@ func (e *Engine) IssueLogin(ctx context.Context, grantID int64, gateway bool) (*
 	return out, nil
 }
 
-// ProvisionedLogin returns the login of the ephemeral account provisioned for g, which must be
-// active and provisioned. It does no authorization: the gateway calls it for a grant whose
-// owner it has authenticated, and IssueLogin after its own checks. The login expires with g.
-func (e *Engine) ProvisionedLogin(g *jitgate.Grant) (*jitgate.Login, error) {
+// provisionedLogin returns the login of the ephemeral account provisioned for g, which must be
+// active and provisioned. It does no authorization: the gateway calls it (through
+// GatewayService.ProvisionedLogin) for a grant whose owner it has authenticated, and IssueLogin
+// after its own checks. The login expires with g.
+func (e *Engine) provisionedLogin(g *jitgate.Grant) (*jitgate.Login, error) {
 	p, ok := e.provs[g.Resource]
 	issuer, canIssue := p.(jitgate.CredentialIssuer)
 	if !ok || !canIssue || !p.Manages(g.Role) {
@@ -111,12 +112,36 @@ func (e *Engine) ProvisionedLogin(g *jitgate.Grant) (*jitgate.Login, error) {
 	return login, nil
 }
 
+// GatewayService is what a protocol gateway may do with the engine: check session
+// credentials, record sessions and the statements run in them, read grants and hear of their
+// changes. None of its methods authorizes a caller: the gateway authenticates its clients
+// itself, with session credentials, and acts as jitgate. It is a type of its own so that the
+// API and the web UI, which hold the Engine, cannot reach these methods, and the gateway,
+// which holds only this, cannot reach anything else.
+type GatewayService struct{ e *Engine }
+
+// GatewayService returns the engine's narrow interface for the protocol gateways.
+func (e *Engine) GatewayService() *GatewayService { return &GatewayService{e: e} }
+
+// ProvisionedLogin returns the login of the grant's ephemeral database account (see
+// Engine.IssueLogin); the gateway logs in with it for grants of ephemeral roles.
+func (gs *GatewayService) ProvisionedLogin(g *jitgate.Grant) (*jitgate.Login, error) {
+	return gs.e.provisionedLogin(g)
+}
+
+// Subscribe calls fn with every event the engine publishes after its change commits; see
+// Engine.Subscribe.
+func (gs *GatewayService) Subscribe(fn func(jitgate.Event)) (unsubscribe func()) {
+	return gs.e.Subscribe(fn)
+}
+
 // AuthenticateSession checks a gateway login: the credential must exist, belong to user,
 // be for a grant on resource, and that grant must be active now. It fails with an
 // *jitgate.AuthFailure (code EUNAUTHORIZED) whose message says which check failed (e.g. "grant 7
 // expired at 2026-12-02T14:02:11Z"), except that someone else's credential is answered like an
 // unknown one; any other error means the store could not be read (fail closed).
-func (e *Engine) AuthenticateSession(ctx context.Context, user, resource, secret string) (*jitgate.Grant, error) {
+func (gs *GatewayService) AuthenticateSession(ctx context.Context, user, resource, secret string) (*jitgate.Grant, error) {
+	e := gs.e
 	hash := jitgate.HashToken(secret)
 	var (
 		c *jitgate.SessionCredential
@@ -163,7 +188,8 @@ func (e *Engine) AuthenticateSession(ctx context.Context, user, resource, secret
 }
 
 // StartSession records a new gateway session and its audit event.
-func (e *Engine) StartSession(ctx context.Context, s *jitgate.Session) error {
+func (gs *GatewayService) StartSession(ctx context.Context, s *jitgate.Session) error {
+	e := gs.e
 	return e.write(ctx, func(o *op) error {
 		s.StartedAt = o.now
 		if err := o.tx.InsertSession(s); err != nil {
@@ -176,7 +202,8 @@ func (e *Engine) StartSession(ctx context.Context, s *jitgate.Session) error {
 }
 
 // EndSession records a session's end, its byte and statement counts, and its audit event.
-func (e *Engine) EndSession(ctx context.Context, s *jitgate.Session) error {
+func (gs *GatewayService) EndSession(ctx context.Context, s *jitgate.Session) error {
+	e := gs.e
 	return e.write(ctx, func(o *op) error {
 		s.EndedAt = o.now
 		if err := o.tx.EndSession(s); err != nil {
@@ -191,12 +218,14 @@ func (e *Engine) EndSession(ctx context.Context, s *jitgate.Session) error {
 
 // RecordAudit appends events written outside the engine (the gateway's statements) to the
 // audit chain in one transaction.
-func (e *Engine) RecordAudit(ctx context.Context, events []*jitgate.AuditEvent) error {
+func (gs *GatewayService) RecordAudit(ctx context.Context, events []*jitgate.AuditEvent) error {
+	e := gs.e
 	return e.store.Tx(ctx, func(tx jitgate.Tx) error { return tx.AppendAudit(events...) })
 }
 
 // GrantByID returns a grant without an authorization check, for the gateway.
-func (e *Engine) GrantByID(ctx context.Context, id int64) (*jitgate.Grant, error) {
+func (gs *GatewayService) GrantByID(ctx context.Context, id int64) (*jitgate.Grant, error) {
+	e := gs.e
 	var g *jitgate.Grant
 	err := e.store.View(ctx, func(tx jitgate.Tx) error {
 		var err error

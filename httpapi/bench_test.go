@@ -50,7 +50,7 @@ func BenchmarkAPICycle(b *testing.B) {
 					env := testenv.New(b, bk)
 					srv := httptest.NewServer(httpapi.New(env.Engine, nil, prometheus.NewRegistry()))
 					defer srv.Close()
-					local := jitgate.NewContext(context.Background(), &jitgate.User{Name: "bench", Local: true})
+					local := jitgate.NewOperatorContext(context.Background(), "bench")
 					token := func(u string) string {
 						tok, _, err := env.Engine.CreateToken(local, u, time.Hour, "")
 						if err != nil {

@@ -30,7 +30,7 @@ func newFixture(t *testing.T) *fixture {
 	srv := httptest.NewServer(httpapi.New(env.Engine, nil, prometheus.NewRegistry()))
 	t.Cleanup(srv.Close)
 	f := &fixture{env: env, srv: srv, tokens: map[string]string{}}
-	local := jitgate.NewContext(context.Background(), &jitgate.User{Name: "test", Local: true})
+	local := jitgate.NewOperatorContext(context.Background(), "test")
 	for _, u := range []string{"alice", "bob", "carol", "frank", "oscar"} {
 		tok, _, err := env.Engine.CreateToken(local, u, time.Hour, "")
 		if err != nil {

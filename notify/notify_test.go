@@ -118,7 +118,7 @@ func newFixture(t *testing.T) *fixture {
 	eng, _, dir := testenv.Build(t, testenv.Config, testdb.SQLite(t), f.clk, func(*policy.Set) map[string]jitgate.Provisioner { return nil })
 	f.eng = eng
 	f.as = func(name string) context.Context { return testenv.User(t, dir, name) }
-	system := jitgate.NewContext(context.Background(), &jitgate.User{Name: "jitgate", Local: true})
+	system := jitgate.NewSystemContext(context.Background())
 	f.n = notify.New(notify.Options{
 		Sinks: []notify.Sink{
 			&notify.Slack{URL: slackSrv.URL, Members: map[string]string{"bob": "U0BOB"}},

@@ -79,7 +79,7 @@ func NewOIDC(ctx context.Context, o OIDCOptions) (*OIDC, error) {
 		conf: oauth2.Config{ClientID: o.ClientID, ClientSecret: o.ClientSecret, RedirectURL: o.RedirectURL,
 			Endpoint: p.Endpoint(), Scopes: append([]string{oidc.ScopeOpenID}, o.Scopes...)},
 		verifier: p.Verifier(&oidc.Config{ClientID: o.ClientID}),
-		system:   jitgate.NewContext(context.Background(), &jitgate.User{Name: access.SystemActor, Local: true}),
+		system:   jitgate.NewSystemContext(context.Background()),
 	}
 	x.ctx = context.WithValue(context.Background(), oauth2.HTTPClient, o.Client)
 	return x, nil

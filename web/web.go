@@ -86,7 +86,7 @@ func New(o Options) (*UI, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	u := &UI{o: o, mux: http.NewServeMux(), pages: map[string]*template.Template{}, codes: cliCodes{codes: map[string]cliCode{}},
-		system: jitgate.NewContext(context.Background(), &jitgate.User{Name: access.SystemActor, Local: true})}
+		system: jitgate.NewSystemContext(context.Background())}
 	funcs := template.FuncMap{
 		"dur":   jitgate.FormatDuration,
 		"stamp": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },

@@ -27,7 +27,7 @@ func (a *app) localAdmin(ctx context.Context, cfgPath string, fn func(ctx contex
 	if u := os.Getenv("USER"); u != "" {
 		name = "local:" + u
 	}
-	return fn(jitgate.NewContext(ctx, &jitgate.User{Name: name, Local: true}), rt)
+	return fn(jitgate.NewOperatorContext(ctx, name), rt)
 }
 
 func (a *app) tokenCmd() *cobra.Command {

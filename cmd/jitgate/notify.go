@@ -50,7 +50,7 @@ func newNotifier(rt *runtime, log *slog.Logger, reg prometheus.Registerer) (*not
 	if len(sinks) == 0 {
 		return nil, nil
 	}
-	system := jitgate.NewContext(context.Background(), &jitgate.User{Name: access.SystemActor, Local: true})
+	system := jitgate.NewSystemContext(context.Background())
 	n := notify.New(notify.Options{
 		Sinks: sinks, BaseURL: nc.BaseURL, ExpiryWarning: nc.ExpiryWarningValue, Logger: log, Registerer: reg,
 		Grants: func(ctx context.Context) ([]*jitgate.Grant, error) {

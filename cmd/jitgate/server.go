@@ -274,7 +274,7 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 
 // printDevTour mints a token for each demo user and prints commands to paste.
 func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath string, gw *httpapi.GatewayInfo) error {
-	local := jitgate.NewContext(ctx, &jitgate.User{Name: "dev-server", Local: true})
+	local := jitgate.NewOperatorContext(ctx, "dev-server")
 	tokens := map[string]string{}
 	for _, u := range []string{"alice", "bob", "carol"} {
 		tok, _, err := rt.engine.CreateToken(local, u, 24*time.Hour, "jitgate server --dev")
@@ -354,7 +354,7 @@ func startGateway(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server, 
 		return nil, fmt.Errorf("gateway: listen on %s: %w", pg.Addr, err)
 	}
 	gw := pggateway.New(pggateway.Options{
-		Engine: rt.engine, Upstream: pggateway.ConfigUpstream(rt.set, rt.engine.ProvisionedLogin), TLS: tlsCfg,
+		Engine: rt.engine.GatewayService(), Upstream: pggateway.ConfigUpstream(rt.set, rt.engine.GatewayService().ProvisionedLogin), TLS: tlsCfg,
 		InsecurePlaintext: pg.InsecurePlaintext, ReuseUpstream: pg.ReuseUpstreamValue, RecorderFlush: pg.AuditFlushValue, Relay: pg.Relay, Loops: pg.Loops, Logger: log,
 		Limits: gateway.Limits{MaxUnauthenticated: pg.MaxUnauthenticated, MaxUnauthenticatedPerSource: pg.MaxUnauthenticatedPerSource},
 	})

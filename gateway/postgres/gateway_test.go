@@ -91,7 +91,7 @@ func newEnvConfig(t *testing.T, src string, opts ...func(*postgres.Options)) *en
 	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory()})
 	ctx, cancel := context.WithCancel(context.Background())
 	go eng.Run(ctx)
-	o := postgres.Options{Engine: eng, Upstream: postgres.ConfigUpstream(set, nil), InsecurePlaintext: true}
+	o := postgres.Options{Engine: eng.GatewayService(), Upstream: postgres.ConfigUpstream(set, nil), InsecurePlaintext: true}
 	for _, f := range opts {
 		f(&o)
 	}

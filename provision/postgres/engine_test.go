@@ -162,7 +162,7 @@ func TestEngineGrantToReceipt(t *testing.T) {
 	if l.roleExists(t, in.User) {
 		t.Fatal("the user still exists")
 	}
-	evs, err := l.eng.AuditEvents(jitgate.NewContext(context.Background(), &jitgate.User{Name: "op", Local: true}), jitgate.AuditFilter{GrantID: g.ID})
+	evs, err := l.eng.AuditEvents(jitgate.NewOperatorContext(context.Background(), "op"), jitgate.AuditFilter{GrantID: g.ID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestReconcilerRemovesOrphans(t *testing.T) {
 		!l.roleExists(t, "jit_"+l.prefix+"theirs_5") {
 		t.Fatal("wrong roles removed")
 	}
-	evs, _ := l.eng.AuditEvents(jitgate.NewContext(ctx, &jitgate.User{Name: "op", Local: true}), jitgate.AuditFilter{})
+	evs, _ := l.eng.AuditEvents(jitgate.NewOperatorContext(ctx, "op"), jitgate.AuditFilter{})
 	var reasons []string
 	for _, e := range evs {
 		if e.Action == jitgate.ActionDriftRepaired {
@@ -249,7 +249,7 @@ func TestTimeToRevoke100(t *testing.T) {
 		}
 		ids[i] = r.GrantID
 	}
-	op := jitgate.NewContext(context.Background(), &jitgate.User{Name: "op", Local: true})
+	op := jitgate.NewOperatorContext(context.Background(), "op")
 	var lat []time.Duration
 	waitFor(t, "every revocation to be verified", 60*time.Second, func() bool {
 		lat = lat[:0]
