@@ -178,7 +178,11 @@ func validUTF8(s string) string {
 // AuditFilter selects audit events. Zero fields do not filter.
 type AuditFilter struct {
 	// AfterSeq returns events with Seq > AfterSeq (for paging by sequence).
-	AfterSeq  int64
+	AfterSeq int64
+	// BeforeSeq returns events with Seq < BeforeSeq (for paging back from the newest).
+	BeforeSeq int64
+	// Newest returns the newest matching events first (the default is the oldest first).
+	Newest    bool
 	Since     time.Time
 	Actor     string
 	RequestID int64

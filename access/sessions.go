@@ -55,8 +55,12 @@ func (e *Engine) IssueLogin(ctx context.Context, grantID int64, gateway bool) (*
 			}
 			return jitgate.Errorf(jitgate.EFORBIDDEN, "only %s may get credentials for grant %d", g.User, grantID)
 		}
-		if g.State != jitgate.GrantActive || !o.now.Before(g.EndsAt) {
-			return jitgate.Errorf(jitgate.ECONFLICT, "grant %d is %s; credentials are only issued while it is active", grantID, g.State)
+		switch {
+		case g.State == jitgate.GrantActive && !o.now.Before(g.EndsAt):
+			// Ended a moment ago; the scheduler has not marked it yet.
+			return jitgate.Errorf(jitgate.ECONFLICT, "grant %d expired at %s; credentials are only issued while a grant is active", grantID, jitgate.FormatTime(g.EndsAt))
+		case g.State != jitgate.GrantActive:
+			return jitgate.Errorf(jitgate.ECONFLICT, "grant %d is %s; credentials are only issued while a grant is active", grantID, g.State)
 		}
 		res := e.pol.Resource(g.Resource)
 		if res == nil {

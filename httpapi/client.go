@@ -191,7 +191,10 @@ func (c *Client) ListGrants(ctx context.Context, q access.GrantQuery) ([]*jitgat
 // Audit returns a page of audit events.
 func (c *Client) Audit(ctx context.Context, f jitgate.AuditFilter) (*AuditPage, error) {
 	v := url.Values{}
-	for k, n := range map[string]int64{"after": f.AfterSeq, "request": f.RequestID, "grant": f.GrantID, "session": f.SessionID, "limit": int64(f.Limit)} {
+	if f.Newest {
+		v.Set("newest", "true")
+	}
+	for k, n := range map[string]int64{"after": f.AfterSeq, "before": f.BeforeSeq, "request": f.RequestID, "grant": f.GrantID, "session": f.SessionID, "limit": int64(f.Limit)} {
 		if n > 0 {
 			v.Set(k, id(n))
 		}

@@ -481,6 +481,12 @@ func (s *Server) listAudit(r *http.Request) (any, error) {
 	if f.AfterSeq, err = queryInt(r, "after"); err != nil {
 		return nil, err
 	}
+	if f.BeforeSeq, err = queryInt(r, "before"); err != nil {
+		return nil, err
+	}
+	if f.Newest, err = queryBool(r, "newest"); err != nil {
+		return nil, err
+	}
 	if f.RequestID, err = queryInt(r, "request"); err != nil {
 		return nil, err
 	}
@@ -494,7 +500,10 @@ func (s *Server) listAudit(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.Limit = int(limit)
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	f.Limit = int(limit) + 1 // one more than asked: is there more?
 	f.Actor = r.URL.Query().Get("actor")
 	if since := r.URL.Query().Get("since"); since != "" {
 		if f.Since, err = time.Parse(time.RFC3339, since); err != nil {
@@ -505,9 +514,16 @@ func (s *Server) listAudit(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	page := &AuditPage{Events: nonNil(evs), NextAfter: f.AfterSeq}
+	page := &AuditPage{NextAfter: f.AfterSeq}
+	if len(evs) > int(limit) {
+		evs, page.More = evs[:limit], true
+	}
+	page.Events = nonNil(evs)
 	if len(evs) > 0 {
 		page.NextAfter = evs[len(evs)-1].Seq
+		if f.Newest {
+			page.NextAfter, page.NextBefore = evs[0].Seq, evs[len(evs)-1].Seq
+		}
 	}
 	return page, nil
 }

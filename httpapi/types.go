@@ -74,10 +74,15 @@ type ResourceRole struct {
 	BreakGlassMax string `json:"break_glass_max,omitempty"`
 }
 
-// AuditPage is the response to GET /v1/audit. Pass NextAfter as ?after= for the next page.
+// AuditPage is the response to GET /v1/audit: events oldest first, or newest first with
+// ?newest=true. Pass NextAfter as ?after= for the next (newer) page, NextBefore as ?before= for
+// the next older one with ?newest=true. More says whether further events match in the
+// direction read.
 type AuditPage struct {
-	Events    []*jitgate.AuditEvent `json:"events"`
-	NextAfter int64                 `json:"next_after"`
+	Events     []*jitgate.AuditEvent `json:"events"`
+	NextAfter  int64                 `json:"next_after"`
+	NextBefore int64                 `json:"next_before,omitempty"`
+	More       bool                  `json:"more"`
 }
 
 // RequestList is the response to GET /v1/requests.

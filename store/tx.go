@@ -22,7 +22,11 @@ type txn struct {
 	readOnly bool
 }
 
-const defaultLimit = 1000
+// defaultLimit is a listing's length when its filter sets none; maxLimit the most one may ask.
+const (
+	defaultLimit = 1000
+	maxLimit     = 10000
+)
 
 // querier is what both *sql.DB and *sql.Tx offer.
 type querier interface {
@@ -104,8 +108,11 @@ func fromTS(n sql.NullInt64) time.Time {
 }
 
 func limit(n int) int {
-	if n <= 0 || n > defaultLimit {
+	switch {
+	case n <= 0:
 		return defaultLimit
+	case n > maxLimit:
+		return maxLimit
 	}
 	return n
 }
@@ -548,6 +555,9 @@ func (t *txn) ListAudit(f jitgate.AuditFilter) ([]*jitgate.AuditEvent, error) {
 	if f.AfterSeq > 0 {
 		w.add("seq > ?", f.AfterSeq)
 	}
+	if f.BeforeSeq > 0 {
+		w.add("seq < ?", f.BeforeSeq)
+	}
 	if !f.Since.IsZero() {
 		w.add("time >= ?", f.Since.UnixNano())
 	}
@@ -563,8 +573,12 @@ func (t *txn) ListAudit(f jitgate.AuditFilter) ([]*jitgate.AuditEvent, error) {
 	if f.SessionID != 0 {
 		w.add("session_id = ?", f.SessionID)
 	}
+	order := ""
+	if f.Newest {
+		order = " DESC"
+	}
 	return collect(t, scanAudit, `SELECT seq, time, actor, action, request_id, grant_id, session_id, details, statements, prev_hash, hash
-		FROM audit_events`+w.String()+` ORDER BY seq LIMIT ?`, append(w.args, limit(f.Limit))...)
+		FROM audit_events`+w.String()+` ORDER BY seq`+order+` LIMIT ?`, append(w.args, limit(f.Limit))...)
 }
 
 func scanAudit(sc scanner) (*jitgate.AuditEvent, error) {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -583,15 +584,20 @@ func (a *app) auditCmd() *cobra.Command {
 		follow, verify bool
 		reqID, grantID int64
 		sessionID      int64
-		after          int64
-		limit          int
+		after, before  int64
+		limit, tail    int
 	)
-	cmd := &cobra.Command{
+	var cmd *cobra.Command
+	cmd = &cobra.Command{
 		Use:   "audit",
 		Short: "List the audit log, follow it, or verify its hash chain",
 		Long: `List audit events (admins see all; others pass --request or --grant for one they can see),
 follow new events as they are written (--follow), or verify the whole hash chain (--verify):
-verification names the first event that was edited, deleted or reordered, and exits 1 if any.`,
+verification names the first event that was edited, deleted or reordered, and exits 1 if any.
+
+Without --after or --since it shows the newest events (--tail, 50 by default), oldest of them
+first, and says how to read further back (--before). With --after or --since it reads forward
+from there, a page (--limit) at a time.`,
 		Args: exactArgs(),
 		RunE: a.withClient(func(ctx context.Context, c *httpapi.Client, _ []string) error {
 			if verify {
@@ -613,7 +619,7 @@ verification names the first event that was edited, deleted or reordered, and ex
 				}
 				return nil
 			}
-			f := jitgate.AuditFilter{AfterSeq: after, Actor: actor, RequestID: reqID, GrantID: grantID, SessionID: sessionID, Limit: limit}
+			f := jitgate.AuditFilter{AfterSeq: after, BeforeSeq: before, Actor: actor, RequestID: reqID, GrantID: grantID, SessionID: sessionID, Limit: limit}
 			if since != "" {
 				if d, err := jitgate.ParseDuration(since); err == nil {
 					f.Since = time.Now().Add(-d)
@@ -621,11 +627,26 @@ verification names the first event that was edited, deleted or reordered, and ex
 					return usagef("--since: want a duration (1h) or an RFC 3339 time, not %q", since)
 				}
 			}
+			forward := cmd.Flags().Changed("after") || since != ""
+			if forward && before != 0 {
+				return usagef("--before reads back from the newest events; it does not go with --after or --since")
+			}
+			// The newest events, like tail(1), unless told where to start.
+			f.Newest = !forward
+			if f.Newest {
+				f.Limit = tail
+				if f.Limit <= 0 {
+					f.Limit = 50
+				}
+			}
 			first := true
 			for {
 				page, err := c.Audit(ctx, f)
 				if err != nil {
 					return err
+				}
+				if f.Newest {
+					slices.Reverse(page.Events) // shown oldest first, the newest last
 				}
 				if a.output == "json" {
 					for _, e := range page.Events {
@@ -638,7 +659,16 @@ verification names the first event that was edited, deleted or reordered, and ex
 						return err
 					}
 				}
+				if page.More && !follow {
+					if f.Newest {
+						fmt.Fprintf(a.stderr, "(the newest %d events shown; older ones: jitgate audit --before %d, or the oldest first: jitgate audit --after 0)\n",
+							len(page.Events), page.NextBefore)
+					} else {
+						fmt.Fprintf(a.stderr, "(more events follow: jitgate audit --after %d)\n", page.NextAfter)
+					}
+				}
 				first = false
+				f.Newest, f.BeforeSeq, f.Limit = false, 0, limit
 				f.AfterSeq = page.NextAfter
 				if !follow {
 					return nil
@@ -656,8 +686,10 @@ verification names the first event that was edited, deleted or reordered, and ex
 	cmd.Flags().Int64Var(&reqID, "request", 0, "only events of this request")
 	cmd.Flags().Int64Var(&grantID, "grant", 0, "only events of this grant")
 	cmd.Flags().Int64Var(&sessionID, "session", 0, "only events of this gateway session (its statements)")
-	cmd.Flags().Int64Var(&after, "after", 0, "only events after this sequence number")
-	cmd.Flags().IntVar(&limit, "limit", 1000, "at most this many per page")
+	cmd.Flags().Int64Var(&after, "after", 0, "read forward from this sequence number (0: from the start)")
+	cmd.Flags().Int64Var(&before, "before", 0, "the newest events before this sequence number")
+	cmd.Flags().IntVar(&tail, "tail", 50, "how many of the newest events to show (without --after or --since)")
+	cmd.Flags().IntVar(&limit, "limit", 1000, "at most this many per page, reading forward")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep printing new events until interrupted")
 	cmd.Flags().BoolVar(&verify, "verify", false, "verify the hash chain")
 	return cmd

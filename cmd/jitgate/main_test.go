@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -93,6 +94,8 @@ func TestScripts(t *testing.T) {
 				"filemode":   fileMode,
 				"pgrole":     pgRole,
 				"sleep":      sleepCmd,
+				"sleepuntil": sleepUntil,
+				"setjson":    setJSON,
 			},
 		})
 	})
@@ -172,6 +175,37 @@ func pgRole(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// setJSON sets the environment variable args[0] to the top-level field args[1] of the JSON
+// object the last command printed: setjson ENDS_AT ends_at.
+func setJSON(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: setjson VAR FIELD")
+	}
+	var obj map[string]any
+	ts.Check(json.Unmarshal([]byte(ts.ReadFile("stdout")), &obj))
+	v, ok := obj[args[1]]
+	if !ok {
+		ts.Fatalf("no field %q in the last stdout", args[1])
+	}
+	ts.Setenv(args[0], fmt.Sprint(v))
+}
+
+// sleepUntil waits until an RFC 3339 time has passed, plus a second: sleepuntil $ENDS_AT.
+// Scripts use it where a real deadline must pass while nothing runs (a grant ending while the
+// server is down); it refuses to wait more than 60s.
+func sleepUntil(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: sleepuntil RFC3339-TIME")
+	}
+	t, err := time.Parse(time.RFC3339Nano, args[0])
+	ts.Check(err)
+	d := time.Until(t) + time.Second
+	if d > time.Minute {
+		ts.Fatalf("sleepuntil %s: %s away; keep scripts fast", args[0], d)
+	}
+	time.Sleep(d)
 }
 
 // sleepCmd waits for a duration: sleep 5s. Scripts use it only where real time must pass
