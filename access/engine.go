@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/policy"
@@ -22,7 +23,8 @@ import (
 // approval): jitgate.SystemActor.
 const SystemActor = jitgate.SystemActor
 
-// MaxCommentLen caps a review comment.
+// MaxCommentLen caps a review comment (and a revoke's reason), in characters (Unicode code
+// points).
 const MaxCommentLen = 2000
 
 // Options configures an Engine. Store, Policies and Directory are required.
@@ -492,8 +494,8 @@ func (e *Engine) Review(ctx context.Context, id int64, d jitgate.Decision, comme
 	if d == jitgate.Deny && comment == "" {
 		return nil, jitgate.Errorf(jitgate.EINVALID, "a deny needs a comment saying why")
 	}
-	if len(comment) > MaxCommentLen {
-		return nil, jitgate.Errorf(jitgate.EINVALID, "comment is longer than %d characters", MaxCommentLen)
+	if n := utf8.RuneCountInString(comment); n > MaxCommentLen {
+		return nil, jitgate.Errorf(jitgate.EINVALID, "comment is %d characters long; the limit is %d", n, MaxCommentLen)
 	}
 	var (
 		r     *jitgate.Request
@@ -739,8 +741,8 @@ func (e *Engine) Revoke(ctx context.Context, grantID int64, reason string) (*jit
 	if reason == "" {
 		reason = "revoked by " + u.Name
 	}
-	if len(reason) > MaxCommentLen {
-		return nil, jitgate.Errorf(jitgate.EINVALID, "reason is longer than %d characters", MaxCommentLen)
+	if n := utf8.RuneCountInString(reason); n > MaxCommentLen {
+		return nil, jitgate.Errorf(jitgate.EINVALID, "reason is %d characters long; the limit is %d", n, MaxCommentLen)
 	}
 	var g *jitgate.Grant
 	err = e.write(ctx, func(o *op) error {

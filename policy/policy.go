@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/ext"
@@ -219,7 +220,7 @@ type Input struct {
 	Now        time.Time
 }
 
-// MaxReasonLen caps a request's reason.
+// MaxReasonLen caps a request's reason, in characters (Unicode code points).
 const MaxReasonLen = 2000
 
 // Check validates in against the policy: duration within the cap (the break-glass cap for
@@ -229,8 +230,8 @@ func (p *Policy) Check(in Input) error {
 	if in.Duration <= 0 {
 		return jitgate.Errorf(jitgate.EINVALID, "duration must be positive")
 	}
-	if len(in.Reason) > MaxReasonLen {
-		return jitgate.Errorf(jitgate.EINVALID, "reason is longer than %d characters", MaxReasonLen)
+	if n := utf8.RuneCountInString(in.Reason); n > MaxReasonLen {
+		return jitgate.Errorf(jitgate.EINVALID, "reason is %d characters long; the limit is %d", n, MaxReasonLen)
 	}
 	noReason := strings.TrimSpace(in.Reason) == ""
 	if in.BreakGlass {

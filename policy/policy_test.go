@@ -102,6 +102,9 @@ func TestCheckAndAutoApprove(t *testing.T) {
 		{"future start", func() policy.Input { i := in(alice, time.Hour, "x"); i.Start = now.Add(24 * time.Hour); return i }(), "", false},
 		{"past start", func() policy.Input { i := in(alice, time.Hour, "x"); i.Start = now.Add(-2 * time.Minute); return i }(), jitgate.EINVALID, false},
 		{"reason too long", in(alice, time.Hour, strings.Repeat("x", policy.MaxReasonLen+1)), jitgate.EINVALID, false},
+		// The limit counts characters, not bytes: 2,000 three-byte characters are fine.
+		{"reason at the limit in characters", in(alice, time.Hour, strings.Repeat("€", policy.MaxReasonLen)), "", false},
+		{"reason over the limit in characters", in(alice, time.Hour, strings.Repeat("€", policy.MaxReasonLen+1)), jitgate.EINVALID, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
