@@ -218,11 +218,23 @@ func (e *Engine) AuditEvents(ctx context.Context, f jitgate.AuditFilter) ([]*jit
 	return out, err
 }
 
-// VerifyAudit checks the whole audit chain. Any signed-in user may: the result names event
-// numbers and kinds, nothing more.
+// VerifyAudit checks the whole audit chain, and its end against the latest signed checkpoint
+// where checkpoints are configured (Options.Checkpoints). Any signed-in user may: the result
+// names event numbers and kinds, nothing more. Checkpoints that cannot be read are an error
+// (EUNAVAILABLE), never a silent pass.
 func (e *Engine) VerifyAudit(ctx context.Context) (*audit.Result, error) {
 	if _, err := e.caller(ctx); err != nil {
 		return nil, err
+	}
+	if e.cps != nil {
+		cp, err := e.cps.Latest(ctx)
+		if err != nil {
+			e.log.Error("audit verify: cannot read the checkpoints", "err", err)
+			return nil, jitgate.Errorf(jitgate.EUNAVAILABLE, "cannot read the audit log's signed checkpoints (see the server log); the log was not verified")
+		}
+		if cp != nil {
+			return audit.VerifyCheckpoint(ctx, e.store, cp, e.cps.PublicKey())
+		}
 	}
 	return audit.Verify(ctx, e.store)
 }

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/audit"
 	"github.com/jitgate/jitgate/policy"
 )
 
@@ -48,7 +49,10 @@ type Options struct {
 	// ReconcileInterval is how often Run looks for drift (jitgate-managed accounts that no live
 	// grant explains); it also does so at start-up. Defaults to one minute.
 	ReconcileInterval time.Duration
-	Logger            *slog.Logger
+	// Checkpoints, when set, is where VerifyAudit finds the latest signed checkpoint to check
+	// the end of the chain against.
+	Checkpoints audit.CheckpointSource
+	Logger      *slog.Logger
 }
 
 // DefaultBackoff doubles from 1s up to 5 minutes.
@@ -73,6 +77,7 @@ type Engine struct {
 	provTO  time.Duration
 	provPar int
 	recon   time.Duration
+	cps     audit.CheckpointSource
 	log     *slog.Logger
 
 	wake chan struct{}
@@ -89,7 +94,7 @@ func New(o Options) *Engine {
 	e := &Engine{
 		store: o.Store, pol: o.Policies, dir: o.Directory, clock: o.Clock, provs: o.Provisioners,
 		backoff: o.Backoff, provTO: o.ProvisionTimeout, provPar: o.ProvisionConcurrency,
-		recon: o.ReconcileInterval, log: o.Logger,
+		recon: o.ReconcileInterval, cps: o.Checkpoints, log: o.Logger,
 		wake: make(chan struct{}, 1), subs: map[int]func(jitgate.Event){},
 	}
 	if e.clock == nil {

@@ -36,6 +36,9 @@ type Result struct {
 	FirstBad int64  `json:"first_bad,omitempty"`
 	Problem  string `json:"problem,omitempty"`
 	Message  string `json:"message,omitempty"`
+	// Checkpoint is the signed checkpoint the chain was also checked against (nil if none: the
+	// end of the chain could then have been cut or rewritten unnoticed).
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }
 
 // pageSize is how many events Verify reads per query.

@@ -30,6 +30,8 @@ const (
 	DefaultReuseUpstream = 30 * time.Second
 	// DefaultAuditFlush is how often the gateway writes recorded statements to the audit log.
 	DefaultAuditFlush = 100 * time.Millisecond
+	// DefaultCheckpointInterval is how often the audit chain's head is signed.
+	DefaultCheckpointInterval = time.Minute
 	// DefaultExpiryWarning is how long before its end a grant's owner is warned.
 	DefaultExpiryWarning = 10 * time.Minute
 )
@@ -47,6 +49,8 @@ type Config struct {
 	Notifications Notifications `yaml:"notifications"`
 	// OIDC configures single sign-on for the web UI and `jitgate login`.
 	OIDC *OIDC `yaml:"oidc"`
+	// Audit configures signed checkpoints of the audit log.
+	Audit Audit `yaml:"audit"`
 
 	pos positions
 }
@@ -100,6 +104,31 @@ type PostgresGateway struct {
 	// cannot starve real ones. A connection over a cap is refused at once (SQLSTATE 53300).
 	MaxUnauthenticated          int `yaml:"max_unauthenticated"`
 	MaxUnauthenticatedPerSource int `yaml:"max_unauthenticated_per_source"`
+}
+
+// Audit configures signed checkpoints: the server signs the audit chain's head with a key kept
+// outside the store, every CheckpointInterval and at shutdown, and hands each checkpoint to
+// the witnesses, which keep it outside the store too. `audit --verify` then also catches a
+// cut or rewritten end of the log, up to the last checkpoint.
+type Audit struct {
+	// SigningKeyFile or SigningKeyEnv holds the Ed25519 signing key, PEM (PKCS #8), as
+	// `jitgate audit keygen` writes it.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	SigningKeyEnv  string `yaml:"signing_key_env"`
+	// CheckpointInterval is how often the head is signed when it moved (default 1m, from 1s to
+	// 1h): events newer than the last checkpoint are what could still go unnoticed.
+	CheckpointInterval      string        `yaml:"checkpoint_interval"`
+	CheckpointIntervalValue time.Duration `yaml:"-"`
+	// WitnessFile is a file each checkpoint is appended to, as a JSON line. Keep it where the
+	// store's users cannot write.
+	WitnessFile string `yaml:"witness_file"`
+	// WitnessWebhooks receive each checkpoint as signed JSON.
+	WitnessWebhooks []WebhookSink `yaml:"witness_webhooks"`
+}
+
+// Enabled reports whether checkpoints are configured (a key and at least one witness).
+func (a *Audit) Enabled() bool {
+	return (a.SigningKeyFile != "" || a.SigningKeyEnv != "") && (a.WitnessFile != "" || len(a.WitnessWebhooks) > 0)
 }
 
 // User is a static directory entry.

@@ -148,6 +148,9 @@ func (c *Config) validate() error {
 	if err := c.validateOIDC(); err != nil {
 		return err
 	}
+	if err := c.validateAudit(); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	for i := range c.Policies {
 		if err := c.validatePolicy(i, names, users, groupMembers, resources); err != nil {
@@ -221,6 +224,40 @@ func (c *Config) validateNotifications() error {
 	}
 	for i, w := range n.Webhooks {
 		p := fmt.Sprintf("notifications.webhooks.%d", i)
+		if !httpURL(w.URL) {
+			return c.Errorf(p+".url", "want an http(s) URL, got %q", w.URL)
+		}
+		if (w.SecretEnv == "") == (w.SecretFile == "") {
+			return c.Errorf(p, "set one of secret_env or secret_file (the HMAC signing key)")
+		}
+	}
+	return nil
+}
+
+// validateAudit checks the audit section: a key from one place, witnesses, an interval.
+func (c *Config) validateAudit() error {
+	a := &c.Audit
+	if a.SigningKeyFile != "" && a.SigningKeyEnv != "" {
+		return c.Errorf("audit", "set one of signing_key_file or signing_key_env, not both")
+	}
+	hasKey := a.SigningKeyFile != "" || a.SigningKeyEnv != ""
+	hasWitness := a.WitnessFile != "" || len(a.WitnessWebhooks) > 0
+	switch {
+	case hasKey && !hasWitness:
+		return c.Errorf("audit", "a signing key needs a witness: set witness_file or witness_webhooks (where the signed checkpoints are kept, outside the store)")
+	case hasWitness && !hasKey:
+		return c.Errorf("audit", "witnesses need a signing key: set signing_key_file or signing_key_env (make one with: jitgate audit keygen)")
+	}
+	a.CheckpointIntervalValue = DefaultCheckpointInterval
+	if a.CheckpointInterval != "" {
+		d, err := ParseDuration(a.CheckpointInterval)
+		if err != nil || d < time.Second || d > time.Hour {
+			return c.Errorf("audit.checkpoint_interval", "want a duration from 1s to 1h, got %q", a.CheckpointInterval)
+		}
+		a.CheckpointIntervalValue = d
+	}
+	for i, w := range a.WitnessWebhooks {
+		p := fmt.Sprintf("audit.witness_webhooks.%d", i)
 		if !httpURL(w.URL) {
 			return c.Errorf(p+".url", "want an http(s) URL, got %q", w.URL)
 		}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/access"
+	"github.com/jitgate/jitgate/audit"
 	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/internal/textsafe"
 	"github.com/spf13/cobra"
@@ -586,8 +589,13 @@ func (a *app) auditCmd() *cobra.Command {
 		sessionID      int64
 		after, before  int64
 		limit, tail    int
+		cfgPath        string
+		cpFile, pubKey string
 	)
-	var cmd *cobra.Command
+	var (
+		cmd      *cobra.Command
+		runAudit func(*cobra.Command, []string) error
+	)
 	cmd = &cobra.Command{
 		Use:   "audit",
 		Short: "List the audit log, follow it, or verify its hash chain",
@@ -599,88 +607,85 @@ Without --after or --since it shows the newest events (--tail, 50 by default), o
 first, and says how to read further back (--before). With --after or --since it reads forward
 from there, a page (--limit) at a time.`,
 		Args: exactArgs(),
-		RunE: a.withClient(func(ctx context.Context, c *httpapi.Client, _ []string) error {
-			if verify {
-				res, err := c.VerifyAudit(ctx)
-				if err != nil {
-					return err
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfgPath != "" || cpFile != "" || pubKey != "" {
+				if !verify || cfgPath == "" {
+					return usagef("--config, --checkpoints and --public-key go with --verify --config: an offline check of the store")
 				}
-				if a.output == "json" {
-					if err := a.printJSON(res); err != nil {
+				return a.verifyOffline(cmd.Context(), cfgPath, cpFile, pubKey)
+			}
+			return runAudit(cmd, args)
+		},
+	}
+	runAudit = a.withClient(func(ctx context.Context, c *httpapi.Client, _ []string) error {
+		if verify {
+			res, err := c.VerifyAudit(ctx)
+			if err != nil {
+				return err
+			}
+			return a.printVerify(res)
+		}
+		f := jitgate.AuditFilter{AfterSeq: after, BeforeSeq: before, Actor: actor, RequestID: reqID, GrantID: grantID, SessionID: sessionID, Limit: limit}
+		if since != "" {
+			if d, err := jitgate.ParseDuration(since); err == nil {
+				f.Since = time.Now().Add(-d)
+			} else if f.Since, err = time.Parse(time.RFC3339, since); err != nil {
+				return usagef("--since: want a duration (1h) or an RFC 3339 time, not %q", since)
+			}
+		}
+		forward := cmd.Flags().Changed("after") || since != ""
+		if forward && before != 0 {
+			return usagef("--before reads back from the newest events; it does not go with --after or --since")
+		}
+		// The newest events, like tail(1), unless told where to start.
+		f.Newest = !forward
+		if f.Newest {
+			f.Limit = tail
+			if f.Limit <= 0 {
+				f.Limit = 50
+			}
+		}
+		first := true
+		for {
+			page, err := c.Audit(ctx, f)
+			if err != nil {
+				return err
+			}
+			if f.Newest {
+				slices.Reverse(page.Events) // shown oldest first, the newest last
+			}
+			if a.output == "json" {
+				for _, e := range page.Events {
+					if err := json.NewEncoder(a.stdout).Encode(e); err != nil {
 						return err
 					}
-				} else if res.OK {
-					fmt.Fprintf(a.stdout, "Audit chain OK: %d events, head %d (%s).\n", res.Events, res.HeadSeq, short(res.HeadHash))
+				}
+			} else if len(page.Events) > 0 || first {
+				if err := printAudit(a.stdout, page.Events); err != nil {
+					return err
+				}
+			}
+			if page.More && !follow {
+				if f.Newest {
+					fmt.Fprintf(a.stderr, "(the newest %d events shown; older ones: jitgate audit --before %d, or the oldest first: jitgate audit --after 0)\n",
+						len(page.Events), page.NextBefore)
 				} else {
-					fmt.Fprintf(a.stdout, "Audit chain BROKEN at event %d (%s): %s\n", res.FirstBad, res.Problem, textsafe.Line(res.Message))
+					fmt.Fprintf(a.stderr, "(more events follow: jitgate audit --after %d)\n", page.NextAfter)
 				}
-				if !res.OK {
-					return silentError{errors.New("audit chain broken")}
-				}
+			}
+			first = false
+			f.Newest, f.BeforeSeq, f.Limit = false, 0, limit
+			f.AfterSeq = page.NextAfter
+			if !follow {
 				return nil
 			}
-			f := jitgate.AuditFilter{AfterSeq: after, BeforeSeq: before, Actor: actor, RequestID: reqID, GrantID: grantID, SessionID: sessionID, Limit: limit}
-			if since != "" {
-				if d, err := jitgate.ParseDuration(since); err == nil {
-					f.Since = time.Now().Add(-d)
-				} else if f.Since, err = time.Parse(time.RFC3339, since); err != nil {
-					return usagef("--since: want a duration (1h) or an RFC 3339 time, not %q", since)
-				}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
 			}
-			forward := cmd.Flags().Changed("after") || since != ""
-			if forward && before != 0 {
-				return usagef("--before reads back from the newest events; it does not go with --after or --since")
-			}
-			// The newest events, like tail(1), unless told where to start.
-			f.Newest = !forward
-			if f.Newest {
-				f.Limit = tail
-				if f.Limit <= 0 {
-					f.Limit = 50
-				}
-			}
-			first := true
-			for {
-				page, err := c.Audit(ctx, f)
-				if err != nil {
-					return err
-				}
-				if f.Newest {
-					slices.Reverse(page.Events) // shown oldest first, the newest last
-				}
-				if a.output == "json" {
-					for _, e := range page.Events {
-						if err := json.NewEncoder(a.stdout).Encode(e); err != nil {
-							return err
-						}
-					}
-				} else if len(page.Events) > 0 || first {
-					if err := printAudit(a.stdout, page.Events); err != nil {
-						return err
-					}
-				}
-				if page.More && !follow {
-					if f.Newest {
-						fmt.Fprintf(a.stderr, "(the newest %d events shown; older ones: jitgate audit --before %d, or the oldest first: jitgate audit --after 0)\n",
-							len(page.Events), page.NextBefore)
-					} else {
-						fmt.Fprintf(a.stderr, "(more events follow: jitgate audit --after %d)\n", page.NextAfter)
-					}
-				}
-				first = false
-				f.Newest, f.BeforeSeq, f.Limit = false, 0, limit
-				f.AfterSeq = page.NextAfter
-				if !follow {
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(time.Second):
-				}
-			}
-		}),
-	}
+		}
+	})
 	cmd.Flags().StringVar(&since, "since", "", "only events since a duration ago (1h) or an RFC 3339 time")
 	cmd.Flags().StringVar(&actor, "actor", "", "only events by this actor")
 	cmd.Flags().Int64Var(&reqID, "request", 0, "only events of this request")
@@ -691,7 +696,119 @@ from there, a page (--limit) at a time.`,
 	cmd.Flags().IntVar(&tail, "tail", 50, "how many of the newest events to show (without --after or --since)")
 	cmd.Flags().IntVar(&limit, "limit", 1000, "at most this many per page, reading forward")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep printing new events until interrupted")
-	cmd.Flags().BoolVar(&verify, "verify", false, "verify the hash chain")
+	cmd.Flags().BoolVar(&verify, "verify", false, "verify the hash chain (and its end against the latest signed checkpoint)")
+	cmd.Flags().StringVar(&cfgPath, "config", "", "with --verify: check the store the config names directly, not through a server")
+	cmd.Flags().StringVar(&cpFile, "checkpoints", "", "with --verify --config: the checkpoint file to check against (default: the config's audit.witness_file)")
+	cmd.Flags().StringVar(&pubKey, "public-key", "", "with --verify --config: the public key checkpoints are signed with (default: the config's signing key's)")
+	cmd.AddCommand(a.auditKeygenCmd())
+	return cmd
+}
+
+// printVerify shows a verification result; a broken chain is exit status 1.
+func (a *app) printVerify(res *audit.Result) error {
+	if a.output == "json" {
+		if err := a.printJSON(res); err != nil {
+			return err
+		}
+	} else if res.OK {
+		fmt.Fprintf(a.stdout, "Audit chain OK: %d events, head %d (%s).\n", res.Events, res.HeadSeq, short(res.HeadHash))
+		if cp := res.Checkpoint; cp != nil {
+			fmt.Fprintf(a.stdout, "Its end matches the checkpoint of event %d signed %s (key %s).\n", cp.Seq, jitgate.FormatTime(cp.Time), cp.KeyID)
+		} else {
+			fmt.Fprintln(a.stdout, "No signed checkpoint was checked: a cut or rewritten end of the log would not show (see audit in the README).")
+		}
+	} else {
+		fmt.Fprintf(a.stdout, "Audit chain BROKEN at event %d (%s): %s\n", res.FirstBad, res.Problem, textsafe.Line(res.Message))
+	}
+	if !res.OK {
+		return silentError{errors.New("audit chain broken")}
+	}
+	return nil
+}
+
+// verifyOffline verifies the store the config names, directly, against the latest checkpoint
+// in cpFile (or the config's witness file) signed with pubKey (or the config's key).
+func (a *app) verifyOffline(ctx context.Context, cfgPath, cpFile, pubKey string) error {
+	rt, err := openRuntime(ctx, cfgPath, false, false, "", slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer rt.close()
+	if cpFile == "" {
+		cpFile = rt.cfg.Audit.WitnessFile
+	}
+	var src audit.CheckpointSource
+	if cpFile != "" {
+		var pub ed25519.PublicKey
+		if pubKey != "" {
+			data, err := os.ReadFile(pubKey)
+			if err != nil {
+				return err
+			}
+			if pub, err = audit.ParsePublicKey(data); err != nil {
+				return fmt.Errorf("%s: %w", pubKey, err)
+			}
+		} else {
+			key, err := loadSigningKey(&rt.cfg.Audit)
+			if err != nil {
+				return fmt.Errorf("%w (or name the public key with --public-key)", err)
+			}
+			pub = key.Public().(ed25519.PublicKey)
+		}
+		src = &audit.FileCheckpoints{Path: cpFile, Key: pub}
+		if _, err := os.Stat(cpFile); err != nil {
+			return fmt.Errorf("checkpoints: %w", err)
+		}
+	}
+	res, err := audit.VerifyLatest(ctx, rt.store, src)
+	if err != nil {
+		return err
+	}
+	return a.printVerify(res)
+}
+
+func (a *app) auditKeygenCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "keygen --out FILE",
+		Short: "Make a signing key for audit checkpoints (FILE, and its public key FILE.pub)",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return usagef("keygen needs --out FILE")
+			}
+			priv, pub, err := audit.GenerateKey()
+			if err != nil {
+				return err
+			}
+			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("%w (keygen never overwrites a key)", err)
+			}
+			if _, err := f.Write(priv); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			if err := os.WriteFile(out+".pub", pub, 0o644); err != nil {
+				return err
+			}
+			k, _ := audit.ParsePublicKey(pub)
+			fmt.Fprintf(a.stdout, `Signing key %s written to %s (mode 0600), its public key to %s.
+Give the server the key and a witness outside the store:
+
+audit:
+  signing_key_file: %s
+  witness_file: /var/lib/jitgate-witness/checkpoints.jsonl
+
+Verifiers need only the public key: jitgate audit --verify --config FILE --public-key %s
+`, audit.KeyID(k), out, out+".pub", out, out+".pub")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "where to write the private key (PEM); FILE.pub gets the public key")
 	return cmd
 }
 

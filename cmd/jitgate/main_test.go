@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jitgate/jitgate/internal/testdb"
+	"github.com/jitgate/jitgate/store"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -96,6 +97,7 @@ func TestScripts(t *testing.T) {
 				"sleep":      sleepCmd,
 				"sleepuntil": sleepUntil,
 				"setjson":    setJSON,
+				"storeexec":  storeExec,
 			},
 		})
 	})
@@ -175,6 +177,19 @@ func pgRole(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// storeExec runs one SQL statement on the script's store, as someone with write access to the
+// database could: storeexec 'DELETE FROM audit_events WHERE seq > 2'.
+func storeExec(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: storeexec SQL")
+	}
+	st, err := store.Open(context.Background(), ts.Getenv("STORE"))
+	ts.Check(err)
+	defer st.Close()
+	_, err = st.SQL().Exec(args[0])
+	ts.Check(err)
 }
 
 // setJSON sets the environment variable args[0] to the top-level field args[1] of the JSON

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,6 +98,8 @@ type runtime struct {
 	set    *policy.Set
 	store  *store.DB
 	engine *access.Engine
+	// checkpoints signs the audit chain's head (server only; its signer nil when off).
+	checkpoints *checkpoints
 	// close releases the store and the provisioners' connections.
 	close func()
 }
@@ -129,7 +132,19 @@ func openRuntime(ctx context.Context, cfgPath string, dev, targets bool, storeOv
 		return nil, err
 	}
 	provs, closeProvs := map[string]jitgate.Provisioner{}, func() {}
+	cps := &checkpoints{}
 	if targets {
+		devDir := ""
+		if dev && strings.HasPrefix(cfg.Server.Store, "sqlite:") {
+			devDir = filepath.Dir(strings.TrimPrefix(cfg.Server.Store, "sqlite:"))
+		}
+		if cps, err = serverCheckpoints(cfg, dev, devDir, log); err != nil {
+			st.Close()
+			return nil, err
+		}
+		if cps.signer != nil {
+			cps.signer.Store = st
+		}
 		var install string
 		err := st.View(ctx, func(tx jitgate.Tx) (err error) { install, err = tx.InstallationID(); return err })
 		if err == nil {
@@ -142,8 +157,8 @@ func openRuntime(ctx context.Context, cfgPath string, dev, targets bool, storeOv
 	}
 	dir := &access.Directory{Static: cfg.Directory(), Store: st}
 	eng := access.New(access.Options{Store: st, Policies: set, Directory: dir, Logger: log,
-		Provisioners: provs, ReconcileInterval: cfg.Server.ReconcileIntervalValue})
-	return &runtime{cfg: cfg, set: set, store: st, engine: eng, close: func() { closeProvs(); st.Close() }}, nil
+		Provisioners: provs, ReconcileInterval: cfg.Server.ReconcileIntervalValue, Checkpoints: cps.source})
+	return &runtime{cfg: cfg, set: set, store: st, engine: eng, checkpoints: cps, close: func() { closeProvs(); st.Close() }}, nil
 }
 
 func (a *app) runServer(ctx context.Context, o serverOpts) error {
@@ -243,6 +258,16 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 			log.Error("scheduler stopped", "err", err)
 		}
 	}()
+	// The checkpointer is stopped after the gateway, so its last checkpoint covers the
+	// sessions' ends.
+	cpCtx, cpStop := context.WithCancel(context.Background())
+	cpDone := make(chan struct{})
+	if s := rt.checkpoints.signer; s != nil {
+		go func() { defer close(cpDone); s.Run(cpCtx) }()
+	} else {
+		close(cpDone)
+	}
+	defer func() { cpStop(); <-cpDone }()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
