@@ -187,6 +187,10 @@ type ProvisionStatus struct {
 	// gone; Receipt says what it checked. Both are empty for provisioners that cannot verify.
 	VerifiedAt time.Time `json:"verified_at,omitzero"`
 	Receipt    string    `json:"receipt,omitempty"`
+	// ClaimedBy is the server instance running the current attempt (its lease runs to
+	// NextAt); empty when no attempt is running. Another instance takes the attempt over at
+	// once when that instance is found dead.
+	ClaimedBy string `json:"-"`
 }
 
 // TimeToRevoke is how long the access outlived the grant: from the moment it should have

@@ -66,6 +66,19 @@ type Tx interface {
 	// ListUsers lists the recorded users by name.
 	ListUsers() ([]*User, error)
 
+	// PutInstance records a server instance, or its new heartbeat.
+	PutInstance(in *Instance) error
+	// ListInstances lists the registered server instances.
+	ListInstances() ([]*Instance, error)
+	// DeleteInstance removes an instance's record, reporting whether there was one (two
+	// instances taking over the same dead one: the second finds none).
+	DeleteInstance(id string) (bool, error)
+	// ReleaseClaims makes every provisioning attempt that instance claimed due at now and
+	// unclaimed, returning how many there were.
+	ReleaseClaims(instance string, now time.Time) (int, error)
+	// CountStatements returns how many statements a session's audit events record.
+	CountStatements(sessionID int64) (int64, error)
+
 	// InstallationID returns this installation's random identity (made with the store).
 	InstallationID() (string, error)
 	// InsertCredential stores c and sets its ID.

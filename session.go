@@ -1,6 +1,7 @@
 package jitgate
 
 import (
+	"context"
 	"errors"
 	"time"
 )
@@ -35,10 +36,37 @@ type Session struct {
 	BytesIn    int64     `json:"bytes_in"`
 	BytesOut   int64     `json:"bytes_out"`
 	Statements int64     `json:"statements"`
+	// Instance is the server instance whose gateway runs the session: when that instance dies,
+	// another ends the session in the store.
+	Instance string `json:"instance,omitempty"`
+}
+
+// Instance is one running jitgate server process. Each registers itself in the store and
+// keeps a heartbeat; the others take over the work of one found dead (its provisioning
+// leases, its sessions).
+type Instance struct {
+	ID          string    `json:"id"`
+	Host        string    `json:"host"`
+	PID         int       `json:"pid"`
+	StartedAt   time.Time `json:"started_at"`
+	HeartbeatAt time.Time `json:"heartbeat_at"`
+}
+
+// InstanceLiveness is what a store offers, beside heartbeats, to tell at once whether a
+// server instance is still running: the instance holds a lock that its death releases (a
+// PostgreSQL advisory lock on a connection of its own, a file lock beside a SQLite database).
+type InstanceLiveness interface {
+	// HoldInstance takes the instance's lock for as long as the process lives (release frees
+	// it on a clean shutdown).
+	HoldInstance(ctx context.Context, id string) (release func(), err error)
+	// InstanceAlive reports whether another process holds id's lock.
+	InstanceAlive(ctx context.Context, id string) (bool, error)
 }
 
 // SessionFilter selects sessions.
 type SessionFilter struct {
+	// Instance selects the sessions of one server instance.
+	Instance string
 	// Visible restricts the sessions to those of grants the caller may see.
 	Visible *Visibility
 	Live    bool

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -79,6 +80,8 @@ type Engine struct {
 	recon   time.Duration
 	cps     audit.CheckpointSource
 	log     *slog.Logger
+	// instance is this process as a server instance (registered by Run).
+	instance jitgate.Instance
 
 	wake chan struct{}
 
@@ -96,6 +99,7 @@ func New(o Options) *Engine {
 		backoff: o.Backoff, provTO: o.ProvisionTimeout, provPar: o.ProvisionConcurrency,
 		recon: o.ReconcileInterval, cps: o.Checkpoints, log: o.Logger,
 		wake: make(chan struct{}, 1), subs: map[int]func(jitgate.Event){},
+		instance: jitgate.Instance{ID: newInstanceID(), Host: hostname(), PID: os.Getpid(), StartedAt: time.Now().UTC()},
 	}
 	if e.clock == nil {
 		e.clock = jitgate.SystemClock{}

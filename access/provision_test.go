@@ -206,3 +206,83 @@ func TestExtensionRefreshesProvisioning(t *testing.T) {
 		t.Fatalf("after the refresh: %d grant calls, %+v", tg.grants, g.Provision)
 	}
 }
+
+// A server instance that died mid-provisioning (its lease a minute long) and with a live
+// gateway session leaves both behind; a live instance takes them over at once: the attempt is
+// due now and runs, the session is ended as "server stopped" with its recorded statements
+// counted, and the takeover is audited.
+func TestDeadInstanceIsTakenOver(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		env := testenv.New(t, b)
+		ctx := context.Background()
+		g := must(env.Engine.Submit(env.As(t, "oscar"), read(10*time.Minute)))(t)
+		gr := must(env.Engine.GetGrant(env.As(t, "carol"), g.GrantID))(t)
+		// What a process killed mid-revoke leaves: its instance record, a claim with a long
+		// lease, a live session with two statements recorded.
+		dead := &jitgate.Instance{ID: "deadbeef00000001", Host: "old-host", PID: 4242, StartedAt: testenv.T0, HeartbeatAt: time.Now().UTC()}
+		var sess *jitgate.Session
+		if err := env.Store.Tx(ctx, func(tx jitgate.Tx) error {
+			if err := tx.PutInstance(dead); err != nil {
+				return err
+			}
+			gr.Provision.State = jitgate.ProvisionStateGranting
+			gr.Provision.NextAt = env.Clock.Now().Add(time.Minute)
+			gr.Provision.ClaimedBy = dead.ID
+			if err := tx.UpdateGrant(gr); err != nil {
+				return err
+			}
+			sess = &jitgate.Session{GrantID: gr.ID, User: "oscar", Resource: "app-db", Role: "read", StartedAt: env.Clock.Now(), Instance: dead.ID}
+			if err := tx.InsertSession(sess); err != nil {
+				return err
+			}
+			return tx.AppendAudit(&jitgate.AuditEvent{Time: env.Clock.Now(), Actor: "oscar", Action: jitgate.ActionSessionStatements,
+				GrantID: gr.ID, SessionID: sess.ID, Statements: []jitgate.Statement{{N: 1, SQL: "SELECT 1"}, {N: 2, SQL: "SELECT 2"}}})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if due := tickDue(t, env); len(due.Provision) != 0 {
+			t.Fatalf("the claimed attempt is due before the takeover: %+v", due)
+		}
+		if err := env.Engine.RecoverDeadInstances(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if due := tickDue(t, env); len(due.Provision) != 1 {
+			t.Fatalf("after the takeover the attempt is not due now: %+v", due)
+		}
+		tick(t, env)
+		if got := grant(t, env, gr.ID); got.Provision.State != jitgate.ProvisionStateGranted || got.Provision.ClaimedBy != "" {
+			t.Fatalf("provisioning after the takeover: %+v", got.Provision)
+		}
+		live := must(env.Engine.ListSessions(env.As(t, "carol"), jitgate.SessionFilter{Live: true}))(t)
+		if len(live) != 0 {
+			t.Fatalf("the dead instance's session is still live: %+v", live)
+		}
+		all := must(env.Engine.ListSessions(env.As(t, "carol"), jitgate.SessionFilter{GrantID: gr.ID}))(t)
+		if len(all) != 1 || all[0].EndReason != access.SessionEndServerStopped || all[0].Statements != 2 {
+			t.Fatalf("ended session: %+v", all)
+		}
+		actions := verifyAudit(t, env)
+		if count(actions, access.ActionInstanceRecovered) != 1 || count(actions, jitgate.ActionSessionEnded) != 1 {
+			t.Fatalf("audit: %v", actions)
+		}
+		// A second look finds nothing more to do.
+		if err := env.Engine.RecoverDeadInstances(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if actions := verifyAudit(t, env); count(actions, access.ActionInstanceRecovered) != 1 {
+			t.Fatalf("recovered twice: %v", actions)
+		}
+	})
+}
+
+func tickDue(t *testing.T, env *testenv.Env) *jitgate.DueWork {
+	t.Helper()
+	var due *jitgate.DueWork
+	if err := env.Store.View(context.Background(), func(tx jitgate.Tx) (err error) {
+		due, err = tx.Due(env.Clock.Now(), 100)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return due
+}

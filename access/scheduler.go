@@ -26,8 +26,9 @@ const (
 // drift reconciler runs at start-up and every ReconcileInterval.
 func (e *Engine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); e.reconcileLoop(ctx) }()
+	go func() { defer wg.Done(); e.runInstance(ctx) }()
 	defer wg.Wait()
 	for {
 		next, err := e.Tick(ctx)
@@ -172,6 +173,7 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 			return nil
 		}
 		g.Provision.NextAt = o.now.Add(provisionLease)
+		g.Provision.ClaimedBy = e.instance.ID
 		if err := o.tx.UpdateGrant(g); err != nil {
 			return err
 		}
@@ -230,7 +232,7 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 		if callErr != nil {
 			g.Provision.Attempts++
 			g.Provision.LastError = truncate(callErr.Error(), 500)
-			g.Provision.NextAt = o.now.Add(e.backoff(g.Provision.Attempts))
+			g.Provision.NextAt, g.Provision.ClaimedBy = o.now.Add(e.backoff(g.Provision.Attempts)), ""
 			if err := o.tx.UpdateGrant(g); err != nil {
 				return err
 			}
@@ -261,7 +263,7 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 				details["time_to_revoke"] = g.TimeToRevoke().String()
 			}
 		}
-		g.Provision.LastError, g.Provision.NextAt = "", time.Time{}
+		g.Provision.LastError, g.Provision.NextAt, g.Provision.ClaimedBy = "", time.Time{}, ""
 		g.Provision.Attempts = attempts
 		if err := o.tx.UpdateGrant(g); err != nil {
 			return err

@@ -195,7 +195,7 @@ func (gs *GatewayService) AuthenticateSession(ctx context.Context, user, resourc
 func (gs *GatewayService) StartSession(ctx context.Context, s *jitgate.Session) error {
 	e := gs.e
 	return e.write(ctx, func(o *op) error {
-		s.StartedAt = o.now
+		s.StartedAt, s.Instance = o.now, e.instance.ID
 		if err := o.tx.InsertSession(s); err != nil {
 			return err
 		}

@@ -48,6 +48,7 @@ const (
 type DB struct {
 	db      *sql.DB
 	dialect Dialect
+	path    string // the SQLite database file
 
 	// writeMu serializes this process's SQLite write transactions. SQLite allows one writer
 	// at a time anyway; waiting here is a fair queue, where waiting on SQLite's lock would be
@@ -160,7 +161,7 @@ func openSQLite(path string) (*DB, error) {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
 	db.SetMaxOpenConns(8)
-	return &DB{db: db, dialect: SQLite, stmts: map[string]*sql.Stmt{}, wanted: map[string]bool{}}, nil
+	return &DB{db: db, dialect: SQLite, path: path, stmts: map[string]*sql.Stmt{}, wanted: map[string]bool{}}, nil
 }
 
 func openPostgres(ctx context.Context, dsn string) (*DB, error) {

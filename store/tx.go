@@ -341,7 +341,7 @@ func scanReview(sc scanner) (*jitgate.Review, error) {
 
 const grantCols = `id, request_id, user_name, resource, role, policy, state, break_glass, starts_at,
 	ends_at, activated_at, ended_at, end_reason, ended_by, extensions, prov_state, prov_attempts,
-	prov_error, prov_next_at, prov_verified_at, prov_receipt, version`
+	prov_error, prov_next_at, prov_verified_at, prov_receipt, prov_claimed_by, version`
 
 func scanGrant(sc scanner) (*jitgate.Grant, error) {
 	var (
@@ -351,7 +351,7 @@ func scanGrant(sc scanner) (*jitgate.Grant, error) {
 	)
 	err := sc.Scan(&g.ID, &g.RequestID, &g.User, &g.Resource, &g.Role, &g.Policy, &state, &g.BreakGlass,
 		&starts, &ends, &activated, &ended, &g.EndReason, &g.EndedBy, &g.Extensions, &prov,
-		&g.Provision.Attempts, &g.Provision.LastError, &provNext, &verified, &g.Provision.Receipt, &g.Version)
+		&g.Provision.Attempts, &g.Provision.LastError, &provNext, &verified, &g.Provision.Receipt, &g.Provision.ClaimedBy, &g.Version)
 	if err != nil {
 		return nil, err
 	}
@@ -366,12 +366,12 @@ func (t *txn) InsertGrant(g *jitgate.Grant) error {
 	g.Version = 1
 	return t.queryRow(`INSERT INTO grants (request_id, user_name, resource, role, policy, state,
 		break_glass, starts_at, ends_at, activated_at, ended_at, end_reason, ended_by, extensions,
-		prov_state, prov_attempts, prov_error, prov_next_at, prov_verified_at, prov_receipt, version)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		prov_state, prov_attempts, prov_error, prov_next_at, prov_verified_at, prov_receipt, prov_claimed_by, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		g.RequestID, g.User, g.Resource, g.Role, g.Policy, string(g.State), g.BreakGlass,
 		ts(g.StartsAt), ts(g.EndsAt), ts(g.ActivatedAt), ts(g.EndedAt), g.EndReason, g.EndedBy,
 		g.Extensions, string(g.Provision.State), g.Provision.Attempts, g.Provision.LastError,
-		ts(g.Provision.NextAt), ts(g.Provision.VerifiedAt), g.Provision.Receipt, g.Version).Scan(&g.ID)
+		ts(g.Provision.NextAt), ts(g.Provision.VerifiedAt), g.Provision.Receipt, g.Provision.ClaimedBy, g.Version).Scan(&g.ID)
 }
 
 func (t *txn) GetGrant(id int64, lock bool) (*jitgate.Grant, error) {
@@ -385,11 +385,11 @@ func (t *txn) GetGrant(id int64, lock bool) (*jitgate.Grant, error) {
 func (t *txn) UpdateGrant(g *jitgate.Grant) error {
 	res, err := t.exec(`UPDATE grants SET state = ?, starts_at = ?, ends_at = ?, activated_at = ?,
 		ended_at = ?, end_reason = ?, ended_by = ?, extensions = ?, prov_state = ?, prov_attempts = ?,
-		prov_error = ?, prov_next_at = ?, prov_verified_at = ?, prov_receipt = ?, version = version + 1
+		prov_error = ?, prov_next_at = ?, prov_verified_at = ?, prov_receipt = ?, prov_claimed_by = ?, version = version + 1
 		WHERE id = ? AND version = ?`,
 		string(g.State), ts(g.StartsAt), ts(g.EndsAt), ts(g.ActivatedAt), ts(g.EndedAt), g.EndReason,
 		g.EndedBy, g.Extensions, string(g.Provision.State), g.Provision.Attempts, g.Provision.LastError,
-		ts(g.Provision.NextAt), ts(g.Provision.VerifiedAt), g.Provision.Receipt, g.ID, g.Version)
+		ts(g.Provision.NextAt), ts(g.Provision.VerifiedAt), g.Provision.Receipt, g.Provision.ClaimedBy, g.ID, g.Version)
 	if err != nil {
 		return err
 	}
@@ -756,7 +756,7 @@ func (t *txn) CredentialByHash(hash string) (*jitgate.SessionCredential, error) 
 	return &c, err
 }
 
-const sessionCols = `id, grant_id, user_name, resource, role, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, statements`
+const sessionCols = `id, grant_id, user_name, resource, role, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, statements, instance_id`
 
 func scanSession(sc scanner) (*jitgate.Session, error) {
 	var (
@@ -764,7 +764,7 @@ func scanSession(sc scanner) (*jitgate.Session, error) {
 		started, ended sql.NullInt64
 	)
 	if err := sc.Scan(&s.ID, &s.GrantID, &s.User, &s.Resource, &s.Role, &s.ClientAddr, &started, &ended, &s.EndReason,
-		&s.BytesIn, &s.BytesOut, &s.Statements); err != nil {
+		&s.BytesIn, &s.BytesOut, &s.Statements, &s.Instance); err != nil {
 		return nil, err
 	}
 	s.StartedAt, s.EndedAt = fromTS(started), fromTS(ended)
@@ -772,8 +772,8 @@ func scanSession(sc scanner) (*jitgate.Session, error) {
 }
 
 func (t *txn) InsertSession(s *jitgate.Session) error {
-	return t.queryRow(`INSERT INTO sessions (grant_id, user_name, resource, role, client_addr, started_at)
-		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`, s.GrantID, s.User, s.Resource, s.Role, s.ClientAddr, ts(s.StartedAt)).Scan(&s.ID)
+	return t.queryRow(`INSERT INTO sessions (grant_id, user_name, resource, role, client_addr, started_at, instance_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`, s.GrantID, s.User, s.Resource, s.Role, s.ClientAddr, ts(s.StartedAt), s.Instance).Scan(&s.ID)
 }
 
 func (t *txn) EndSession(s *jitgate.Session) error {
@@ -793,6 +793,9 @@ func (t *txn) ListSessions(f jitgate.SessionFilter) ([]*jitgate.Session, error) 
 	}
 	if f.GrantID != 0 {
 		w.add("grant_id = ?", f.GrantID)
+	}
+	if f.Instance != "" {
+		w.add("instance_id = ?", f.Instance)
 	}
 	return collect(t, scanSession, `SELECT `+sessionCols+` FROM sessions`+w.String()+` ORDER BY id DESC LIMIT ?`, append(w.args, limit(f.Limit))...)
 }
@@ -843,4 +846,68 @@ func (t *txn) InstallationID() (string, error) {
 	var id string
 	err := t.queryRow(`SELECT id FROM installation WHERE singleton = 1`).Scan(&id)
 	return id, err
+}
+
+// ---- instances ----
+
+func (t *txn) PutInstance(in *jitgate.Instance) error {
+	_, err := t.exec(`INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`,
+		in.ID, in.Host, in.PID, ts(in.StartedAt), ts(in.HeartbeatAt))
+	return err
+}
+
+func (t *txn) ListInstances() ([]*jitgate.Instance, error) {
+	return collect(t, func(sc scanner) (*jitgate.Instance, error) {
+		var (
+			in                 jitgate.Instance
+			started, heartbeat sql.NullInt64
+		)
+		if err := sc.Scan(&in.ID, &in.Host, &in.PID, &started, &heartbeat); err != nil {
+			return nil, err
+		}
+		in.StartedAt, in.HeartbeatAt = fromTS(started), fromTS(heartbeat)
+		return &in, nil
+	}, `SELECT id, host, pid, started_at, heartbeat_at FROM instances ORDER BY started_at`)
+}
+
+func (t *txn) DeleteInstance(id string) (bool, error) {
+	res, err := t.exec(`DELETE FROM instances WHERE id = ?`, id)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+func (t *txn) ReleaseClaims(instance string, now time.Time) (int, error) {
+	res, err := t.exec(`UPDATE grants SET prov_next_at = ?, prov_claimed_by = '', version = version + 1
+		WHERE prov_claimed_by = ? AND prov_next_at IS NOT NULL`, ts(now), instance)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+func (t *txn) CountStatements(sessionID int64) (int64, error) {
+	var n int64
+	for after := int64(0); ; {
+		evs, err := t.ListAudit(jitgate.AuditFilter{SessionID: sessionID, AfterSeq: after, Limit: defaultLimit})
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range evs {
+			switch e.Action {
+			case jitgate.ActionSessionStatements:
+				n += int64(len(e.Statements))
+			case jitgate.ActionSessionStatement:
+				n++
+			}
+			after = e.Seq
+		}
+		if len(evs) < defaultLimit {
+			return n, nil
+		}
+	}
 }

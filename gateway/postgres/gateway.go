@@ -497,6 +497,12 @@ func (g *Gateway) loginFailed(conn net.Conn, user, resource, msg string) {
 		&jitgate.AuthFailure{Reason: jitgate.AuthProtocol, Err: jitgate.Errorf(jitgate.EUNAUTHORIZED, "%s", msg)})
 }
 
+// The upstream connection check (see connect).
+const (
+	connectionCheckParam    = "client_connection_check_interval"
+	connectionCheckInterval = "1000" // milliseconds
+)
+
 // connect logs in to the grant's database with the login configured for its role, passing on
 // the client's runtime parameters. On failure it tells the client why and returns nil.
 func (g *Gateway) connect(ctx context.Context, be *pgproto3.Backend, grant *jitgate.Grant, runtime map[string]string) *upstream {
@@ -512,6 +518,12 @@ func (g *Gateway) connect(ctx context.Context, be *pgproto3.Backend, grant *jitg
 		return nil
 	}
 	maps.Copy(cfg.RuntimeParams, runtime)
+	// If this process dies (SIGKILL, OOM), the kernel closes its upstream sockets, but
+	// PostgreSQL notices a vanished client only when it next writes to it: a long query would
+	// run on, past its grant's end and unaudited. With this set (PostgreSQL 14 and later) the
+	// backend checks its socket every second while a query runs and ends it once the socket is
+	// gone.
+	cfg.RuntimeParams[connectionCheckParam] = connectionCheckInterval
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
@@ -522,6 +534,12 @@ func (g *Gateway) connect(ctx context.Context, be *pgproto3.Backend, grant *jitg
 	}
 	up, err := pgconn.ConnectConfig(ctx, cfg)
 	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42704" && strings.Contains(pe.Message, connectionCheckParam) {
+		// PostgreSQL 13 or older: no connection check; a crash of this process then leaves a
+		// running query to end when it next writes.
+		delete(cfg.RuntimeParams, connectionCheckParam)
+		up, err = pgconn.ConnectConfig(ctx, cfg)
+	}
 	if errors.As(err, &pe) && pe.Code == "53300" && g.pool.size() > 0 {
 		// Too many connections for the login: parked ones of this grant may be what holds the
 		// slots (they count against an ephemeral user's connection limit). Free them and retry.
