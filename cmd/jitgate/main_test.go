@@ -90,14 +90,15 @@ func TestScripts(t *testing.T) {
 				return false, fmt.Errorf("unknown condition %q", cond)
 			},
 			Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-				"waitserver": waitServer,
-				"setstdout":  setStdout,
-				"filemode":   fileMode,
-				"pgrole":     pgRole,
-				"sleep":      sleepCmd,
-				"sleepuntil": sleepUntil,
-				"setjson":    setJSON,
-				"storeexec":  storeExec,
+				"waitserver":  waitServer,
+				"setstdout":   setStdout,
+				"filemode":    fileMode,
+				"pgrole":      pgRole,
+				"sleep":       sleepCmd,
+				"sleepuntil":  sleepUntil,
+				"setjson":     setJSON,
+				"storeexec":   storeExec,
+				"crashtrials": crashTrials,
 			},
 		})
 	})
