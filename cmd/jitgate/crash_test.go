@@ -220,7 +220,9 @@ func (ct *crashTrial) midDrop(trial int) {
 	ct.ts.Logf("trial %d: killed while the revoke of %s waited; gone after restart", trial, role)
 }
 
-func (ct *crashTrial) jitRole(g *jitgate.Grant) string { return fmt.Sprintf("jit_%s_%d", ct.uniq, g.ID) }
+func (ct *crashTrial) jitRole(g *jitgate.Grant) string {
+	return fmt.Sprintf("jit_%s_%d", ct.uniq, g.ID)
+}
 
 func (ct *crashTrial) roleExists(role string) bool {
 	var ok bool
