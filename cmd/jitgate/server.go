@@ -238,7 +238,16 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 	log.Info("jitgate server listening", "url", url, "store", store.Redact(rt.cfg.Server.Store))
 
 	if o.dev {
-		if err := a.printDevTour(ctx, rt, url, o.store, api.Gateway()); err != nil {
+		var demo demoSetup
+		if res := rt.set.Resource("demo-db"); res != nil && gw != nil {
+			demo = setUpDemoDB(ctx, res)
+			if demo.OK {
+				log.Info("dev: demo database ready", "done", strings.Join(demo.Done, "; "))
+			} else {
+				log.Warn("dev: demo database not set up", "why", demo.Why)
+			}
+		}
+		if err := a.printDevTour(ctx, rt, url, o.store, api.Gateway(), demo); err != nil {
 			ln.Close()
 			return err
 		}
@@ -298,7 +307,7 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 }
 
 // printDevTour mints a token for each demo user and prints commands to paste.
-func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath string, gw *httpapi.GatewayInfo) error {
+func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath string, gw *httpapi.GatewayInfo, demo demoSetup) error {
 	local := jitgate.NewOperatorContext(ctx, "dev-server")
 	tokens := map[string]string{}
 	for _, u := range []string{"alice", "bob", "carol"} {
@@ -308,23 +317,27 @@ func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath stri
 		}
 		tokens[u] = tok
 	}
-	gatewayHelp := ""
-	if gw != nil {
-		gatewayHelp = fmt.Sprintf(`
-PostgreSQL gateway (TLS, self-signed) on %s:%s. With an active grant on demo-db
-(see dev.yaml for the two database roles it logs in as):
-  as-alice credentials demo-db     # PG* variables for any client
-  as-alice connect demo-db         # psql through the gateway
-  as-carol sessions
-`, gw.Host, gw.Port)
-	}
 	w := a.stdout
 	fmt.Fprintf(w, `
 jitgate dev server on %s (store %s)
 Demo users: alice (engineering, requests access), bob (sre, approves), carol (admin).
 Web UI: open %s and sign in as any of them with a click (--dev only).
 No jitgate on your PATH? Run: go install ./cmd/jitgate
-
+`, url, storePath, url)
+	if gw != nil {
+		addr := rt.set.Resource("demo-db").Address
+		switch {
+		case !demo.OK:
+			fmt.Fprintf(w, "\nThe demo database is NOT set up, so sessions through the gateway will fail: %s.\nTo set it up, run %s\n", demo.Why, demo.Fix)
+		case len(demo.Done) > 0:
+			fmt.Fprintf(w, "\nDemo database on %s: %s.\n", addr, strings.Join(demo.Done, "; "))
+		}
+		fmt.Fprintf(w, "PostgreSQL gateway (TLS, self-signed certificate) on %s:%s, in front of %s.\n", gw.Host, gw.Port, addr)
+	}
+	if cp := rt.checkpoints; cp != nil && cp.signer != nil {
+		fmt.Fprintf(w, "Audit checkpoints: signed with %s into %s every minute and at shutdown.\n", cp.keyFile, cp.witnessFile)
+	}
+	fmt.Fprintf(w, `
 In another terminal:
 
   export JITGATE_SERVER=%s
@@ -334,17 +347,35 @@ In another terminal:
 
   as-alice resources                                       # what alice may request
   as-alice request demo-db --role read --for 10m --reason "check an order"   # auto-approved
-  as-alice request demo-db --role write --for 1h --reason "fix order 42"     # waits for bob
+`, url, tokens["alice"], tokens["bob"], tokens["carol"])
+	if gw != nil {
+		fmt.Fprint(w, `  as-alice connect demo-db -- -c "SELECT * FROM orders"   # psql through the gateway
+`)
+	}
+	fmt.Fprint(w, `  as-alice request demo-db --role write --for 1h --reason "fix order 42"     # waits for bob
   as-bob requests --to-review
   as-bob approve 2 --comment "ok, go ahead"
-  as-alice grants --active
+`)
+	if gw != nil {
+		fmt.Fprint(w, `  as-alice connect demo-db --role write -- -c "UPDATE orders SET status = 'paid' WHERE id = 42"
+`)
+	}
+	fmt.Fprint(w, `  as-alice grants --active
   as-alice extend 2 --by 30m --reason "needs longer"
   as-bob revoke 1 --reason "done"
+`)
+	if gw != nil {
+		fmt.Fprint(w, `  as-alice request demo-db --role read --for 20s --reason "watch it end"
+  as-alice connect demo-db --role read -- -c "SELECT pg_sleep(60)"   # cut off at the grant's end
+  as-carol sessions                                        # every session and how it ended
+`)
+	}
+	fmt.Fprint(w, `  as-carol audit --tail 10                                 # every step (and statement), newest last
   as-carol audit --verify
-%s
+
 Tokens expire in 24h. Stop the server with Ctrl-C.
 
-`, url, storePath, url, url, tokens["alice"], tokens["bob"], tokens["carol"], gatewayHelp)
+`)
 	return nil
 }
 
