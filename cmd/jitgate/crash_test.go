@@ -316,7 +316,7 @@ func (ct *crashTrial) duringRevoke(trial int) {
 // the grant ends while the server is down.
 func (ct *crashTrial) duringQuery(trial int) {
 	ct.start()
-	g := ct.request("read", 3*time.Second)
+	g := ct.request("read", 5*time.Second)
 	app := fmt.Sprintf("crash-%s-%d", ct.uniq, trial)
 	done := ct.query(g, app)
 	ct.within(trial, 10*time.Second, "the query running", func() bool { return ct.backends(`application_name = $1 AND state = 'active'`, app) == 1 })
