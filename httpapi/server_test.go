@@ -3,10 +3,12 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,17 +21,26 @@ import (
 )
 
 type fixture struct {
-	env    *testenv.Env
-	srv    *httptest.Server
-	tokens map[string]string
+	env         *testenv.Env
+	srv         *httptest.Server
+	tokens      map[string]string
+	gatewayDown atomic.Bool // what the fixture's ready check reports
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	env := testenv.New(t, testdb.SQLite(t))
-	srv := httptest.NewServer(httpapi.New(env.Engine, nil, prometheus.NewRegistry()))
+	api := httpapi.New(env.Engine, nil, prometheus.NewRegistry())
+	f := &fixture{env: env, tokens: map[string]string{}}
+	api.AddReadyCheck("test gateway", func() error {
+		if f.gatewayDown.Load() {
+			return errors.New("accept: too many open files")
+		}
+		return nil
+	})
+	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	f := &fixture{env: env, srv: srv, tokens: map[string]string{}}
+	f.srv = srv
 	local := jitgate.NewOperatorContext(context.Background(), "test")
 	for _, u := range []string{"alice", "bob", "carol", "frank", "oscar"} {
 		tok, _, err := env.Engine.CreateToken(local, u, time.Hour, "")
@@ -286,6 +297,15 @@ func TestHealthAndMetrics(t *testing.T) {
 		if !strings.Contains(body, m) {
 			t.Errorf("metrics lack %q", m)
 		}
+	}
+	// A gateway that cannot accept connections turns readiness red, and back.
+	f.gatewayDown.Store(true)
+	if status, body := f.raw(t, "", "GET", "/readyz", ""); status != 503 || !strings.Contains(body, "test gateway not ready") {
+		t.Fatalf("readyz with the gateway down: %d %s", status, body)
+	}
+	f.gatewayDown.Store(false)
+	if status, _ := f.raw(t, "", "GET", "/readyz", ""); status != 200 {
+		t.Fatalf("readyz with the gateway back: %d", status)
 	}
 	// Fail closed: with the store gone, readiness fails and API calls are refused.
 	f.env.Store.Close()
