@@ -222,8 +222,13 @@ func (c *Config) validateNotifications() error {
 	if s := n.Slack; s != nil && (s.WebhookURLEnv == "") == (s.WebhookURLFile == "") {
 		return c.Errorf("notifications.slack", "set one of webhook_url_env or webhook_url_file (the URL is a secret)")
 	}
-	for i, w := range n.Webhooks {
-		p := fmt.Sprintf("notifications.webhooks.%d", i)
+	return c.validateWebhooks("notifications.webhooks", n.Webhooks)
+}
+
+// validateWebhooks checks signed webhooks: an http(s) URL and one source of the HMAC key.
+func (c *Config) validateWebhooks(path string, hooks []WebhookSink) error {
+	for i, w := range hooks {
+		p := fmt.Sprintf("%s.%d", path, i)
 		if !httpURL(w.URL) {
 			return c.Errorf(p+".url", "want an http(s) URL, got %q", w.URL)
 		}
@@ -256,16 +261,7 @@ func (c *Config) validateAudit() error {
 		}
 		a.CheckpointIntervalValue = d
 	}
-	for i, w := range a.WitnessWebhooks {
-		p := fmt.Sprintf("audit.witness_webhooks.%d", i)
-		if !httpURL(w.URL) {
-			return c.Errorf(p+".url", "want an http(s) URL, got %q", w.URL)
-		}
-		if (w.SecretEnv == "") == (w.SecretFile == "") {
-			return c.Errorf(p, "set one of secret_env or secret_file (the HMAC signing key)")
-		}
-	}
-	return nil
+	return c.validateWebhooks("audit.witness_webhooks", a.WitnessWebhooks)
 }
 
 // validateTarget checks how jitgate reaches a resource: a host:port for databases, a URL and a

@@ -127,8 +127,7 @@ func (ct *crashTrial) request(role string, d time.Duration) *jitgate.Grant {
 	if r.GrantID == 0 {
 		ct.ts.Fatalf("request %d not approved: %s", r.ID, r.State)
 	}
-	g, err := ct.client().GetGrant(ctx, r.GrantID)
-	ct.ts.Check(err)
+	g := ct.grant(r.GrantID)
 	ct.lastGrant = g.ID
 	return g
 }
@@ -178,8 +177,7 @@ func (ct *crashTrial) midCreate(trial int) {
 	ct.start()
 	defer ct.stop()
 	ct.within(trial, 5*time.Second, "killed mid-CREATE ROLE: the grant provisioned", func() bool {
-		got, err := ct.client().GetGrant(ctx, g.ID)
-		ct.ts.Check(err)
+		got := ct.grant(g.ID)
 		return got.Provision.State == jitgate.ProvisionStateGranted && ct.roleExists(role)
 	})
 	_, err := ct.client().Revoke(ctx, g.ID, "crash trial")
@@ -197,8 +195,7 @@ func (ct *crashTrial) midDrop(trial int) {
 	g := ct.request("eph", time.Hour)
 	role := ct.jitRole(g)
 	ct.within(trial, 10*time.Second, role+" created", func() bool {
-		got, err := ct.client().GetGrant(ctx, g.ID)
-		ct.ts.Check(err)
+		got := ct.grant(g.ID)
 		return got.Provision.State == jitgate.ProvisionStateGranted
 	})
 	app := fmt.Sprintf("crash-%s-%d", ct.uniq, trial)
@@ -218,6 +215,13 @@ func (ct *crashTrial) midDrop(trial int) {
 		return !ct.roleExists(role) && ct.backends(`usename = $1`, role) == 0 && ct.noLiveSessions()
 	})
 	ct.ts.Logf("trial %d: killed while the revoke of %s waited; gone after restart", trial, role)
+}
+
+// grant reads a grant's current state.
+func (ct *crashTrial) grant(id int64) *jitgate.Grant {
+	g, err := ct.client().GetGrant(context.Background(), id)
+	ct.ts.Check(err)
+	return g
 }
 
 func (ct *crashTrial) jitRole(g *jitgate.Grant) string {
@@ -270,8 +274,7 @@ func (ct *crashTrial) duringActivation(trial int) {
 	defer ct.stop()
 	role := ct.jitRole(g)
 	ct.within(trial, 5*time.Second, "activation killed: "+role+" absent and the grant ended", func() bool {
-		got, err := ct.client().GetGrant(context.Background(), g.ID)
-		ct.ts.Check(err)
+		got := ct.grant(g.ID)
 		return !ct.roleExists(role) && got.State == jitgate.GrantExpired &&
 			(got.Provision.State == jitgate.ProvisionStateRevoked || got.Provision.State == jitgate.ProvisionStateNone)
 	})
@@ -297,8 +300,7 @@ func (ct *crashTrial) duringRevoke(trial int) {
 	<-done
 	ct.start()
 	defer ct.stop()
-	got, err := ct.client().GetGrant(ctx, g.ID)
-	ct.ts.Check(err)
+	got := ct.grant(g.ID)
 	outcome := "after the revoke committed"
 	if got.State == jitgate.GrantActive {
 		// The kill came first: the grant stands. Revoke it now; the same must hold.

@@ -255,10 +255,14 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	return g.entry.Serve(ln, g.handle)
 }
 
-// refuse tells a client over a pre-authentication limit why, without reading its startup.
+// refuse tells a client over a pre-authentication limit why, without reading its startup:
+// libpq shows an ErrorResponse sent in place of the answer to its SSLRequest.
 func refuse(c net.Conn, reason string) {
-	be := pgproto3.NewBackend(c, c)
-	fatal(be, "53300", "jitgate: too many connections are logging in; try again shortly")
+	msg := "jitgate: too many connections are logging in; try again shortly"
+	if reason == gateway.RefusedSource {
+		msg = "jitgate: too many connections from your address are logging in; try again shortly"
+	}
+	fatal(pgproto3.NewBackend(c, c), "53300", msg)
 }
 
 // Ready returns nil while the gateway accepts connections; otherwise why not.
