@@ -122,6 +122,12 @@ func TestErrors(t *testing.T) {
 		{"bad expiry warning", "users:\n", "notifications:\n  expiry_warning: soon\nusers:\n", `9: notifications.expiry_warning: want a duration`},
 		{"oidc without secret", "users:\n", "oidc: {issuer: https://idp.example, client_id: j, redirect_url: https://j.example/auth/callback}\nusers:\n", "8: oidc: set one of client_secret_env or client_secret_file"},
 		{"oidc wrong callback", "users:\n", "oidc: {issuer: https://idp.example, client_id: j, client_secret_env: S, redirect_url: https://j.example/cb}\nusers:\n", `8: oidc.redirect_url: must end in /auth/callback`},
+		{"audit key without witness", "users:\n", "audit: {signing_key_file: /k}\nusers:\n", "8: audit: a signing key needs a witness"},
+		{"audit witness without key", "users:\n", "audit: {witness_file: /w}\nusers:\n", "8: audit: witnesses need a signing key"},
+		{"audit key from two places", "users:\n", "audit: {signing_key_file: /k, signing_key_env: K, witness_file: /w}\nusers:\n", "8: audit: set one of signing_key_file or signing_key_env"},
+		{"bad checkpoint interval", "users:\n", "audit: {signing_key_file: /k, witness_file: /w, checkpoint_interval: 1ms}\nusers:\n", `8: audit.checkpoint_interval: want a duration from 1s to 1h, got "1ms"`},
+		{"witness webhook without secret", "users:\n", "audit: {signing_key_file: /k, witness_webhooks: [{url: https://w.example}]}\nusers:\n", "8: audit.witness_webhooks.0: set one of secret_env or secret_file"},
+		{"bad unauthenticated cap", "    insecure_plaintext: true", "    insecure_plaintext: true\n    max_unauthenticated_per_source: -1", "8: gateway.postgres.max_unauthenticated_per_source: want 1 to 1000000"},
 		{"wrong type", "require_reason: true", "require_reason: [yes]", "32: cannot unmarshal !!seq into bool"},
 		{"bad yaml", "roles: [read]", "roles: [read", "28: did not find expected ',' or ']'"},
 	}
