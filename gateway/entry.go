@@ -382,8 +382,9 @@ func (e *Entry) auditBurst(src, user, resource, reason string, n int, first, now
 	}()
 }
 
-// Pause waits for d, or less if the entry is closed meanwhile.
-func (e *Entry) Pause(d time.Duration) {
+// Pause waits for d, or less if ctx ends (the connection's login deadline: a slowed answer
+// never outlasts it) or the entry is closed meanwhile.
+func (e *Entry) Pause(ctx context.Context, d time.Duration) {
 	if d <= 0 {
 		return
 	}
@@ -391,6 +392,7 @@ func (e *Entry) Pause(d time.Duration) {
 	defer t.Stop()
 	select {
 	case <-t.C:
+	case <-ctx.Done():
 	case <-e.stop:
 	}
 }

@@ -436,7 +436,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 		code := "28P01"
 		if jitgate.ErrorCode(err) == jitgate.EUNAUTHORIZED {
 			// A wrong guess is answered late once its source has guessed wrong repeatedly.
-			g.entry.Pause(g.entry.LoginFailed(conn.RemoteAddr(), user, resource, err))
+			g.entry.Pause(ctx, g.entry.LoginFailed(conn.RemoteAddr(), user, resource, err))
 		} else {
 			code = "08006"
 			g.log.Error("gateway: cannot check a credential", "err", err)
