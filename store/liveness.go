@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jitgate/jitgate"
 )
@@ -32,18 +34,13 @@ func instanceLockKey(id string) int32 {
 // up on a clean shutdown.
 func (s *DB) HoldInstance(ctx context.Context, id string) (func(), error) {
 	if s.dialect == Postgres {
-		conn, err := s.db.Conn(ctx)
+		conn, err := s.lockInstance(ctx, id)
 		if err != nil {
-			return nil, s.classify(err)
+			return nil, err
 		}
-		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1, $2)`, instanceLockClass, instanceLockKey(id)); err != nil {
-			conn.Close()
-			return nil, s.classify(err)
-		}
-		return func() {
-			_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1, $2)`, instanceLockClass, instanceLockKey(id))
-			conn.Close()
-		}, nil
+		stop, done := make(chan struct{}), make(chan struct{})
+		go s.keepInstanceLock(conn, id, stop, done)
+		return func() { close(stop); <-done }, nil
 	}
 	path, err := s.instanceLockPath(id)
 	if err != nil {
@@ -61,6 +58,48 @@ func (s *DB) HoldInstance(ctx context.Context, id string) (func(), error) {
 		os.Remove(path)
 		f.Close()
 	}, nil
+}
+
+// lockInstance takes id's advisory lock on a connection of its own.
+func (s *DB) lockInstance(ctx context.Context, id string) (*sql.Conn, error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, s.classify(err)
+	}
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1, $2)`, instanceLockClass, instanceLockKey(id)); err != nil {
+		conn.Close()
+		return nil, s.classify(err)
+	}
+	return conn, nil
+}
+
+// keepInstanceLock checks the lock's connection every second and, should it break (the
+// server restarted, the network dropped it), takes the lock again on a new one, so that the
+// instance is not taken for dead for longer than it takes to reconnect. It unlocks at stop.
+func (s *DB) keepInstanceLock(conn *sql.Conn, id string, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			if conn != nil {
+				_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1, $2)`, instanceLockClass, instanceLockKey(id))
+				conn.Close()
+			}
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if conn != nil && conn.PingContext(ctx) != nil {
+			conn.Close()
+			conn = nil
+		}
+		if conn == nil {
+			conn, _ = s.lockInstance(ctx, id) // nil on failure: tried again next second
+		}
+		cancel()
+	}
 }
 
 // InstanceAlive reports whether another process holds instance id's liveness lock. Where the

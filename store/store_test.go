@@ -463,3 +463,62 @@ func TestDirectoryUsers(t *testing.T) {
 		})
 	})
 }
+
+// An instance's liveness lock: held, another look sees it alive; released (or its process
+// dead), another look sees it dead at once. Instance records, claims and a live session by
+// instance round-trip.
+func TestInstances(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		other := open(t, b) // another process's view of the same store
+		ctx := context.Background()
+		release, err := s.HoldInstance(ctx, "inst-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if alive, err := other.InstanceAlive(ctx, "inst-a"); err != nil || !alive {
+			t.Fatalf("held instance: alive %v, %v", alive, err)
+		}
+		if alive, err := other.InstanceAlive(ctx, "inst-a"); err != nil || !alive {
+			t.Fatalf("a second look took the lock: alive %v, %v", alive, err)
+		}
+		release()
+		if alive, err := other.InstanceAlive(ctx, "inst-a"); err != nil || alive {
+			t.Fatalf("released instance: alive %v, %v", alive, err)
+		}
+		if alive, err := other.InstanceAlive(ctx, "never-seen"); err != nil || alive {
+			t.Fatalf("unknown instance: alive %v, %v", alive, err)
+		}
+
+		now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+		in := &jitgate.Instance{ID: "inst-a", Host: "h", PID: 7, StartedAt: now, HeartbeatAt: now}
+		if err := s.Tx(ctx, func(tx jitgate.Tx) error { return tx.PutInstance(in) }); err != nil {
+			t.Fatal(err)
+		}
+		in.HeartbeatAt = now.Add(time.Second)
+		var got []*jitgate.Instance
+		if err := s.Tx(ctx, func(tx jitgate.Tx) error {
+			if err := tx.PutInstance(in); err != nil {
+				return err
+			}
+			var err error
+			got, err = tx.ListInstances()
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].PID != 7 || !got[0].HeartbeatAt.Equal(now.Add(time.Second)) {
+			t.Fatalf("instances: %+v", got)
+		}
+		var gone, again bool
+		if err := s.Tx(ctx, func(tx jitgate.Tx) (err error) {
+			if gone, err = tx.DeleteInstance("inst-a"); err != nil {
+				return err
+			}
+			again, err = tx.DeleteInstance("inst-a")
+			return err
+		}); err != nil || !gone || again {
+			t.Fatalf("delete: %v %v %v", gone, again, err)
+		}
+	})
+}
