@@ -9,6 +9,8 @@
 #   gw-gor     pgbench → jitgate's gateway relaying on goroutines (relay: goroutines)
 #   gateway    pgbench → jitgate's gateway as configured by default (relay: loop, event-loop
 #              thread with epoll)
+#   gw-base    pgbench → the same gateway built from git revision BASE_REV (default HEAD~1), to
+#              compare a change with its base in one run (BASE_REV=... PATHS="gw-base gateway")
 # Both gateways record every statement in the audit log and reuse upstream connections.
 # Every hop is plaintext on loopback, so the comparison is of the proxies, not of TLS.
 # For each: select-only throughput with 8 clients (pgbench -S -c 8 -j 2), single-client latency
@@ -93,10 +95,10 @@ if [ -n "${PATHS:-}" ]; then read -ra paths <<< "direct ${PATHS/direct/}"; fi
 keep=()
 for p in "${paths[@]}"; do
   case $p in
-    direct|relay|gw-gor|gateway) keep+=("$p") ;;
+    direct|relay|gw-gor|gateway|gw-base) keep+=("$p") ;;
     pgbouncer) [ -n "$PGBOUNCER" ] && keep+=("$p") ;;
     epoll) [ "$(uname -s)" = Linux ] && keep+=("$p") ;; # bench/relay -epoll needs Linux
-    *) echo "PATHS: unknown path '$p' (direct pgbouncer relay epoll gw-gor gateway)" >&2; exit 2 ;;
+    *) echo "PATHS: unknown path '$p' (direct pgbouncer relay epoll gw-gor gateway gw-base)" >&2; exit 2 ;;
   esac
 done
 paths=("${keep[@]}")
@@ -146,8 +148,14 @@ fi
 # Two jitgate servers, one per relay; plaintext on loopback, like the other paths.
 go build -o "$work/jitgate" ./cmd/jitgate
 declare -A gw_port gw_password gw_url
-start_jitgate() { # name relay
-  local name=$1 relay=$2 dir="$work/$1" http_port
+if wanted gw-base; then
+  # The base revision's source in a worktree of its own, built there.
+  git worktree add -q --detach "$work/base-src" "${BASE_REV:-HEAD~1}"
+  (cd "$work/base-src" && go build -buildvcs=false -o "$work/jitgate-base" ./cmd/jitgate)
+  git worktree remove --force "$work/base-src"
+fi
+start_jitgate() { # name relay [binary]
+  local name=$1 relay=$2 bin=${3:-$work/jitgate} dir="$work/$1" http_port
   mkdir -p "$dir"
   http_port=$(free_port) gw_port[$name]=$(free_port)
   cat > "$dir/jitgate.yaml" <<YAML
@@ -177,17 +185,18 @@ policies:
     auto_approve: 'true'
 YAML
   local token
-  token=$("$work/jitgate" token create --user bench --config "$dir/jitgate.yaml" 2>/dev/null)
-  ${JITGATE_ENV:-} "${detach[@]}" "$work/jitgate" server --config "$dir/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$dir/jitgate.log" &
+  token=$("$bin" token create --user bench --config "$dir/jitgate.yaml" 2>/dev/null)
+  ${JITGATE_ENV:-} "${detach[@]}" "$bin" server --config "$dir/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$dir/jitgate.log" &
   pids+=($!)
   proxy_pid[$name]=$!
   gw_url[$name]="http://127.0.0.1:$http_port"
   for _ in $(seq 50); do curl -sf "${gw_url[$name]}/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" request "$DB" --role read --for 8h --reason "pgbench" >/dev/null
-  gw_password[$name]=$(eval "$(JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" credentials "$DB" 2>/dev/null)"; echo "$PGPASSWORD")
+  JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$bin" request "$DB" --role read --for 8h --reason "pgbench" >/dev/null
+  gw_password[$name]=$(eval "$(JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$bin" credentials "$DB" 2>/dev/null)"; echo "$PGPASSWORD")
 }
 if wanted gateway; then start_jitgate gateway loop; fi
 if wanted gw-gor; then start_jitgate gw-gor goroutines; fi
+if wanted gw-base; then start_jitgate gw-base loop "$work/jitgate-base"; fi
 
 run() { # path, pgbench args... → prints tps or latency
   local path=$1; shift
@@ -196,7 +205,7 @@ run() { # path, pgbench args... → prints tps or latency
     pgbouncer) PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$bouncer_port" -U postgres "$@" "$DB" ;;
     relay)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$relay_port" -U postgres "$@" "$DB" ;;
     epoll)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$epoll_port" -U postgres "$@" "$DB" ;;
-    gateway|gw-gor) PGPASSWORD=${gw_password[$path]} PGSSLMODE=disable pgbench -h 127.0.0.1 -p "${gw_port[$path]}" -U bench "$@" "$DB" ;;
+    gateway|gw-gor|gw-base) PGPASSWORD=${gw_password[$path]} PGSSLMODE=disable pgbench -h 127.0.0.1 -p "${gw_port[$path]}" -U bench "$@" "$DB" ;;
   esac 2>&1
 }
 tps() { run "$@" | awk '/^tps = /{print $3; exit}'; }
@@ -291,6 +300,16 @@ for p in "${paths[@]}"; do
       printf "%-10s %9.2fx %+11.1f us %+11.1f us %12.3f %9.2fx\n", p, median(rt), median(rl), median(rm), median(q), median(rc)
     }' "$results"
 done
+if wanted gw-base && wanted gateway; then
+  echo
+  awk "$stats_awk"'
+    $2 == "gw-base" { bt[$1] = $3; bl[$1] = $4; bc[$1] = $5 }
+    $2 == "gateway" { gt[$1] = $3; gl[$1] = $4; gc[$1] = $5 }
+    END {
+      for (r in gt) if (bt[r] > 0 && gt[r] > 0) { lr[r] = log(gt[r] / bt[r]); lc[r] = log(gc[r] / bc[r]); dl[r] = (gl[r] - bl[r]) * 1000 }
+      if (count(lr)) printf "gateway against gw-base (%s): -S -c8 geometric mean %.3fx (%.3f-%.3f at one standard error); -S -C -c8 %.3fx (%.3f-%.3f); -S -c1 latency %+.1f us (standard error %.1f); %d round(s)\n", base, exp(mean(lr)), exp(mean(lr) - se(lr)), exp(mean(lr) + se(lr)), exp(mean(lc)), exp(mean(lc) - se(lc)), exp(mean(lc) + se(lc)), mean(dl), se(dl), count(lr)
+    }' base="${BASE_REV:-HEAD~1}" "$results"
+fi
 if wanted pgbouncer && wanted gateway; then
   echo
   awk "$stats_awk"'

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jitgate/jitgate"
 	"github.com/prometheus/client_golang/prometheus"
@@ -311,6 +312,8 @@ func (e *Entry) Ready() error {
 func (e *Entry) LoginFailed(addr net.Addr, user, resource string, err error) time.Duration {
 	reason := jitgate.AuthFailureReason(err)
 	e.authFails.WithLabelValues(reason).Inc()
+	// The names come from the client's startup packet: whatever it sent, up to its size limit.
+	user, resource = clip(user), clip(resource)
 	src := source(addr)
 	now := e.o.Clock.Now()
 	e.mu.Lock()
@@ -345,6 +348,18 @@ func (e *Entry) LoginFailed(addr net.Addr, user, resource string, err error) tim
 		return 0
 	}
 	return min(250*time.Millisecond<<min(n-e.o.FailureThreshold, 10), e.o.MaxFailureDelay)
+}
+
+// clip cuts a name a client sent to 64 bytes (at a character boundary) for logs and audit.
+func clip(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	cut := 64
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // pruneFailures forgets sources whose last failure is older than the window (caller holds mu);

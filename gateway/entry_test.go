@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/internal/clocktest"
@@ -278,4 +279,30 @@ func counter(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// Names from a client's startup packet are clipped before they reach the log and the audit.
+func TestLoginFailureNamesAreClipped(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		audited []*jitgate.AuditEvent
+	)
+	e := NewEntry(EntryOptions{Protocol: "test", Limits: Limits{FailureThreshold: 1},
+		Audit: func(_ context.Context, evs []*jitgate.AuditEvent) error {
+			mu.Lock()
+			defer mu.Unlock()
+			audited = append(audited, evs...)
+			return nil
+		}})
+	long := strings.Repeat("é", 1000)
+	e.LoginFailed(&net.TCPAddr{IP: net.ParseIP("192.0.2.9")}, long, long, fmt.Errorf("x"))
+	e.Close()
+	if len(audited) != 1 {
+		t.Fatalf("audited %d events", len(audited))
+	}
+	for _, k := range []string{"last_user", "last_resource"} {
+		if v := audited[0].Details[k]; len(v) > 64+len("…") || !strings.HasPrefix(v, "éé") || !utf8.ValidString(v) {
+			t.Errorf("%s = %q", k, v)
+		}
+	}
 }
