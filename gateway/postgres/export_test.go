@@ -8,6 +8,3 @@ func RecorderStats(g *Gateway) (recorded, lost, waits int64) {
 	recorded, lost, waits, _, _ = g.rec.Stats()
 	return recorded, lost, waits
 }
-
-// RecorderWakes returns how often a recorder's goroutine woke (for tests).
-func RecorderWakes(r *Recorder) int64 { return r.wakes.Load() }

@@ -78,7 +78,7 @@ type Options struct {
 	// most 8). The loops serve every Gateway in the process, so the first one started sets
 	// their number.
 	Loops int
-	// Recorder settings; see Recorder and NewRecorder (zero: the defaults). RecorderFlush is
+	// Recorder settings; see gateway.Recorder and gateway.NewRecorder (zero: the defaults). RecorderFlush is
 	// how often recorded statements are written to the audit log.
 	RecorderBuffer int
 	RecorderBatch  int
@@ -107,7 +107,7 @@ type Gateway struct {
 	entry *gateway.Entry
 	log   *slog.Logger
 	clock jitgate.Clock
-	rec   *Recorder
+	rec   *gateway.Recorder
 	pool  *pool
 	loops *loopSet // nil: each session relays on its own pair of goroutines
 	unsub func()
@@ -144,7 +144,7 @@ func New(o Options) *Gateway {
 	}
 	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, sessions: map[*session]struct{}{}, byKey: map[uint32]*session{},
 		stop: make(chan struct{}), swept: make(chan struct{}), pool: newPool(o.ReuseUpstream)}
-	g.rec = NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
+	g.rec = gateway.NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
 	g.entry = gateway.NewEntry(gateway.EntryOptions{Limits: o.Limits, Protocol: "postgres", Refuse: refuse,
 		Audit: o.Engine.RecordAudit, Clock: o.Clock, Logger: o.Logger})
 	if o.Relay != RelayGoroutines {
@@ -204,7 +204,7 @@ func (g *Gateway) sweep() {
 }
 
 // Recorder returns the gateway's statement recorder (for metrics).
-func (g *Gateway) Recorder() *Recorder { return g.rec }
+func (g *Gateway) Recorder() *gateway.Recorder { return g.rec }
 
 // onEvent ends or re-times the sessions of a grant that ended or was extended.
 func (g *Gateway) onEvent(ev jitgate.Event) {

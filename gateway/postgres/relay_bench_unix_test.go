@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/gateway"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +46,7 @@ func BenchmarkRelayTransaction(b *testing.B) {
 	answer = append(answer, msg('Z', []byte("I"))...)
 
 	b.Run("scan", func(b *testing.B) {
-		rec := NewRecorder(discardEngine{}, slog.New(slog.NewTextHandler(io.Discard, nil)), 0, 0, 0)
+		rec := gateway.NewRecorder(discardEngine{}, slog.New(slog.NewTextHandler(io.Discard, nil)), 0, 0, 0)
 		defer rec.Close()
 		g := &Gateway{opts: Options{MaxMessage: 1 << 20}, rec: rec, pool: &pool{}}
 		s := newSession(g, nil, &upstream{params: map[string]string{}}, poolKey{}, &jitgate.Grant{})

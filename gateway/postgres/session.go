@@ -446,7 +446,7 @@ func (s *session) emit(st stmt) {
 		return
 	}
 	if len(s.backlog) == 0 {
-		s.g.rec.waited()
+		s.g.rec.Waited()
 		s.held.Store(true)
 	}
 	s.backlog = append(s.backlog, rec)

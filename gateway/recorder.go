@@ -1,4 +1,4 @@
-package postgres
+package gateway
 
 import (
 	"context"
@@ -45,7 +45,7 @@ import (
 // written by the time the recorder closes are counted as lost, logged, exported as a metric
 // and, if the store takes it, recorded as one session.statements_lost audit event.
 type Recorder struct {
-	eng   Engine
+	eng   AuditWriter
 	log   *slog.Logger
 	max   int
 	batch int
@@ -76,6 +76,13 @@ type Recorder struct {
 	wakes atomic.Int64
 }
 
+// AuditWriter appends events to the audit chain (the engine's GatewayService does).
+type AuditWriter interface {
+	// RecordAudit appends events in one transaction. It must not keep the events' Statements
+	// once it returns: the recorder reuses their array for its next batch.
+	RecordAudit(ctx context.Context, events []*jitgate.AuditEvent) error
+}
+
 // Recorder defaults: see NewRecorder.
 const (
 	DefaultRecorderBuffer = 65536
@@ -86,7 +93,7 @@ const (
 // NewRecorder starts a recorder that buffers up to buffer events and writes batches of up to
 // batch events at least every flush. Zero values take the defaults (DefaultRecorderBuffer,
 // DefaultRecorderBatch, DefaultRecorderFlush).
-func NewRecorder(eng Engine, log *slog.Logger, buffer, batch int, flush time.Duration) *Recorder {
+func NewRecorder(eng AuditWriter, log *slog.Logger, buffer, batch int, flush time.Duration) *Recorder {
 	if buffer <= 0 {
 		buffer = DefaultRecorderBuffer
 	}
@@ -119,13 +126,14 @@ func (r *Recorder) Record(head *jitgate.AuditEvent, st jitgate.Statement) {
 }
 
 // TryRecord is Record without the wait: false means the buffer is full and st was not
-// taken. The relay uses it, holding the session instead of its thread (see session.emit).
+// taken. The relay uses it, holding the session instead of its thread (see the PostgreSQL gateway's session.emit).
 func (r *Recorder) TryRecord(head *jitgate.AuditEvent, st jitgate.Statement) bool {
 	return r.record(head, st, false)
 }
 
-// waited counts a session's wait for room in the buffer (the back-pressure metric).
-func (r *Recorder) waited() { r.blocked.Add(1) }
+// Waited counts a session's wait for room in the buffer (the back-pressure metric): a relay
+// calls it when TryRecord first refuses one of its statements.
+func (r *Recorder) Waited() { r.blocked.Add(1) }
 
 func (r *Recorder) record(head *jitgate.AuditEvent, st jitgate.Statement, wait bool) bool {
 	r.mu.Lock()

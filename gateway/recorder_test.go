@@ -1,4 +1,4 @@
-package postgres_test
+package gateway_test
 
 import (
 	"context"
@@ -12,12 +12,11 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate"
-	"github.com/jitgate/jitgate/gateway/postgres"
+	"github.com/jitgate/jitgate/gateway"
 )
 
 // flakyStore fails RecordAudit while down is set.
 type flakyStore struct {
-	refuseAll
 	down   atomic.Bool
 	mu     sync.Mutex
 	events []*jitgate.AuditEvent
@@ -49,7 +48,7 @@ func (f *flakyStore) count() int {
 func TestRecorderBackPressure(t *testing.T) {
 	st := &flakyStore{}
 	st.down.Store(true)
-	rec := postgres.NewRecorder(st, slog.New(slog.DiscardHandler), 4, 2, time.Millisecond)
+	rec := gateway.NewRecorder(st, slog.New(slog.DiscardHandler), 4, 2, time.Millisecond)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -83,7 +82,7 @@ func TestRecorderBackPressure(t *testing.T) {
 // order, whatever the interleaving.
 func TestRecorderMergesSessions(t *testing.T) {
 	st := &flakyStore{}
-	rec := postgres.NewRecorder(st, slog.New(slog.DiscardHandler), 100, 100, time.Hour)
+	rec := gateway.NewRecorder(st, slog.New(slog.DiscardHandler), 100, 100, time.Hour)
 	heads := []*jitgate.AuditEvent{
 		{Action: jitgate.ActionSessionStatements, SessionID: 1},
 		{Action: jitgate.ActionSessionStatements, SessionID: 2},
@@ -114,13 +113,13 @@ func TestRecorderMergesSessions(t *testing.T) {
 // with nothing to write does not wake (it used to tick every interval, idle or not).
 func TestRecorderFlushesOnTimeAndSleepsWhenIdle(t *testing.T) {
 	st := &flakyStore{}
-	rec := postgres.NewRecorder(st, slog.New(slog.DiscardHandler), 100, 100, 5*time.Millisecond)
+	rec := gateway.NewRecorder(st, slog.New(slog.DiscardHandler), 100, 100, 5*time.Millisecond)
 	defer rec.Close()
 	idle := func(what string) int64 {
 		t.Helper()
-		before := postgres.RecorderWakes(rec)
+		before := gateway.RecorderWakes(rec)
 		time.Sleep(50 * time.Millisecond) // ten intervals
-		if got := postgres.RecorderWakes(rec); got != before {
+		if got := gateway.RecorderWakes(rec); got != before {
 			t.Fatalf("%s: the recorder woke %d times with nothing to write", what, got-before)
 		}
 		return before
