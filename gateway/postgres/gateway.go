@@ -173,7 +173,7 @@ func (g *Gateway) sweep() {
 		case <-t.C:
 		}
 		byGrant := map[int64][]*session{}
-		for _, id := range g.pool.expire(g.clock.Now()) {
+		for _, id := range g.pool.Expire(g.clock.Now()) {
 			byGrant[id] = nil // parked connections: their grant's end closes them too
 		}
 		g.mu.Lock()
@@ -214,7 +214,7 @@ func (g *Gateway) onEvent(ev jitgate.Event) {
 	switch ev.Kind {
 	case jitgate.EventGrantEnded:
 		// After the kills below, which a session about to park checks under the pool's lock.
-		defer g.pool.drop(ev.Grant.ID)
+		defer g.pool.Drop(ev.Grant.ID)
 	case jitgate.EventGrantExtended:
 	default:
 		return
@@ -278,7 +278,7 @@ func (g *Gateway) ServeConn(conn net.Conn) {
 // Close stops accepting connections, ends every session ("jitgate is shutting down"),
 // flushes the statement recorder and returns when all connection goroutines are gone.
 func (g *Gateway) Close() error {
-	g.pool.close()
+	g.pool.Close()
 	g.entry.Close()
 	g.mu.Lock()
 	g.closed = true
@@ -451,9 +451,9 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 			params[k] = v
 		}
 	}
-	key := keyOf(grant.ID, params)
-	u := g.pool.take(key, g.clock.Now())
-	if u != nil {
+	key := gateway.KeyOf(grant.ID, params)
+	u, ok := g.pool.Take(key, g.clock.Now())
+	if ok {
 		g.reused.Add(1)
 	} else if u = g.connect(ctx, be, grant, params); u == nil {
 		return
@@ -544,10 +544,10 @@ func (g *Gateway) connect(ctx context.Context, be *pgproto3.Backend, grant *jitg
 		delete(cfg.RuntimeParams, connectionCheckParam)
 		up, err = pgconn.ConnectConfig(ctx, cfg)
 	}
-	if errors.As(err, &pe) && pe.Code == "53300" && g.pool.size() > 0 {
+	if errors.As(err, &pe) && pe.Code == "53300" && g.pool.Size() > 0 {
 		// Too many connections for the login: parked ones of this grant may be what holds the
 		// slots (they count against an ephemeral user's connection limit). Free them and retry.
-		g.pool.drop(grant.ID)
+		g.pool.Drop(grant.ID)
 		up, err = pgconn.ConnectConfig(ctx, cfg)
 	}
 	if err != nil {

@@ -30,7 +30,7 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(waitsDesc, prometheus.CounterValue, float64(waits))
 	ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.CounterValue, float64(batches))
 	ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(queued))
-	ch <- prometheus.MustNewConstMetric(parkedDesc, prometheus.GaugeValue, float64(g.pool.size()))
+	ch <- prometheus.MustNewConstMetric(parkedDesc, prometheus.GaugeValue, float64(g.pool.Size()))
 	ch <- prometheus.MustNewConstMetric(reusedDesc, prometheus.CounterValue, float64(g.reused.Load()))
 	g.entry.Collect(ch)
 }

@@ -49,7 +49,7 @@ func BenchmarkRelayTransaction(b *testing.B) {
 		rec := gateway.NewRecorder(discardEngine{}, slog.New(slog.NewTextHandler(io.Discard, nil)), 0, 0, 0)
 		defer rec.Close()
 		g := &Gateway{opts: Options{MaxMessage: 1 << 20}, rec: rec, pool: &pool{}}
-		s := newSession(g, nil, &upstream{params: map[string]string{}}, poolKey{}, &jitgate.Grant{})
+		s := newSession(g, nil, &upstream{params: map[string]string{}}, gateway.PoolKey{}, &jitgate.Grant{})
 		s.stmtHead = &jitgate.AuditEvent{SessionID: 1}
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/gateway"
 )
 
 // maxSQL caps the SQL text kept per statement in the audit log.
@@ -26,7 +27,7 @@ type session struct {
 	g      *Gateway
 	client net.Conn
 	u      *upstream
-	key    poolKey // which later sessions may reuse u
+	key    gateway.PoolKey // which later sessions may reuse u
 	grant  *jitgate.Grant
 	info   *jitgate.Session
 	// stmtHead is the head of the session's statement audit events (see Recorder.Record).
@@ -89,7 +90,7 @@ type stmt struct {
 	sqlstate string
 }
 
-func newSession(g *Gateway, client net.Conn, u *upstream, key poolKey, grant *jitgate.Grant) *session {
+func newSession(g *Gateway, client net.Conn, u *upstream, key gateway.PoolKey, grant *jitgate.Grant) *session {
 	pid, secret := randomKey()
 	return &session{
 		g: g, client: client, u: u, key: key, grant: grant, keyPID: pid, keySecret: secret,
@@ -271,7 +272,7 @@ func (s *session) park() bool {
 	s.mu.Lock()
 	end := s.deadline
 	s.mu.Unlock()
-	return s.g.pool.put(s.u, s.key, s.g.clock.Now(), end, func() bool { return s.killReason() == "" })
+	return s.g.pool.Put(s.u, s.key, s.g.clock.Now(), end, func() bool { return s.killReason() == "" })
 }
 
 // finish records the session's end.

@@ -1,17 +1,17 @@
 //go:build linux || darwin || freebsd || netbsd || openbsd
 
-package postgres
+package gateway
 
 import (
 	"net"
 	"syscall"
 )
 
-// alive reports whether a parked connection is still open with nothing unread: a server that
+// Alive reports whether a parked connection is still open with nothing unread: a server that
 // closed it (a restart, idle_session_timeout, a terminated backend) has left an EOF or a
 // goodbye message behind, which a non-blocking peek sees without consuming anything.
-func alive(c net.Conn) bool {
-	tc := tcpOf(c)
+func Alive(c net.Conn) bool {
+	tc := TCPOf(c)
 	if tc == nil {
 		return false
 	}
