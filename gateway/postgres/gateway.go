@@ -115,13 +115,12 @@ type Gateway struct {
 	reused atomic.Int64 // sessions that took a parked upstream connection
 	looped atomic.Int64 // sessions an event loop relayed
 
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	byKey    map[uint32]*session // client-facing backend PID → session, for CancelRequest
-	closed   bool
-	conns    sync.WaitGroup
-	stop     chan struct{} // closed by Close: stops the sweep
-	swept    chan struct{} // closed when the sweep has stopped
+	// reg keeps the live sessions and ends each at its grant's end, revoke or expiry.
+	reg *gateway.Registry
+
+	mu    sync.Mutex
+	byKey map[uint32]*session // client-facing backend PID → session, for CancelRequest
+	conns sync.WaitGroup
 }
 
 // New returns a Gateway. It subscribes to the engine's grant events at once, so a grant that
@@ -142,8 +141,9 @@ func New(o Options) *Gateway {
 	if o.SweepEvery == 0 {
 		o.SweepEvery = time.Second
 	}
-	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, sessions: map[*session]struct{}{}, byKey: map[uint32]*session{},
-		stop: make(chan struct{}), swept: make(chan struct{}), pool: newPool(o.ReuseUpstream)}
+	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, byKey: map[uint32]*session{}, pool: newPool(o.ReuseUpstream)}
+	g.reg = gateway.NewRegistry(gateway.RegistryOptions{Grants: o.Engine.GrantByID, Parked: g.pool, SweepEvery: o.SweepEvery,
+		Clock: o.Clock, Logger: o.Logger})
 	g.rec = gateway.NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
 	g.entry = gateway.NewEntry(gateway.EntryOptions{Limits: o.Limits, Protocol: "postgres", Refuse: refuse,
 		Audit: o.Engine.RecordAudit, Clock: o.Clock, Logger: o.Logger})
@@ -154,91 +154,12 @@ func New(o Options) *Gateway {
 		}
 		g.loops = loops
 	}
-	g.unsub = o.Engine.Subscribe(g.onEvent)
-	go g.sweep()
+	g.unsub = o.Engine.Subscribe(g.reg.OnEvent)
 	return g
-}
-
-// sweep re-reads the grants of live sessions every SweepEvery and applies what changed: an
-// ended grant ends its sessions, a moved end moves their deadline. It is what makes a revoke
-// on another server instance reach this one's sessions within a second.
-func (g *Gateway) sweep() {
-	defer close(g.swept)
-	t := time.NewTicker(g.opts.SweepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-g.stop:
-			return
-		case <-t.C:
-		}
-		byGrant := map[int64][]*session{}
-		for _, id := range g.pool.Expire(g.clock.Now()) {
-			byGrant[id] = nil // parked connections: their grant's end closes them too
-		}
-		g.mu.Lock()
-		for s := range g.sessions {
-			byGrant[s.grant.ID] = append(byGrant[s.grant.ID], s)
-		}
-		g.mu.Unlock()
-		for id, ss := range byGrant {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			gr, err := g.opts.Engine.GrantByID(ctx, id)
-			cancel()
-			if err != nil {
-				// Store unreachable: sessions keep their known deadline (the grant's end
-				// still closes them); new sessions are refused meanwhile.
-				g.log.Warn("gateway: cannot re-read grant", "grant", id, "err", err)
-				continue
-			}
-			switch {
-			case gr.State.Live():
-				for _, s := range ss {
-					s.setDeadline(gr.EndsAt)
-				}
-			default:
-				g.onEvent(jitgate.Event{Kind: jitgate.EventGrantEnded, Grant: gr})
-			}
-		}
-	}
 }
 
 // Recorder returns the gateway's statement recorder (for metrics).
 func (g *Gateway) Recorder() *gateway.Recorder { return g.rec }
-
-// onEvent ends or re-times the sessions of a grant that ended or was extended.
-func (g *Gateway) onEvent(ev jitgate.Event) {
-	if ev.Grant == nil {
-		return
-	}
-	switch ev.Kind {
-	case jitgate.EventGrantEnded:
-		// After the kills below, which a session about to park checks under the pool's lock.
-		defer g.pool.Drop(ev.Grant.ID)
-	case jitgate.EventGrantExtended:
-	default:
-		return
-	}
-	g.mu.Lock()
-	var hit []*session
-	for s := range g.sessions {
-		if s.grant.ID == ev.Grant.ID {
-			hit = append(hit, s)
-		}
-	}
-	g.mu.Unlock()
-	for _, s := range hit {
-		if ev.Kind == jitgate.EventGrantEnded {
-			reason := fmt.Sprintf("grant %d was revoked by %s: %s", ev.Grant.ID, ev.Grant.EndedBy, ev.Grant.EndReason)
-			if ev.Grant.State == jitgate.GrantExpired {
-				reason = fmt.Sprintf("grant %d expired at %s", ev.Grant.ID, jitgate.FormatTime(ev.Grant.EndsAt))
-			}
-			s.kill(reason)
-		} else {
-			s.setDeadline(ev.Grant.EndsAt)
-		}
-	}
-}
 
 // ListenAndServe listens on addr and serves until Close.
 func (g *Gateway) ListenAndServe(addr string) error {
@@ -280,47 +201,36 @@ func (g *Gateway) ServeConn(conn net.Conn) {
 func (g *Gateway) Close() error {
 	g.pool.Close()
 	g.entry.Close()
-	g.mu.Lock()
-	g.closed = true
-	var all []*session
-	for s := range g.sessions {
-		all = append(all, s)
-	}
-	g.mu.Unlock()
-	for _, s := range all {
-		s.kill("jitgate is shutting down")
-	}
+	g.reg.Shutdown("jitgate is shutting down")
 	g.entry.Wait()
 	g.conns.Wait()
-	close(g.stop)
-	<-g.swept
+	g.reg.Close()
 	g.unsub()
 	return g.rec.Close()
 }
 
 // Sessions returns the number of live sessions.
-func (g *Gateway) Sessions() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.sessions)
-}
+func (g *Gateway) Sessions() int { return g.reg.Len() }
 
+// add registers a session, which from then on ends with its grant; false once the gateway is
+// shutting down.
 func (g *Gateway) add(s *session) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
+	tr, ok := g.reg.Add(s, s.grant)
+	if !ok {
 		return false
 	}
-	g.sessions[s] = struct{}{}
+	s.tr = tr
+	g.mu.Lock()
 	g.byKey[s.keyPID] = s
+	g.mu.Unlock()
 	return true
 }
 
 func (g *Gateway) remove(s *session) {
+	s.tr.Remove()
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	delete(g.sessions, s)
 	delete(g.byKey, s.keyPID)
+	g.mu.Unlock()
 }
 
 // cancel forwards a client's CancelRequest to the upstream backend of the matching session.

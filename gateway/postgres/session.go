@@ -46,10 +46,11 @@ type session struct {
 	ls      *loopSession
 	relayed chan error
 
-	mu       sync.Mutex
-	deadline time.Time
-	reason   string // why the gateway ended the session ("" if it did not)
-	reset    chan struct{}
+	// tr is the session in the gateway's registry, which kills it at its grant's end.
+	tr *gateway.Tracked
+
+	mu     sync.Mutex
+	reason string // why the gateway ended the session ("" if it did not)
 
 	bytesIn, bytesOut, statements atomic.Int64
 	dead                          atomic.Bool // set by kill: relay nothing more to the client
@@ -94,7 +95,7 @@ func newSession(g *Gateway, client net.Conn, u *upstream, key gateway.PoolKey, g
 	pid, secret := randomKey()
 	return &session{
 		g: g, client: client, u: u, key: key, grant: grant, keyPID: pid, keySecret: secret,
-		deadline: grant.EndsAt, reset: make(chan struct{}, 1), txStatus: 'I',
+		txStatus: 'I',
 		cs:       scanner{max: g.opts.MaxMessage, want: clientWants},
 		us:       scanner{max: 1 << 30, want: upstreamWants},
 		prepared: map[string]string{}, portals: map[string]string{}, relayed: make(chan error, 1),
@@ -113,20 +114,8 @@ func upstreamOf(hj *pgconn.HijackedConn) *upstream {
 	return u
 }
 
-// setDeadline moves the session's end (an extension).
-func (s *session) setDeadline(t time.Time) {
-	s.mu.Lock()
-	same := s.deadline.Equal(t)
-	s.deadline = t
-	s.mu.Unlock()
-	if same {
-		return
-	}
-	select {
-	case s.reset <- struct{}{}:
-	default:
-	}
-}
+// Kill is kill, for the gateway's registry (gateway.Killer).
+func (s *session) Kill(reason string) { s.kill(reason) }
 
 // kill ends the session for reason: it cancels the running query upstream and breaks the
 // relay; run then tells the client why and closes both sides. Only the first reason counts.
@@ -193,31 +182,9 @@ func (s *session) sessionID() int64 {
 	return s.info.ID
 }
 
-// watchDeadline kills the session at its grant's end, to the clock's second.
-func (s *session) watchDeadline(done <-chan struct{}) {
-	for {
-		s.mu.Lock()
-		d := s.deadline
-		s.mu.Unlock()
-		wait := d.Sub(s.g.clock.Now())
-		if wait <= 0 {
-			s.kill(fmt.Sprintf("grant %d expired at %s", s.grant.ID, jitgate.FormatTime(d)))
-			return
-		}
-		select {
-		case <-done:
-			return
-		case <-s.reset:
-		case <-s.g.clock.After(wait):
-		}
-	}
-}
-
 // run relays until either side ends or the session is killed, then closes both sides and
 // records the end.
 func (s *session) run() {
-	done := make(chan struct{})
-	go s.watchDeadline(done)
 	var err error
 	if s.g.loops != nil && s.g.loops.adopt(s) {
 		s.g.looped.Add(1)
@@ -241,7 +208,7 @@ func (s *session) run() {
 		// already cancelled in the other case; a clean goodbye leaves nothing running).
 		s.cancelUpstream()
 	}
-	close(done)
+	s.tr.Remove() // the relay is over: nothing more to end at the grant's end
 	if !s.park() {
 		s.u.conn.Close()
 	}
@@ -269,10 +236,7 @@ func (s *session) park() bool {
 		s.g.log.Debug("gateway: upstream not reusable", "session", s.sessionID(), "err", err)
 		return false
 	}
-	s.mu.Lock()
-	end := s.deadline
-	s.mu.Unlock()
-	return s.g.pool.Put(s.u, s.key, s.g.clock.Now(), end, func() bool { return s.killReason() == "" })
+	return s.g.pool.Put(s.u, s.key, s.g.clock.Now(), s.tr.Deadline(), func() bool { return s.killReason() == "" })
 }
 
 // finish records the session's end.
