@@ -92,7 +92,8 @@ func (e *Engine) heartbeat(ctx context.Context) error {
 // provisioning leases are released (the attempts become due now), its gateway sessions are
 // ended in the store (reason "server stopped", with how many statements were recorded) and
 // its record is removed, all audited. An instance is dead when the store says its liveness
-// lock is free, or, where the store cannot tell, when its heartbeat is older than 10s.
+// lock is free, or, where the store cannot tell or the check fails, when its heartbeat is older
+// than 10s.
 func (e *Engine) RecoverDeadInstances(ctx context.Context) error {
 	var all []*jitgate.Instance
 	if err := e.store.View(ctx, func(tx jitgate.Tx) (err error) { all, err = tx.ListInstances(); return err }); err != nil {
@@ -105,11 +106,15 @@ func (e *Engine) RecoverDeadInstances(ctx context.Context) error {
 		}
 		dead := time.Since(in.HeartbeatAt) > deadAfter
 		if canTell {
-			alive, err := lv.InstanceAlive(ctx, in.ID)
-			if err != nil {
+			// Where the lock cannot be checked (a lock file another user made, the store
+			// unreachable), the heartbeat decides.
+			if alive, err := lv.InstanceAlive(ctx, in.ID); err == nil {
+				dead = !alive
+			} else if ctx.Err() != nil {
 				return err
+			} else {
+				e.log.Warn("cannot check an instance's liveness lock; going by its heartbeat", "instance", in.ID, "err", err)
 			}
-			dead = !alive
 		}
 		if dead {
 			if err := e.takeOver(ctx, in); err != nil {
