@@ -86,10 +86,11 @@ type Entry struct {
 	bg   sync.WaitGroup // refusals and audit writes
 	hs   sync.WaitGroup // handlers
 
-	acceptErrs atomic.Int64
-	refused    *prometheus.CounterVec
-	authFails  *prometheus.CounterVec
-	bursts     prometheus.Counter
+	acceptErrs                    atomic.Int64
+	acceptErrsD, pendingD, readyD *prometheus.Desc
+	refused                       *prometheus.CounterVec
+	authFails                     *prometheus.CounterVec
+	bursts                        prometheus.Counter
 }
 
 // failures is one source's recent failed logins.
@@ -132,6 +133,9 @@ func NewEntry(o EntryOptions) *Entry {
 			Help: "Failed gateway logins, by reason.", ConstLabels: labels}, []string{"reason"}),
 		bursts: prometheus.NewCounter(prometheus.CounterOpts{Name: "jitgate_gateway_login_failure_bursts_total",
 			Help: "Bursts of failed logins from one source (each also an audit event).", ConstLabels: labels}),
+		acceptErrsD: prometheus.NewDesc("jitgate_gateway_accept_errors_total", "Accept errors the gateway retried (e.g. out of file descriptors).", nil, labels),
+		pendingD:    prometheus.NewDesc("jitgate_gateway_unauthenticated", "Connections that have not finished authenticating.", nil, labels),
+		readyD:      prometheus.NewDesc("jitgate_gateway_listening", "1 while every listener of the gateway accepts connections.", nil, labels),
 	}
 }
 
@@ -433,17 +437,11 @@ func (e *Entry) Close() {
 // Wait returns once every handler Serve started has returned.
 func (e *Entry) Wait() { e.hs.Wait() }
 
-var (
-	acceptErrsDesc = prometheus.NewDesc("jitgate_gateway_accept_errors_total", "Accept errors the gateway retried (e.g. out of file descriptors).", []string{"protocol"}, nil)
-	pendingDesc    = prometheus.NewDesc("jitgate_gateway_unauthenticated", "Connections that have not finished authenticating.", []string{"protocol"}, nil)
-	readyDesc      = prometheus.NewDesc("jitgate_gateway_listening", "1 while every listener of the gateway accepts connections.", []string{"protocol"}, nil)
-)
-
 // Describe implements prometheus.Collector.
 func (e *Entry) Describe(ch chan<- *prometheus.Desc) {
-	ch <- acceptErrsDesc
-	ch <- pendingDesc
-	ch <- readyDesc
+	ch <- e.acceptErrsD
+	ch <- e.pendingD
+	ch <- e.readyD
 	e.refused.Describe(ch)
 	e.authFails.Describe(ch)
 	e.bursts.Describe(ch)
@@ -451,13 +449,13 @@ func (e *Entry) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (e *Entry) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(acceptErrsDesc, prometheus.CounterValue, float64(e.acceptErrs.Load()), e.o.Protocol)
-	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(e.Unauthenticated()), e.o.Protocol)
+	ch <- prometheus.MustNewConstMetric(e.acceptErrsD, prometheus.CounterValue, float64(e.acceptErrs.Load()))
+	ch <- prometheus.MustNewConstMetric(e.pendingD, prometheus.GaugeValue, float64(e.Unauthenticated()))
 	ready := 1.0
 	if e.Ready() != nil {
 		ready = 0
 	}
-	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready, e.o.Protocol)
+	ch <- prometheus.MustNewConstMetric(e.readyD, prometheus.GaugeValue, ready)
 	e.refused.Collect(ch)
 	e.authFails.Collect(ch)
 	e.bursts.Collect(ch)

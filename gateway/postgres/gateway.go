@@ -116,7 +116,8 @@ type Gateway struct {
 	looped atomic.Int64 // sessions an event loop relayed
 
 	// reg keeps the live sessions and ends each at its grant's end, revoke or expiry.
-	reg *gateway.Registry
+	reg     *gateway.Registry
+	metrics *gateway.Metrics
 
 	mu    sync.Mutex
 	byKey map[uint32]*session // client-facing backend PID → session, for CancelRequest
@@ -154,6 +155,7 @@ func New(o Options) *Gateway {
 		}
 		g.loops = loops
 	}
+	g.metrics = gateway.NewMetrics("postgres", g.Sessions, g.rec, g.pool.Size, g.reused.Load, g.entry)
 	g.unsub = o.Engine.Subscribe(g.reg.OnEvent)
 	return g
 }
