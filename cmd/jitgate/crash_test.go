@@ -192,15 +192,7 @@ func (ct *crashTrial) midCreate(trial int) {
 func (ct *crashTrial) midDrop(trial int) {
 	ctx := context.Background()
 	ct.start()
-	g := ct.request("eph", time.Hour)
-	role := ct.jitRole(g)
-	ct.within(trial, 10*time.Second, role+" created", func() bool {
-		got := ct.grant(g.ID)
-		return got.Provision.State == jitgate.ProvisionStateGranted
-	})
-	app := fmt.Sprintf("crash-%s-%d", ct.uniq, trial)
-	done := ct.query(g, app)
-	ct.within(trial, 10*time.Second, "the query running", func() bool { return ct.backends(`application_name = $1 AND state = 'active'`, app) == 1 })
+	g, role, done := ct.busyEphemeralGrant(trial)
 	release := ct.blocker("ALTER ROLE " + pgx.Identifier{role}.Sanitize() + " CONNECTION LIMIT 7")
 	_, err := ct.client().Revoke(ctx, g.ID, "crash trial")
 	ct.ts.Check(err)
@@ -288,12 +280,7 @@ func (ct *crashTrial) duringActivation(trial int) {
 func (ct *crashTrial) duringRevoke(trial int) {
 	ctx := context.Background()
 	ct.start()
-	g := ct.request("eph", time.Hour)
-	role := ct.jitRole(g)
-	ct.within(trial, 10*time.Second, role+" created", func() bool { return ct.roleExists(role) })
-	app := fmt.Sprintf("crash-%s-%d", ct.uniq, trial)
-	done := ct.query(g, app)
-	ct.within(trial, 10*time.Second, "the query running", func() bool { return ct.backends(`application_name = $1 AND state = 'active'`, app) == 1 })
+	g, role, done := ct.busyEphemeralGrant(trial)
 	go ct.client().Revoke(ctx, g.ID, "crash trial")
 	time.Sleep(time.Duration(ct.rnd.IntN(40)) * time.Millisecond)
 	ct.kill()
@@ -332,6 +319,20 @@ func (ct *crashTrial) duringQuery(trial int) {
 		return ct.backends(`application_name = $1`, app) == 0 && ct.noLiveSessions()
 	})
 	ct.ts.Logf("trial %d: killed during a gateway query; clean after restart", trial)
+}
+
+// busyEphemeralGrant gets an hour's grant of the ephemeral role, waits for its user, and starts
+// a long query through the gateway under it; done is closed when the query returns.
+func (ct *crashTrial) busyEphemeralGrant(trial int) (g *jitgate.Grant, role string, done <-chan struct{}) {
+	g = ct.request("eph", time.Hour)
+	role = ct.jitRole(g)
+	ct.within(trial, 10*time.Second, role+" created", func() bool {
+		return ct.grant(g.ID).Provision.State == jitgate.ProvisionStateGranted
+	})
+	app := fmt.Sprintf("crash-%s-%d", ct.uniq, trial)
+	done = ct.query(g, app)
+	ct.within(trial, 10*time.Second, "the query running", func() bool { return ct.backends(`application_name = $1 AND state = 'active'`, app) == 1 })
+	return g, role, done
 }
 
 // query runs a long query through the gateway under g, as application app; done is closed
