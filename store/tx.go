@@ -134,15 +134,21 @@ func (w *where) in(col string, vals []string) {
 		w.add("1 = 0")
 		return
 	}
+	cond, args := inList(col, vals)
+	w.add(cond, args...)
+}
+
+// inList returns "col IN (?, ?, ...)" and its arguments, for at least one value.
+func inList(col string, vals []string) (string, []any) {
 	args := make([]any, len(vals))
 	for i, v := range vals {
 		args[i] = v
 	}
-	w.add(col+" IN (?"+strings.Repeat(", ?", len(vals)-1)+")", args...)
+	return col + " IN (?" + strings.Repeat(", ?", len(vals)-1) + ")", args
 }
 
-// visible adds v's restriction: rows whose ownerCol is v.Owner or whose policy (policyExpr,
-// a column or a subquery's) is one of v.Policies.
+// visible adds v's restriction: rows whose ownerCol is v.Owner or whose policyCol (a column,
+// or a subquery's) is one of v.Policies.
 func (w *where) visible(v *jitgate.Visibility, ownerCol, policyCol string) {
 	if v == nil {
 		return
@@ -151,11 +157,8 @@ func (w *where) visible(v *jitgate.Visibility, ownerCol, policyCol string) {
 		w.add(ownerCol+" = ?", v.Owner)
 		return
 	}
-	args := []any{v.Owner}
-	for _, p := range v.Policies {
-		args = append(args, p)
-	}
-	w.add("("+ownerCol+" = ? OR "+policyCol+" IN (?"+strings.Repeat(", ?", len(v.Policies)-1)+"))", args...)
+	cond, args := inList(policyCol, v.Policies)
+	w.add("("+ownerCol+" = ? OR "+cond+")", append([]any{v.Owner}, args...)...)
 }
 
 func (w *where) String() string {
