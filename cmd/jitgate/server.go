@@ -391,11 +391,11 @@ func startGateway(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server, 
 	)
 	switch {
 	case pg.TLSCert != "":
-		if tlsCfg, err = pggateway.LoadTLS(pg.TLSCert, pg.TLSKey); err != nil {
+		if tlsCfg, err = gateway.LoadTLS(pg.TLSCert, pg.TLSKey); err != nil {
 			return nil, err
 		}
 	case dev:
-		if tlsCfg, err = pggateway.SelfSigned("127.0.0.1", "localhost"); err != nil {
+		if tlsCfg, err = gateway.SelfSigned("127.0.0.1", "localhost"); err != nil {
 			return nil, err
 		}
 	case !pg.InsecurePlaintext:

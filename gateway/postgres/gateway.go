@@ -27,19 +27,8 @@ import (
 	"github.com/jitgate/jitgate/gateway"
 )
 
-// Engine is what the gateway needs from the lifecycle engine.
-type Engine interface {
-	AuthenticateSession(ctx context.Context, user, resource, secret string) (*jitgate.Grant, error)
-	StartSession(ctx context.Context, s *jitgate.Session) error
-	EndSession(ctx context.Context, s *jitgate.Session) error
-	// RecordAudit appends events to the audit chain. It must not keep the events' Statements
-	// once it returns: the recorder reuses their array for its next batch.
-	RecordAudit(ctx context.Context, events []*jitgate.AuditEvent) error
-	Subscribe(fn func(jitgate.Event)) (unsubscribe func())
-	// GrantByID reads a grant's current state, for the sweep that catches changes made by
-	// other server instances.
-	GrantByID(ctx context.Context, id int64) (*jitgate.Grant, error)
-}
+// Engine is what the gateway needs from the lifecycle engine (see gateway.Engine).
+type Engine = gateway.Engine
 
 // UpstreamFunc returns how to log in to the real database for a grant: the resource's
 // address and database, and the login configured for the grant's role.

@@ -22,6 +22,7 @@ import (
 	"github.com/jitgate/jitgate/access"
 	"github.com/jitgate/jitgate/audit"
 	"github.com/jitgate/jitgate/config"
+	"github.com/jitgate/jitgate/gateway"
 	"github.com/jitgate/jitgate/gateway/postgres"
 	"github.com/jitgate/jitgate/internal/testdb"
 	"github.com/jitgate/jitgate/policy"
@@ -589,7 +590,7 @@ func TestTLS(t *testing.T) { relays(t, testTLS) }
 
 func testTLS(t *testing.T, relay string) {
 	upAddr, upDB := testdb.GatewayUpstream(t)
-	tlsCfg, err := postgres.SelfSigned("127.0.0.1")
+	tlsCfg, err := gateway.SelfSigned("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
