@@ -119,11 +119,11 @@ func TestUnverifiedRevocationIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	eng.Tick(ctx)
-	in, err := eng.IssueLogin(as("oscar"), r.GrantID, false)
+	in, err := eng.IssueLogin(as("oscar"), r.GrantID)
 	if err != nil || in.Via != access.ViaDirect || in.User != tg.AccountFor(in.Grant) || !in.ExpiresAt.Equal(in.Grant.EndsAt) {
 		t.Fatalf("IssueLogin = %+v, %v", in, err)
 	}
-	if _, err := eng.IssueLogin(as("bob"), r.GrantID, false); jitgate.ErrorCode(err) != jitgate.EFORBIDDEN {
+	if _, err := eng.IssueLogin(as("bob"), r.GrantID); jitgate.ErrorCode(err) != jitgate.EFORBIDDEN {
 		t.Fatalf("someone else's login: %v", err)
 	}
 	tg.lingering = 1
@@ -197,7 +197,7 @@ func TestExtensionRefreshesProvisioning(t *testing.T) {
 	if g.Provision.State != jitgate.ProvisionStateGranted || g.Provision.NextAt.IsZero() {
 		t.Fatalf("after the extension: %+v", g.Provision)
 	}
-	if _, err := eng.IssueLogin(as("oscar"), g.ID, false); err != nil {
+	if _, err := eng.IssueLogin(as("oscar"), g.ID); err != nil {
 		t.Fatalf("login while the refresh is due: %v", err)
 	}
 	eng.Tick(ctx)

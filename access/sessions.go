@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"slices"
 
 	"github.com/jitgate/jitgate"
 )
@@ -27,13 +28,14 @@ type IssuedLogin struct {
 	Grant *jitgate.Grant `json:"-"`
 }
 
-// IssueLogin hands the owner of grantID a way in, while the grant is active. Where the grant's
-// resource is PostgreSQL and a gateway runs (gateway true), it mints a session credential: the
-// gateway is then the only way in, so every statement is audited. Otherwise, for a role with
+// IssueLogin hands the owner of grantID a way in, while the grant is active. Where a gateway
+// runs for the kind of the grant's resource (gateways lists those kinds: postgres, mysql), it
+// mints a session credential: the gateway is then the only way in, so every statement is
+// audited. Otherwise, for a role with
 // ephemeral provisioning, it returns the login of the grant's own database user once that user
 // exists. Only the grant's owner may call it; others get EFORBIDDEN (or ENOTFOUND if they may
 // not see the grant).
-func (e *Engine) IssueLogin(ctx context.Context, grantID int64, gateway bool) (*IssuedLogin, error) {
+func (e *Engine) IssueLogin(ctx context.Context, grantID int64, gateways ...string) (*IssuedLogin, error) {
 	u, err := e.caller(ctx)
 	if err != nil {
 		return nil, err
@@ -66,7 +68,7 @@ func (e *Engine) IssueLogin(ctx context.Context, grantID int64, gateway bool) (*
 		if res == nil {
 			return jitgate.Errorf(jitgate.ENOTFOUND, "resource %s is no longer configured", g.Resource)
 		}
-		if gateway && res.Kind == jitgate.KindPostgres {
+		if slices.Contains(gateways, res.Kind) {
 			c := &jitgate.SessionCredential{GrantID: g.ID, User: u.Name, Hash: jitgate.HashToken(secret), CreatedAt: o.now, ExpiresAt: g.EndsAt}
 			if err := o.tx.InsertCredential(c); err != nil {
 				return err

@@ -73,18 +73,20 @@ type Server struct {
 
 // Gateway configures the protocol gateways.
 type Gateway struct {
-	Postgres *PostgresGateway `yaml:"postgres"`
+	Postgres *Listener `yaml:"postgres"`
+	MySQL    *Listener `yaml:"mysql"`
 }
 
-// PostgresGateway configures the PostgreSQL wire-protocol gateway.
-type PostgresGateway struct {
+// Listener configures one protocol gateway (gateway.postgres, gateway.mysql): every protocol
+// takes the same options, except relay and loops, which only the PostgreSQL gateway has.
+type Listener struct {
 	Addr              string `yaml:"addr"`
 	TLSCert           string `yaml:"tls_cert"`
 	TLSKey            string `yaml:"tls_key"`
 	InsecurePlaintext bool   `yaml:"insecure_plaintext"`
 	// ReuseUpstream is how long the upstream connection of a session its client closed
-	// cleanly is kept, reset with DISCARD ALL, for the same grant's next session (default 30s;
-	// "0" turns reuse off).
+	// cleanly is kept, reset (PostgreSQL: DISCARD ALL; MySQL: COM_RESET_CONNECTION), for the
+	// same grant's next session (default 30s; "0" turns reuse off).
 	ReuseUpstream      string        `yaml:"reuse_upstream"`
 	ReuseUpstreamValue time.Duration `yaml:"-"`
 	// AuditFlush is how often the gateway writes the statements it recorded to the audit

@@ -31,21 +31,28 @@ func LoadPassword(s jitgate.Secret) (string, error) {
 
 // validateGateway checks the gateway section.
 func (c *Config) validateGateway() error {
-	g := c.Gateway.Postgres
+	if err := c.validateListener("gateway.postgres", "127.0.0.1:15432", c.Gateway.Postgres); err != nil {
+		return err
+	}
+	return c.validateListener("gateway.mysql", "127.0.0.1:13306", c.Gateway.MySQL)
+}
+
+// validateListener checks one protocol gateway's section (at path) and fills in its defaults.
+func (c *Config) validateListener(path, example string, g *Listener) error {
 	if g == nil {
 		return nil
 	}
 	if g.Addr == "" {
-		return c.Errorf("gateway.postgres.addr", "missing (e.g. 127.0.0.1:15432)")
+		return c.Errorf(path+".addr", "missing (e.g. %s)", example)
 	}
 	if (g.TLSCert == "") != (g.TLSKey == "") {
-		return c.Errorf("gateway.postgres", "set both tls_cert and tls_key, or neither")
+		return c.Errorf(path, "set both tls_cert and tls_key, or neither")
 	}
 	g.ReuseUpstreamValue = DefaultReuseUpstream
 	if g.ReuseUpstream != "" {
 		d, err := ParseDuration(g.ReuseUpstream)
 		if err != nil || d < 0 || d > time.Hour {
-			return c.Errorf("gateway.postgres.reuse_upstream", "want a duration from 0 (off) to 1h, got %q", g.ReuseUpstream)
+			return c.Errorf(path+".reuse_upstream", "want a duration from 0 (off) to 1h, got %q", g.ReuseUpstream)
 		}
 		g.ReuseUpstreamValue = d
 	}
@@ -53,32 +60,34 @@ func (c *Config) validateGateway() error {
 	if g.AuditFlush != "" {
 		d, err := ParseDuration(g.AuditFlush)
 		if err != nil || d < time.Millisecond || d > 10*time.Second {
-			return c.Errorf("gateway.postgres.audit_flush", "want a duration from 1ms to 10s, got %q", g.AuditFlush)
+			return c.Errorf(path+".audit_flush", "want a duration from 1ms to 10s, got %q", g.AuditFlush)
 		}
 		g.AuditFlushValue = d
 	}
-	if g.Loops < 0 || g.Loops > 64 {
-		return c.Errorf("gateway.postgres.loops", "want 1 to 64 (or 0 for one per CPU, at most 8), got %d", g.Loops)
-	}
 	if g.MaxUnauthenticated < 0 || g.MaxUnauthenticated > 1_000_000 {
-		return c.Errorf("gateway.postgres.max_unauthenticated", "want 1 to 1000000 (or 0 for the default, 512), got %d", g.MaxUnauthenticated)
+		return c.Errorf(path+".max_unauthenticated", "want 1 to 1000000 (or 0 for the default, 512), got %d", g.MaxUnauthenticated)
 	}
 	if g.MaxUnauthenticatedPerSource < 0 || g.MaxUnauthenticatedPerSource > 1_000_000 {
-		return c.Errorf("gateway.postgres.max_unauthenticated_per_source", "want 1 to 1000000 (or 0 for the default, 32), got %d", g.MaxUnauthenticatedPerSource)
+		return c.Errorf(path+".max_unauthenticated_per_source", "want 1 to 1000000 (or 0 for the default, 32), got %d", g.MaxUnauthenticatedPerSource)
+	}
+	if path != "gateway.postgres" {
+		if g.Relay != "" {
+			return c.Errorf(path+".relay", "only the PostgreSQL gateway has relay")
+		}
+		if g.Loops != 0 {
+			return c.Errorf(path+".loops", "only the PostgreSQL gateway has loops")
+		}
+		return nil
+	}
+	if g.Loops < 0 || g.Loops > 64 {
+		return c.Errorf(path+".loops", "want 1 to 64 (or 0 for one per CPU, at most 8), got %d", g.Loops)
 	}
 	switch g.Relay {
 	case "":
 		g.Relay = "loop"
 	case "loop", "goroutines":
 	default:
-		return c.Errorf("gateway.postgres.relay", "want loop or goroutines, got %q", g.Relay)
+		return c.Errorf(path+".relay", "want loop or goroutines, got %q", g.Relay)
 	}
 	return nil
-}
-
-// GatewayTLSMissing reports whether the PostgreSQL gateway has neither a certificate nor
-// insecure_plaintext: only --dev may then generate a self-signed pair.
-func (c *Config) GatewayTLSMissing() bool {
-	g := c.Gateway.Postgres
-	return g != nil && g.TLSCert == "" && !g.InsecurePlaintext
 }

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,7 +28,9 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	gateway *GatewayInfo
-	ready   []readyCheck
+	// gateways are the protocol gateways by the resource kind they serve.
+	gateways map[string]*GatewayInfo
+	ready    []readyCheck
 }
 
 type readyCheck struct {
@@ -41,7 +45,19 @@ func (s *Server) AddReadyCheck(name string, check func() error) {
 }
 
 // SetGateway tells the API where the PostgreSQL gateway listens, enabling credentials.
-func (s *Server) SetGateway(g GatewayInfo) { s.gateway = &g }
+func (s *Server) SetGateway(g GatewayInfo) { s.SetGatewayFor(jitgate.KindPostgres, g) }
+
+// SetGatewayFor tells the API where the gateway for resources of kind (postgres, mysql)
+// listens: credentials for such resources are then session credentials for that gateway.
+func (s *Server) SetGatewayFor(kind string, g GatewayInfo) {
+	if s.gateways == nil {
+		s.gateways = map[string]*GatewayInfo{}
+	}
+	s.gateways[kind] = &g
+	if kind == jitgate.KindPostgres {
+		s.gateway = &g
+	}
+}
 
 // Mount serves h for every path the API does not own (the web UI at /).
 func (s *Server) Mount(h http.Handler) { s.mux.Handle("/", h) }
@@ -573,14 +589,14 @@ func (s *Server) credentials(r *http.Request) (any, error) {
 	if err := decodeOptional(r, &struct{}{}); err != nil {
 		return nil, err
 	}
-	in, err := s.engine.IssueLogin(r.Context(), id, s.gateway != nil)
+	in, err := s.engine.IssueLogin(r.Context(), id, slices.Collect(maps.Keys(s.gateways))...)
 	if err != nil {
 		return nil, err
 	}
 	out := &Credentials{GrantID: in.Grant.ID, Kind: in.Kind, Via: in.Via, Host: in.Host, Port: in.Port, User: in.User,
 		Database: in.Database, Password: in.Password, SSLMode: in.SSLMode, ExpiresAt: in.ExpiresAt}
-	if in.Via == access.ViaGateway {
-		out.Host, out.Port, out.SSLMode = s.gateway.Host, s.gateway.Port, s.gateway.SSLMode
+	if gw := s.gateways[in.Kind]; in.Via == access.ViaGateway && gw != nil {
+		out.Host, out.Port, out.SSLMode = gw.Host, gw.Port, gw.SSLMode
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -67,6 +68,32 @@ func clientEnv(cr *httpapi.Credentials) []string {
 	}
 }
 
+// mysqlArgs are the arguments of the mariadb or mysql client (bin) for a credential, then
+// extra, then the database. Through the gateway, TLS is required: MariaDB's client takes
+// --ssl, MySQL's --ssl-mode=REQUIRED.
+func mysqlArgs(cr *httpapi.Credentials, bin string, extra []string) []string {
+	out := []string{"-u", cr.User}
+	if cr.SSLMode == "require" {
+		if isMariaDBClient(bin) {
+			out = append(out, "--ssl")
+		} else {
+			out = append(out, "--ssl-mode=REQUIRED")
+		}
+	}
+	out = append(out, extra...)
+	return append(out, cr.Database)
+}
+
+// isMariaDBClient reports whether the client binary is MariaDB's (whose mysql is often a link
+// to mariadb).
+func isMariaDBClient(bin string) bool {
+	if filepath.Base(bin) == "mariadb" {
+		return true
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	return err == nil && strings.Contains(string(out), "MariaDB")
+}
+
 // credentialURI is a connection URI for a credential.
 func credentialURI(cr *httpapi.Credentials) string {
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(cr.User, cr.Password), Host: net.JoinHostPort(cr.Host, cr.Port),
@@ -104,7 +131,7 @@ Output: shell exports (env, the default: PG* or MYSQL_* variables), a connection
 					fmt.Fprintf(a.stdout, "export %s\n", kv)
 				}
 				if cr.Kind == jitgate.KindMySQL {
-					fmt.Fprintf(a.stderr, "# then: mysql -u %s %s\n", cr.User, cr.Database)
+					fmt.Fprintf(a.stderr, "# then: mariadb %s\n", strings.Join(mysqlArgs(cr, "mariadb", nil), " "))
 				}
 				fmt.Fprintf(a.stderr, "# valid while grant %d is active (ends %s)\n", g.ID, relative(g.EndsAt, time.Now()))
 			}
@@ -132,10 +159,16 @@ func (a *app) connectCmd() *cobra.Command {
 				return err
 			}
 			client, clientArgs := "psql", args[1:]
-			if cr.Kind == jitgate.KindMySQL {
-				client, clientArgs = "mysql", append([]string{"-u", cr.User}, append(args[1:], cr.Database)...)
-			}
 			bin, err := exec.LookPath(client)
+			if cr.Kind == jitgate.KindMySQL {
+				client = "mariadb or mysql"
+				if bin, err = exec.LookPath("mariadb"); err != nil {
+					bin, err = exec.LookPath("mysql")
+				}
+				if err == nil {
+					clientArgs = mysqlArgs(cr, bin, args[1:])
+				}
+			}
 			if err != nil {
 				return fmt.Errorf("%s is not installed; use jitgate credentials %s with your own client", client, args[0])
 			}

@@ -20,6 +20,7 @@ import (
 	"github.com/jitgate/jitgate/access"
 	"github.com/jitgate/jitgate/config"
 	"github.com/jitgate/jitgate/gateway"
+	mygateway "github.com/jitgate/jitgate/gateway/mysql"
 	pggateway "github.com/jitgate/jitgate/gateway/postgres"
 	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/policy"
@@ -222,7 +223,7 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 		ln.Close()
 		return err
 	}
-	gw, err := startGateway(rt, o.dev, log, api, reg)
+	gws, err := startGateways(rt, o.dev, log, api, reg)
 	if err != nil {
 		ln.Close()
 		return err
@@ -239,7 +240,7 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 
 	if o.dev {
 		var demo demoSetup
-		if res := rt.set.Resource("demo-db"); res != nil && gw != nil {
+		if res := rt.set.Resource("demo-db"); res != nil && gws.pg != nil {
 			demo = setUpDemoDB(ctx, res)
 			if demo.OK {
 				log.Info("dev: demo database ready", "done", strings.Join(demo.Done, "; "))
@@ -282,9 +283,7 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 
 	select {
 	case err := <-serveErr:
-		if gw != nil {
-			gw.Close()
-		}
+		gws.Close()
 		cancel()
 		wg.Wait()
 		return fmt.Errorf("serve: %w", err)
@@ -294,9 +293,7 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	err = srv.Shutdown(sctx)
-	if gw != nil {
-		gw.Close() // ends every session and flushes the statement recorder
-	}
+	gws.Close() // ends every session and flushes the statement recorders
 	cancel()
 	wg.Wait()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -379,54 +376,113 @@ Tokens expire in 24h. Stop the server with Ctrl-C.
 	return nil
 }
 
-// startGateway starts the PostgreSQL gateway if the config has one.
-func startGateway(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server, reg *prometheus.Registry) (*pggateway.Gateway, error) {
-	pg := rt.cfg.Gateway.Postgres
-	if pg == nil {
-		return nil, nil
+// gateways are the protocol gateways the server runs (nil where the config has none).
+type gateways struct {
+	pg *pggateway.Gateway
+	my *mygateway.Gateway
+}
+
+// Close ends every session of each gateway and flushes their statement recorders.
+func (g *gateways) Close() {
+	if g.pg != nil {
+		g.pg.Close()
 	}
-	var (
-		tlsCfg *tls.Config
-		err    error
-	)
+	if g.my != nil {
+		g.my.Close()
+	}
+}
+
+// gatewayTLS returns the TLS config of a gateway's listener: its files, a fresh self-signed
+// pair for --dev, or nil with insecure_plaintext.
+func gatewayTLS(rt *runtime, path string, l *config.Listener, dev bool) (*tls.Config, error) {
 	switch {
-	case pg.TLSCert != "":
-		if tlsCfg, err = gateway.LoadTLS(pg.TLSCert, pg.TLSKey); err != nil {
-			return nil, err
-		}
+	case l.TLSCert != "":
+		return gateway.LoadTLS(l.TLSCert, l.TLSKey)
 	case dev:
-		if tlsCfg, err = gateway.SelfSigned("127.0.0.1", "localhost"); err != nil {
-			return nil, err
-		}
-	case !pg.InsecurePlaintext:
-		return nil, fmt.Errorf("%s: gateway.postgres needs tls_cert and tls_key (or insecure_plaintext: true for local experiments)", rt.cfg.File)
+		return gateway.SelfSigned("127.0.0.1", "localhost")
+	case !l.InsecurePlaintext:
+		return nil, fmt.Errorf("%s: %s needs tls_cert and tls_key (or insecure_plaintext: true for local experiments)", rt.cfg.File, path)
 	}
-	ln, err := net.Listen("tcp", pg.Addr)
+	return nil, nil
+}
+
+// gatewayListen listens on a gateway's address; --dev takes a free port if it is taken, so
+// the demo starts on any machine.
+func gatewayListen(addr string, dev bool) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil && dev {
-		// The demo must start on any machine: take a free port instead.
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("gateway: listen on %s: %w", pg.Addr, err)
+		return nil, fmt.Errorf("gateway: listen on %s: %w", addr, err)
 	}
-	gw := pggateway.New(pggateway.Options{
-		Engine: rt.engine.GatewayService(), Upstream: pggateway.ConfigUpstream(rt.set, rt.engine.GatewayService().ProvisionedLogin), TLS: tlsCfg,
-		InsecurePlaintext: pg.InsecurePlaintext, ReuseUpstream: pg.ReuseUpstreamValue, RecorderFlush: pg.AuditFlushValue, Relay: pg.Relay, Loops: pg.Loops, Logger: log,
-		Limits: gateway.Limits{MaxUnauthenticated: pg.MaxUnauthenticated, MaxUnauthenticatedPerSource: pg.MaxUnauthenticatedPerSource},
-	})
-	reg.MustRegister(gw)
-	api.AddReadyCheck("postgres gateway", gw.Ready)
-	go func() {
-		if err := gw.Serve(ln); err != nil {
-			log.Error("gateway stopped; /readyz now fails", "err", err)
+	return ln, nil
+}
+
+// startGateways starts the protocol gateways the config has.
+func startGateways(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server, reg *prometheus.Registry) (*gateways, error) {
+	gws := &gateways{}
+	if pg := rt.cfg.Gateway.Postgres; pg != nil {
+		tlsCfg, err := gatewayTLS(rt, "gateway.postgres", pg, dev)
+		if err != nil {
+			return nil, err
 		}
-	}()
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	sslmode := "require"
-	if tlsCfg == nil {
-		sslmode = "disable"
+		ln, err := gatewayListen(pg.Addr, dev)
+		if err != nil {
+			return nil, err
+		}
+		gw := pggateway.New(pggateway.Options{
+			Engine: rt.engine.GatewayService(), Upstream: pggateway.ConfigUpstream(rt.set, rt.engine.GatewayService().ProvisionedLogin), TLS: tlsCfg,
+			InsecurePlaintext: pg.InsecurePlaintext, ReuseUpstream: pg.ReuseUpstreamValue, RecorderFlush: pg.AuditFlushValue, Relay: pg.Relay, Loops: pg.Loops, Logger: log,
+			Limits: gateway.Limits{MaxUnauthenticated: pg.MaxUnauthenticated, MaxUnauthenticatedPerSource: pg.MaxUnauthenticatedPerSource},
+		})
+		reg.MustRegister(gw)
+		api.AddReadyCheck("postgres gateway", gw.Ready)
+		go func() {
+			if err := gw.Serve(ln); err != nil {
+				log.Error("PostgreSQL gateway stopped; /readyz now fails", "err", err)
+			}
+		}()
+		host, port, _ := net.SplitHostPort(ln.Addr().String())
+		sslmode := "require"
+		if tlsCfg == nil {
+			sslmode = "disable"
+		}
+		api.SetGatewayFor(jitgate.KindPostgres, httpapi.GatewayInfo{Host: host, Port: port, SSLMode: sslmode})
+		log.Info("PostgreSQL gateway listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
+		gws.pg = gw
 	}
-	api.SetGateway(httpapi.GatewayInfo{Host: host, Port: port, SSLMode: sslmode})
-	log.Info("PostgreSQL gateway listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
-	return gw, nil
+	if my := rt.cfg.Gateway.MySQL; my != nil {
+		tlsCfg, err := gatewayTLS(rt, "gateway.mysql", my, dev)
+		if err != nil {
+			gws.Close()
+			return nil, err
+		}
+		ln, err := gatewayListen(my.Addr, dev)
+		if err != nil {
+			gws.Close()
+			return nil, err
+		}
+		gw := mygateway.New(mygateway.Options{
+			Engine: rt.engine.GatewayService(), Upstream: mygateway.ConfigUpstream(rt.set, rt.engine.GatewayService().ProvisionedLogin), TLS: tlsCfg,
+			InsecurePlaintext: my.InsecurePlaintext, ReuseUpstream: my.ReuseUpstreamValue, RecorderFlush: my.AuditFlushValue, Logger: log,
+			Limits: gateway.Limits{MaxUnauthenticated: my.MaxUnauthenticated, MaxUnauthenticatedPerSource: my.MaxUnauthenticatedPerSource},
+		})
+		reg.MustRegister(gw)
+		api.AddReadyCheck("mysql gateway", gw.Ready)
+		go func() {
+			if err := gw.Serve(ln); err != nil {
+				log.Error("MySQL gateway stopped; /readyz now fails", "err", err)
+			}
+		}()
+		host, port, _ := net.SplitHostPort(ln.Addr().String())
+		sslmode := "require"
+		if tlsCfg == nil {
+			sslmode = "disable"
+		}
+		api.SetGatewayFor(jitgate.KindMySQL, httpapi.GatewayInfo{Host: host, Port: port, SSLMode: sslmode})
+		log.Info("MySQL gateway listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
+		gws.my = gw
+	}
+	return gws, nil
 }

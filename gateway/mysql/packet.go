@@ -274,3 +274,63 @@ func cstr(b []byte) (s string, rest []byte, ok bool) {
 	}
 	return string(b), nil, false
 }
+
+// packet is one packet a scanner saw: its sequence number, its payload's length, the head
+// of its payload (up to headLen bytes), and whether it continues a split payload.
+type packet struct {
+	seq  byte
+	plen int
+	head []byte
+	cont bool
+}
+
+// headLen is how much of each upstream packet a scanner keeps: enough for an OK, EOF or ERR
+// header, a column count or COM_STMT_PREPARE's answer.
+const headLen = 64
+
+// scanner follows the packet boundaries of the upstream's stream across reads of any size,
+// keeping the head of each packet, so the bytes are relayed as they come.
+type scanner struct {
+	hdr   [4]byte
+	nhdr  int
+	left  int
+	plen  int
+	split bool // the current packet continues a split payload
+	next  bool // the next packet continues this one
+	head  []byte
+}
+
+// boundary reports whether the stream is between packets.
+func (sc *scanner) boundary() bool { return sc.nhdr == 0 }
+
+// feed scans b, calling fn for each complete packet (its head valid only during the call).
+func (sc *scanner) feed(b []byte, fn func(packet) error) error {
+	for off := 0; off < len(b); {
+		if sc.nhdr < 4 {
+			k := copy(sc.hdr[sc.nhdr:], b[off:])
+			sc.nhdr += k
+			off += k
+			if sc.nhdr < 4 {
+				return nil
+			}
+			sc.plen = int(uint32(sc.hdr[0]) | uint32(sc.hdr[1])<<8 | uint32(sc.hdr[2])<<16)
+			sc.left = sc.plen
+			sc.split, sc.next = sc.next, sc.plen == maxPayload
+			sc.head = sc.head[:0]
+		}
+		k := min(sc.left, len(b)-off)
+		if want := min(sc.plen, headLen) - len(sc.head); want > 0 {
+			sc.head = append(sc.head, b[off:off+min(want, k)]...)
+		}
+		sc.left -= k
+		off += k
+		if sc.left > 0 {
+			return nil
+		}
+		sc.nhdr = 0
+		if err := fn(packet{seq: sc.hdr[3], plen: sc.plen, head: sc.head, cont: sc.split}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

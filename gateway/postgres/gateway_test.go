@@ -142,7 +142,7 @@ func (e *env) grant(t *testing.T, role string, d time.Duration) (*jitgate.Grant,
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := e.eng.IssueLogin(e.alice, r.GrantID, true)
+	in, err := e.eng.IssueLogin(e.alice, r.GrantID, jitgate.KindPostgres)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,3 +42,33 @@ func MySQL(t testing.TB) (*sql.DB, *mysql.Config) {
 	t.Cleanup(func() { db.Close() })
 	return db, cfg
 }
+
+// MySQLUpstreamPassword is the password of the accounts MySQLGatewayUpstream makes.
+const MySQLUpstreamPassword = "jg-gwmy-test-pw"
+
+// MySQLGatewayUpstream prepares the test MariaDB/MySQL server as a gateway upstream: a
+// database jg_gwmy with a table items (one row, widget), an account jg_gwmy_read that may only
+// SELECT in it and jg_gwmy_write that may also write, both with password
+// MySQLUpstreamPassword (mysql_native_password). It is idempotent and returns the server's
+// host:port and an admin connection pool (closed when the test ends).
+func MySQLGatewayUpstream(t testing.TB) (string, *sql.DB) {
+	t.Helper()
+	db, cfg := MySQL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, q := range []string{
+		"CREATE DATABASE IF NOT EXISTS jg_gwmy",
+		"CREATE TABLE IF NOT EXISTS jg_gwmy.items (id INT PRIMARY KEY, name VARCHAR(64))",
+		"INSERT IGNORE INTO jg_gwmy.items VALUES (1, 'widget')",
+		"CREATE USER IF NOT EXISTS 'jg_gwmy_read'@'%' IDENTIFIED BY '" + MySQLUpstreamPassword + "'",
+		"CREATE USER IF NOT EXISTS 'jg_gwmy_write'@'%' IDENTIFIED BY '" + MySQLUpstreamPassword + "'",
+		"GRANT SELECT ON jg_gwmy.* TO 'jg_gwmy_read'@'%'",
+		"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY TABLES ON jg_gwmy.* TO 'jg_gwmy_write'@'%'",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.SetMaxOpenConns(1)
+	return cfg.Addr, db
+}

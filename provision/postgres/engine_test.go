@@ -130,7 +130,7 @@ func TestEngineGrantToReceipt(t *testing.T) {
 		g, err = l.eng.GetGrant(owner, r.GrantID)
 		return err == nil && g.Provision.State == jitgate.ProvisionStateGranted
 	})
-	in, err := l.eng.IssueLogin(owner, g.ID, false)
+	in, err := l.eng.IssueLogin(owner, g.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestEngineGrantToReceipt(t *testing.T) {
 		t.Fatalf("receipt event %+v", receipt)
 	}
 	t.Logf("time to revoke (ended → verified gone): %s", receipt.Details["time_to_revoke"])
-	if _, err := l.eng.IssueLogin(owner, g.ID, false); jitgate.ErrorCode(err) != jitgate.ECONFLICT {
+	if _, err := l.eng.IssueLogin(owner, g.ID); jitgate.ErrorCode(err) != jitgate.ECONFLICT {
 		t.Fatalf("login after the end: %v", err)
 	}
 }

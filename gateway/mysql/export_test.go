@@ -1,0 +1,15 @@
+package mysql
+
+// ClientIDs returns the connection ids the gateway told the clients of its live sessions.
+func ClientIDs(g *Gateway) []uint32 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var ids []uint32
+	for id := range g.byID {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Reused returns how many sessions took a kept upstream connection.
+func Reused(g *Gateway) int64 { return g.reused.Load() }

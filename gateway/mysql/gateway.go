@@ -1,0 +1,503 @@
+// Package mysql is jitgate's MySQL/MariaDB wire-protocol gateway. Clients (the mariadb and
+// mysql command-line clients, go-sql-driver, any connector) log in with a short-lived session
+// credential as their password, their jitgate user name as the user and the resource's name as
+// the database. The gateway checks the credential, logs in to the real server with the login
+// configured for the grant's role (the client never sees it), relays the protocol, records
+// every statement in the audit log, and ends the session, killing any running query, the
+// moment the grant ends.
+//
+// # Why caching_sha2_password, answered in full
+//
+// The gateway announces caching_sha2_password, the default of MySQL 8 and a plugin every
+// current client (mariadb and mysql, Connector/C, go-sql-driver, Connector/J) supports without
+// options, and always asks for "full authentication". Over TLS, the client then sends the
+// password itself, which the gateway checks against the credential's hash: jitgate never
+// stores a session credential in clear, and neither mysql_native_password nor the fast path
+// of caching_sha2_password can be checked without a password-equivalent hash kept on the
+// server. Without TLS (insecure_plaintext), a client asks for the gateway's RSA key and sends
+// the password encrypted with it, as MySQL does.
+package mysql
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/gateway"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configures a Gateway.
+type Options struct {
+	Engine   gateway.Engine
+	Upstream UpstreamFunc
+	// TLS, when set, is offered to clients.
+	TLS *tls.Config
+	// InsecurePlaintext allows clients that do not use TLS (local experiments only).
+	InsecurePlaintext bool
+	// Clock defaults to the system clock.
+	Clock jitgate.Clock
+	// StartupTimeout bounds the whole handshake and authentication phase (default 10s).
+	StartupTimeout time.Duration
+	// MaxPacket caps a client's command after login (default 64 MiB, MySQL's default
+	// max_allowed_packet).
+	MaxPacket int
+	Logger    *slog.Logger
+	// SweepEvery is how often live sessions' grants are re-read from the store, so that a
+	// revoke or extension made by another server instance takes effect (default 1s).
+	SweepEvery time.Duration
+	// ReuseUpstream, when positive, keeps the upstream connection of a session the client
+	// ended cleanly (COM_QUIT between transactions), reset with COM_RESET_CONNECTION, for up
+	// to this long for the next session of the same grant. Zero turns reuse off.
+	ReuseUpstream time.Duration
+	// Recorder settings; see gateway.NewRecorder (zero: the defaults).
+	RecorderBuffer int
+	RecorderBatch  int
+	RecorderFlush  time.Duration
+	// Limits bound clients that have not logged in yet (see gateway.Limits).
+	Limits gateway.Limits
+	// ServerVersion is the version the gateway announces before it knows the upstream
+	// (default: the last upstream's, or "8.0.0-jitgate" before any).
+	ServerVersion string
+}
+
+// Gateway accepts MySQL client connections and runs their sessions.
+type Gateway struct {
+	opts    Options
+	entry   *gateway.Entry
+	log     *slog.Logger
+	clock   jitgate.Clock
+	rec     *gateway.Recorder
+	pool    *gateway.Pool[*upstream]
+	reg     *gateway.Registry
+	metrics *gateway.Metrics
+	unsub   func()
+
+	nextID  atomic.Uint32 // client-facing connection ids
+	reused  atomic.Int64
+	version atomic.Pointer[string] // the last upstream's version
+
+	keyOnce sync.Once
+	key     *rsa.PrivateKey // for caching_sha2_password without TLS
+	keyPEM  []byte
+	keyErr  error
+
+	closeOnce sync.Once
+
+	mu   sync.Mutex
+	byID map[uint32]*session // live sessions by the connection id their client was told
+
+	conns sync.WaitGroup
+}
+
+// New returns a Gateway, subscribed to the engine's grant events at once.
+func New(o Options) *Gateway {
+	if o.Clock == nil {
+		o.Clock = jitgate.SystemClock{}
+	}
+	if o.StartupTimeout == 0 {
+		o.StartupTimeout = 10 * time.Second
+	}
+	if o.MaxPacket == 0 {
+		o.MaxPacket = 64 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock}
+	g.pool = gateway.NewPool(o.ReuseUpstream, func(u *upstream) net.Conn { return u.conn })
+	g.reg = gateway.NewRegistry(gateway.RegistryOptions{Grants: o.Engine.GrantByID, Parked: g.pool, SweepEvery: o.SweepEvery,
+		Clock: o.Clock, Logger: o.Logger})
+	g.rec = gateway.NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
+	g.entry = gateway.NewEntry(gateway.EntryOptions{Limits: o.Limits, Protocol: "mysql", Refuse: refuse,
+		Audit: o.Engine.RecordAudit, Clock: o.Clock, Logger: o.Logger})
+	g.metrics = gateway.NewMetrics("mysql", g.Sessions, g.rec, g.pool.Size, g.reused.Load, g.entry)
+	g.unsub = o.Engine.Subscribe(g.reg.OnEvent)
+	return g
+}
+
+// Describe implements prometheus.Collector.
+func (g *Gateway) Describe(ch chan<- *prometheus.Desc) { g.metrics.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (g *Gateway) Collect(ch chan<- prometheus.Metric) { g.metrics.Collect(ch) }
+
+// Recorder returns the gateway's statement recorder.
+func (g *Gateway) Recorder() *gateway.Recorder { return g.rec }
+
+// Serve accepts connections on ln until Close (see gateway.Entry.Serve).
+func (g *Gateway) Serve(ln net.Listener) error { return g.entry.Serve(ln, g.handle) }
+
+// Ready returns nil while the gateway accepts connections; otherwise why not.
+func (g *Gateway) Ready() error { return g.entry.Ready() }
+
+// Sessions returns the number of live sessions.
+func (g *Gateway) Sessions() int { return g.reg.Len() }
+
+// Close stops accepting connections, ends every session ("jitgate is shutting down"),
+// flushes the statement recorder and returns when all connection goroutines are gone. Calls
+// after the first return nil.
+func (g *Gateway) Close() error {
+	first := false
+	g.closeOnce.Do(func() { first = true })
+	if !first {
+		return nil
+	}
+	g.pool.Close()
+	g.entry.Close()
+	g.reg.Shutdown("jitgate is shutting down")
+	g.entry.Wait()
+	g.conns.Wait()
+	g.reg.Close()
+	g.unsub()
+	return g.rec.Close()
+}
+
+// refuse tells a client over a pre-authentication limit why, in place of the handshake.
+func refuse(c net.Conn, reason string) {
+	msg := "jitgate: too many connections are logging in; try again shortly"
+	if reason == gateway.RefusedSource {
+		msg = "jitgate: too many connections from your address are logging in; try again shortly"
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	p := &packetIO{rw: c}
+	_ = p.write(errPacket(erConCount, "08004", msg))
+}
+
+// serverVersion is the version the handshake announces.
+func (g *Gateway) serverVersion() string {
+	if g.opts.ServerVersion != "" {
+		return g.opts.ServerVersion
+	}
+	if v := g.version.Load(); v != nil {
+		return *v
+	}
+	return "8.0.0-jitgate"
+}
+
+// rsaKey returns the gateway's RSA key for caching_sha2_password over plaintext, made on
+// first use.
+func (g *Gateway) rsaKey() (*rsa.PrivateKey, []byte, error) {
+	g.keyOnce.Do(func() {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			g.keyErr = err
+			return
+		}
+		der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+		if err != nil {
+			g.keyErr = err
+			return
+		}
+		g.key, g.keyPEM = k, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	})
+	return g.key, g.keyPEM, g.keyErr
+}
+
+// denied is a login the gateway refuses: the ERR it sends and how the failure counts.
+type denied struct {
+	code     uint16
+	sqlstate string
+	msg      string
+}
+
+// handle runs one client connection: handshake, authentication, upstream login, relay.
+func (g *Gateway) handle(nc net.Conn, authenticated func()) {
+	g.conns.Add(1)
+	defer g.conns.Done()
+	conn := nc
+	defer func() { conn.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), g.opts.StartupTimeout)
+	defer cancel()
+	_ = conn.SetDeadline(time.Now().Add(g.opts.StartupTimeout))
+
+	scramble, err := newScramble()
+	if err != nil {
+		return
+	}
+	caps := serverCaps
+	if g.opts.TLS != nil {
+		caps |= capSSL
+	}
+	id := g.nextID.Add(1)
+	hs := &handshake{version: g.serverVersion(), connID: id, scramble: scramble, caps: caps, charset: 45,
+		status: statusAutocommit, plugin: pluginCachingSHA2}
+	p := &packetIO{rw: conn, max: 1 << 16}
+	if err := p.write(hs.encode()); err != nil {
+		return
+	}
+	fail := func(code uint16, sqlstate, msg string) { _ = p.write(errPacket(code, sqlstate, msg)) }
+	b, err := p.read()
+	if err != nil {
+		g.log.Debug("mysql gateway: bad handshake", "client", conn.RemoteAddr(), "err", err)
+		if !errors.Is(err, net.ErrClosed) && !errors.Is(err, errPacketTooLarge) {
+			fail(erHandshake, "08S01", "jitgate: bad handshake")
+		}
+		return
+	}
+	resp, err := parseResponse(b)
+	if err != nil {
+		g.loginFailed(conn, "", "", err.Error())
+		fail(erHandshake, "08S01", "jitgate: bad handshake: "+err.Error())
+		return
+	}
+	secure := false
+	if resp.caps&capSSL != 0 && len(b) == sslRequestLen {
+		if g.opts.TLS == nil {
+			fail(erHandshake, "08S01", "jitgate: this gateway does not offer TLS")
+			return
+		}
+		tconn := tls.Server(conn, g.opts.TLS)
+		if err := tconn.HandshakeContext(ctx); err != nil {
+			g.log.Debug("mysql gateway: TLS handshake failed", "client", conn.RemoteAddr(), "err", err)
+			return
+		}
+		conn, secure, p.rw = tconn, true, tconn
+		if b, err = p.read(); err != nil {
+			return
+		}
+		if resp, err = parseResponse(b); err != nil || len(b) == sslRequestLen {
+			msg := "jitgate: bad handshake"
+			if err != nil {
+				msg += ": " + err.Error()
+			}
+			g.loginFailed(conn, "", "", msg)
+			fail(erHandshake, "08S01", msg)
+			return
+		}
+	}
+	user, resource := clip(resp.user), clip(resp.database)
+	deny := func(msg string) {
+		g.loginFailed(conn, user, resource, msg)
+		fail(erAccessDenied, "28000", msg)
+	}
+	if !secure && !g.opts.InsecurePlaintext {
+		deny("jitgate: this gateway requires TLS (mariadb/mysql: --ssl; go-sql-driver: tls=true or skip-verify)")
+		return
+	}
+	if user == "" || resource == "" {
+		deny("jitgate: connect with your jitgate user name as the user and the resource name as the database")
+		return
+	}
+	password, msg := g.password(p, resp, scramble, secure)
+	if msg != "" {
+		deny(msg)
+		return
+	}
+	grant, err := g.opts.Engine.AuthenticateSession(ctx, user, resource, password)
+	if err != nil {
+		if jitgate.ErrorCode(err) == jitgate.EUNAUTHORIZED {
+			g.entry.Pause(ctx, g.entry.LoginFailed(conn.RemoteAddr(), user, resource, err))
+			fail(erAccessDenied, "28000", jitgate.ErrorMessage(err))
+		} else {
+			g.log.Error("mysql gateway: cannot check a credential", "err", err)
+			fail(1105, "HY000", "jitgate: cannot check the credential now; try again shortly")
+		}
+		return
+	}
+	authenticated()
+	cfg, err := g.opts.Upstream(grant)
+	if err != nil {
+		switch jitgate.ErrorCode(err) {
+		case jitgate.EUNAVAILABLE:
+			fail(erUpstream, "HY000", "jitgate: "+jitgate.ErrorMessage(err))
+		case jitgate.ENOTFOUND:
+			fail(erAccessDenied, "28000", fmt.Sprintf("jitgate: %s is not a MySQL resource; this is the MySQL gateway", grant.Resource))
+		default:
+			g.log.Error("mysql gateway: upstream config", "grant", grant.ID, "err", err)
+			fail(erUpstream, "HY000", fmt.Sprintf("jitgate: resource %s is not reachable through the gateway: %s", grant.Resource, jitgate.ErrorMessage(err)))
+		}
+		return
+	}
+	maxPacket := resp.maxPacket
+	key := gateway.KeyOf(grant.ID, map[string]string{"caps": strconv.FormatUint(uint64(resp.caps&streamCaps), 16),
+		"charset": strconv.Itoa(int(resp.charset)), "user": cfg.User})
+	u, ok := g.pool.Take(key, g.clock.Now())
+	if ok {
+		g.reused.Add(1)
+	} else {
+		u, err = login(ctx, cfg, resp.caps, resp.charset, maxPacket)
+		if err != nil {
+			g.upstreamFailed(fail, grant, err)
+			return
+		}
+		v := u.version
+		g.version.Store(&v)
+	}
+	s := newSession(g, conn, u, key, grant, resp.caps&streamCaps, id)
+	if tr, ok := g.reg.Add(s, grant); ok {
+		s.tr = tr
+	} else {
+		u.conn.Close()
+		fail(erServerShutdown, "08S01", "jitgate is shutting down")
+		return
+	}
+	s.info = &jitgate.Session{GrantID: grant.ID, User: grant.User, Resource: grant.Resource, Role: grant.Role, ClientAddr: conn.RemoteAddr().String()}
+	if err := g.opts.Engine.StartSession(ctx, s.info); err != nil {
+		s.tr.Remove()
+		u.conn.Close()
+		fail(1105, "HY000", "jitgate: cannot record the session; refusing it")
+		g.log.Error("mysql gateway: start session", "err", err)
+		return
+	}
+	if err := p.write(okPacket(statusAutocommit)); err != nil {
+		s.tr.Remove()
+		u.conn.Close()
+		s.finish("client went away during login")
+		return
+	}
+	_ = conn.SetDeadline(time.Time{})
+	s.stmtHead = &jitgate.AuditEvent{Actor: grant.User, Action: jitgate.ActionSessionStatements,
+		RequestID: grant.RequestID, GrantID: grant.ID, SessionID: s.info.ID}
+	g.log.Info("mysql gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User,
+		"resource", grant.Resource, "role", grant.Role, "upstream_thread", u.connID)
+	s.client = conn
+	s.run()
+}
+
+// password runs the authentication exchange after the handshake response and returns the
+// password the client sent, or why the login is refused.
+func (g *Gateway) password(p *packetIO, resp *response, scramble []byte, secure bool) (string, string) {
+	const noPassword = "jitgate: no password given; use the session credential from `jitgate credentials` as the password"
+	plugin := resp.plugin
+	if resp.caps&capPluginAuth == 0 {
+		plugin = pluginNative
+	}
+	auth := resp.auth
+	switch plugin {
+	case pluginClear:
+		// Only a client configured for it answers so; the password itself is the answer.
+		if len(auth) > 0 && auth[len(auth)-1] == 0 {
+			auth = auth[:len(auth)-1]
+		}
+		if len(auth) == 0 {
+			return "", noPassword
+		}
+		return string(auth), ""
+	case pluginCachingSHA2:
+	default:
+		// Ask for caching_sha2_password (whatever the client tried first).
+		sw := append([]byte{0xfe}, pluginCachingSHA2...)
+		sw = append(sw, 0)
+		sw = append(append(sw, scramble...), 0)
+		if err := p.write(sw); err != nil {
+			return "", "jitgate: client went away"
+		}
+		b, err := p.read()
+		if err != nil {
+			return "", "jitgate: client went away during authentication"
+		}
+		auth = b
+	}
+	if len(auth) == 0 || (len(auth) == 1 && auth[0] == 0) {
+		return "", noPassword
+	}
+	// Full authentication: the password itself, over TLS or RSA-encrypted.
+	if err := p.write([]byte{0x01, sha2FullAuth}); err != nil {
+		return "", "jitgate: client went away"
+	}
+	b, err := p.read()
+	if err != nil {
+		return "", "jitgate: client went away during authentication"
+	}
+	if secure {
+		if len(b) > 0 && b[len(b)-1] == 0 {
+			b = b[:len(b)-1]
+		}
+		return string(b), ""
+	}
+	if len(b) != 1 || b[0] != sha2RequestPublicKey {
+		return "", "jitgate: without TLS, the password must be sent encrypted with the gateway's RSA key (use TLS)"
+	}
+	key, pemKey, err := g.rsaKey()
+	if err != nil {
+		return "", "jitgate: no RSA key for authentication without TLS; use TLS"
+	}
+	if err := p.write(append([]byte{0x01}, pemKey...)); err != nil {
+		return "", "jitgate: client went away"
+	}
+	if b, err = p.read(); err != nil {
+		return "", "jitgate: client went away during authentication"
+	}
+	pw, err := decryptPassword(key, scramble, b)
+	if err != nil {
+		return "", "jitgate: could not decrypt the password"
+	}
+	return pw, ""
+}
+
+// upstreamFailed tells the client why the upstream login failed, without the upstream
+// login's name or the server's reason where it is about credentials.
+func (g *Gateway) upstreamFailed(fail func(uint16, string, string), grant *jitgate.Grant, err error) {
+	g.log.Warn("mysql gateway: upstream login failed", "grant", grant.ID, "resource", grant.Resource, "err", err)
+	var se *serverError
+	switch {
+	case errors.As(err, &se) && (se.Code == erAccessDenied || se.Code == 1698 || se.Code == 1044):
+		fail(erAccessDenied, "28000", fmt.Sprintf("jitgate: the upstream login for %s/%s was refused; an operator must fix its credentials", grant.Resource, grant.Role))
+	case errors.As(err, &se):
+		fail(se.Code, se.SQLState, "jitgate: upstream: "+se.Message)
+	case errors.Is(err, errUnsupported):
+		fail(erUpstream, "HY000", fmt.Sprintf("jitgate: cannot log in to %s: %v", grant.Resource, err))
+	default:
+		fail(erUpstream, "HY000", fmt.Sprintf("jitgate: cannot connect to %s", grant.Resource))
+	}
+}
+
+// loginFailed accounts a login the client broke off or got wrong before its credential was
+// checked.
+func (g *Gateway) loginFailed(conn net.Conn, user, resource, msg string) {
+	g.entry.LoginFailed(conn.RemoteAddr(), user, resource,
+		&jitgate.AuthFailure{Reason: jitgate.AuthProtocol, Err: jitgate.Errorf(jitgate.EUNAUTHORIZED, "%s", msg)})
+}
+
+// clip bounds a name a client sent before logging in.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64]
+	}
+	return s
+}
+
+// track makes a live session findable by the connection id its client was told.
+func (g *Gateway) track(s *session) {
+	g.mu.Lock()
+	if g.byID == nil {
+		g.byID = map[uint32]*session{}
+	}
+	g.byID[s.id] = s
+	g.mu.Unlock()
+}
+
+func (g *Gateway) untrack(s *session) {
+	g.mu.Lock()
+	delete(g.byID, s.id)
+	g.mu.Unlock()
+}
+
+// killByClient kills the running query of the session its client knows as id, if that
+// session is of grant (a client may stop its own queries, as MySQL lets an account kill its
+// own threads); false if there is no such session.
+func (g *Gateway) killByClient(grant int64, id uint32) bool {
+	g.mu.Lock()
+	s := g.byID[id]
+	g.mu.Unlock()
+	if s == nil || s.grant.ID != grant {
+		return false
+	}
+	if s.inflight.Load() > 0 {
+		s.killQuery()
+	}
+	return true
+}
