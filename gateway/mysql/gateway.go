@@ -501,3 +501,6 @@ func (g *Gateway) killByClient(grant int64, id uint32) bool {
 	}
 	return true
 }
+
+// ServeConn runs one client connection to its end (for tests and custom listeners).
+func (g *Gateway) ServeConn(conn net.Conn) { g.handle(conn, func() {}) }

@@ -2,6 +2,7 @@ package mysql_test
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -742,4 +743,38 @@ func handshakeResponse(user, db string) []byte {
 	b = append(append(b, db...), 0)
 	b = append(append(b, "mysql_native_password"...), 0)
 	return append([]byte{byte(len(b)), byte(len(b) >> 8), byte(len(b) >> 16), 1}, b...)
+}
+
+// The gateway's own upstream login speaks caching_sha2_password: pointed at a second jitgate
+// MySQL gateway (whose clients must use that plugin, with full authentication), it logs in
+// over TLS (the password inside TLS) and without TLS (the password encrypted with the
+// server's RSA key).
+func TestCachingSHA2Upstream(t *testing.T) {
+	for _, withTLS := range []bool{true, false} {
+		t.Run(fmt.Sprintf("tls=%v", withTLS), func(t *testing.T) {
+			inner := newEnv(t, func(o *mysql.Options) {
+				if !withTLS {
+					o.TLS, o.InsecurePlaintext = nil, true
+				}
+			})
+			_, innerSecret := inner.grant(t, "shop-db", "read", time.Hour)
+			outer := newEnv(t, func(o *mysql.Options) {
+				o.Upstream = func(*jitgate.Grant) (*mysql.Upstream, error) {
+					u := &mysql.Upstream{Addr: inner.addr, User: "alice", Password: innerSecret, Database: "shop-db"}
+					if withTLS {
+						u.TLS, u.TLSRequired = &tls.Config{InsecureSkipVerify: true}, true
+					}
+					return u, nil
+				}
+			})
+			_, secret := outer.grant(t, "shop-db", "write", time.Hour)
+			var user string
+			if err := outer.open(t, secret).QueryRow("SELECT CURRENT_USER()").Scan(&user); err != nil {
+				t.Fatal(err)
+			}
+			if user != "jg_gwmy_read@%" {
+				t.Fatalf("logged in as %q", user)
+			}
+		})
+	}
 }

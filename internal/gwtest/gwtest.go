@@ -1,0 +1,89 @@
+// Package gwtest holds what the protocol gateways' tests share: a scripted client connection
+// for fuzzing the login phase, and an engine that refuses every credential.
+package gwtest
+
+import (
+	"context"
+	"io"
+	"net"
+	"time"
+
+	"github.com/jitgate/jitgate"
+)
+
+// RefuseAll is an engine (gateway.Engine) that knows no credential: a fuzzer exercises
+// everything up to and including authentication without a database.
+type RefuseAll struct{}
+
+// AuthenticateSession refuses every credential.
+func (RefuseAll) AuthenticateSession(context.Context, string, string, string) (*jitgate.Grant, error) {
+	return nil, jitgate.Errorf(jitgate.EUNAUTHORIZED, "jitgate: unknown credential")
+}
+
+// StartSession does nothing.
+func (RefuseAll) StartSession(context.Context, *jitgate.Session) error { return nil }
+
+// EndSession does nothing.
+func (RefuseAll) EndSession(context.Context, *jitgate.Session) error { return nil }
+
+// RecordAudit drops the events.
+func (RefuseAll) RecordAudit(context.Context, []*jitgate.AuditEvent) error { return nil }
+
+// Subscribe delivers no events.
+func (RefuseAll) Subscribe(func(jitgate.Event)) func() { return func() {} }
+
+// GrantByID finds no grant.
+func (RefuseAll) GrantByID(context.Context, int64) (*jitgate.Grant, error) {
+	return nil, jitgate.Errorf(jitgate.ENOTFOUND, "no grants here")
+}
+
+// ScriptConn is a client connection that sends a fixed input, then EOF; what the gateway
+// writes is thrown away. An incomplete login then ends at once with EOF instead of waiting
+// out the login timeout, so a fuzzer runs thousands of inputs a second.
+type ScriptConn struct {
+	In     []byte
+	closed bool
+}
+
+// Read returns the script, then io.EOF.
+func (c *ScriptConn) Read(p []byte) (int, error) {
+	if c.closed {
+		return 0, net.ErrClosed
+	}
+	if len(c.In) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.In)
+	c.In = c.In[n:]
+	return n, nil
+}
+
+// Write discards p.
+func (c *ScriptConn) Write(p []byte) (int, error) {
+	if c.closed {
+		return 0, net.ErrClosed
+	}
+	return len(p), nil
+}
+
+// Close marks the connection closed.
+func (c *ScriptConn) Close() error { c.closed = true; return nil }
+
+// LocalAddr is a fixed loopback address.
+func (c *ScriptConn) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 15432}
+}
+
+// RemoteAddr is a fixed loopback address: every input comes from the same source.
+func (c *ScriptConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+}
+
+// SetDeadline does nothing.
+func (c *ScriptConn) SetDeadline(time.Time) error { return nil }
+
+// SetReadDeadline does nothing.
+func (c *ScriptConn) SetReadDeadline(time.Time) error { return nil }
+
+// SetWriteDeadline does nothing.
+func (c *ScriptConn) SetWriteDeadline(time.Time) error { return nil }
