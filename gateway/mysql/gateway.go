@@ -419,7 +419,13 @@ func (g *Gateway) password(p *packetIO, resp *response, scramble []byte, secure 
 		return string(b), ""
 	}
 	if len(b) != 1 || b[0] != sha2RequestPublicKey {
-		return "", "jitgate: without TLS, the password must be sent encrypted with the gateway's RSA key (use TLS)"
+		// The client sent the password in clear without TLS (MariaDB's client does when it
+		// asked for TLS the gateway does not offer). Only insecure_plaintext gets this far:
+		// the password has crossed the network in clear already.
+		if len(b) > 0 && b[len(b)-1] == 0 {
+			b = b[:len(b)-1]
+		}
+		return string(b), ""
 	}
 	key, pemKey, err := g.rsaKey()
 	if err != nil {

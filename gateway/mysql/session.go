@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -357,6 +358,16 @@ func (s *session) idle() bool {
 
 var killQueryRE = regexp.MustCompile(`(?i)^\s*KILL\s+QUERY\s+([0-9]{1,10})\s*;?\s*$`)
 
+// killQuery matches "KILL QUERY <id>" (the regular expression only runs on text that starts
+// with KILL: every statement passes here).
+func killQuery(sql []byte) [][]byte {
+	t := bytes.TrimLeft(sql, " \t\r\n")
+	if len(t) < 4 || !bytes.EqualFold(t[:4], []byte("KILL")) {
+		return nil
+	}
+	return killQueryRE.FindSubmatch(sql)
+}
+
 // onCommand notes a client command (payload p of plen bytes, of which p may hold only the
 // head). It returns the command to queue for its response; nil and nil for COM_QUIT; or the
 // payload of the answer to a command the gateway answers itself (an ERR for one it refuses),
@@ -372,7 +383,7 @@ func (s *session) onCommand(p []byte, plen int) (*command, []byte) {
 		return nil, nil
 	case comQuery:
 		c.sql, c.protocol = sqlText(arg, plen-1), ""
-		if m := killQueryRE.FindSubmatch(arg); m != nil {
+		if m := killQuery(arg); m != nil {
 			if id, err := strconv.ParseUint(string(m[1]), 10, 32); err == nil && s.g.killByClient(s.grant.ID, uint32(id)) {
 				// The mariadb client's Ctrl-C: KILL QUERY of the connection id it was told,
 				// which is the gateway's; the gateway kills that session's upstream query.
