@@ -109,9 +109,9 @@ func (a *app) credentialsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "credentials RESOURCE [--role ROLE] [-o env|uri|json]",
 		Short: "Get a short-lived login under your active grant",
-		Long: `Get a login for your active grant on RESOURCE. Where the server runs the PostgreSQL gateway
-and RESOURCE is PostgreSQL, it is a session credential that works only through the gateway,
-only while the grant is active, and only as you. Otherwise, for a role with ephemeral
+		Long: `Get a login for your active grant on RESOURCE. Where the server runs the gateway for
+RESOURCE's kind (PostgreSQL or MySQL), it is a session credential that works only through the
+gateway, only while the grant is active, and only as you. Otherwise, for a role with ephemeral
 provisioning, it is the grant's own database user (jit_<you>_<grant>), which is dropped when
 the grant ends. Either way it never outlives the grant.
 Output: shell exports (env, the default: PG* or MYSQL_* variables), a connection URI (uri), or JSON.`,
@@ -145,8 +145,8 @@ Output: shell exports (env, the default: PG* or MYSQL_* variables), a connection
 func (a *app) connectCmd() *cobra.Command {
 	var role string
 	cmd := &cobra.Command{
-		Use:   "connect RESOURCE [--role ROLE] [-- PSQL-ARGS...]",
-		Short: "Open psql (or mysql) under your active grant",
+		Use:   "connect RESOURCE [--role ROLE] [-- CLIENT-ARGS...]",
+		Short: "Open psql (or mariadb/mysql) under your active grant",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 {
 				return usagef("connect takes a RESOURCE")

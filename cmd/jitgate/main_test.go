@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,6 +63,19 @@ func TestScripts(t *testing.T) {
 				default:
 					return err
 				}
+				myUpstream, err := testdb.PrepareMySQLUpstream()
+				switch {
+				case err == nil:
+					env.Setenv("MYSQL_UPSTREAM", "ok")
+				case errors.Is(err, testdb.ErrMySQLUnreachable) && os.Getenv("CI") != "true":
+					// Scripts that need it skip with [!mysql].
+				default:
+					return err
+				}
+				myGwAddr, err := freeAddr()
+				if err != nil {
+					return err
+				}
 				// UNIQ makes user names (and so jit_ role names in the shared PostgreSQL) unique
 				// to this script run.
 				uniq := make([]byte, 4)
@@ -70,12 +84,13 @@ func TestScripts(t *testing.T) {
 				cfg := filepath.Join(env.WorkDir, "jitgate.yaml")
 				if data, err := os.ReadFile(cfg); err == nil {
 					r := strings.NewReplacer("STORE_DSN", dsn, "GATEWAY_ADDR", gwAddr, "UPSTREAM_ADDR", upstream, "UPSTREAM_DB", database,
-						"UNIQ", env.Getenv("UNIQ"))
+						"MYSQL_GATEWAY_ADDR", myGwAddr, "MYSQL_ADDR", myUpstream, "UNIQ", env.Getenv("UNIQ"))
 					if err := os.WriteFile(cfg, []byte(r.Replace(string(data))), 0o600); err != nil {
 						return err
 					}
 				}
 				env.Setenv("STORE", dsn)
+				env.Setenv("JG_GWMY_PASSWORD", testdb.MySQLUpstreamPassword)
 				env.Setenv("ADDR", addr)
 				env.Setenv("JITGATE_SERVER", "http://"+addr)
 				env.Setenv("HOME", env.WorkDir)
@@ -83,9 +98,19 @@ func TestScripts(t *testing.T) {
 				return nil
 			},
 			Condition: func(cond string) (bool, error) {
-				if cond == "upstream" {
+				switch cond {
+				case "upstream":
 					_, _, err := testdb.PrepareUpstream()
 					return err == nil, nil
+				case "mysql":
+					// The MariaDB/MySQL upstream and a mariadb or mysql client.
+					_, err := testdb.PrepareMySQLUpstream()
+					_, e1 := exec.LookPath("mariadb")
+					_, e2 := exec.LookPath("mysql")
+					if err == nil && e1 != nil && e2 != nil && os.Getenv("CI") == "true" {
+						return false, errors.New("CI=true needs the mariadb client")
+					}
+					return err == nil && (e1 == nil || e2 == nil), nil
 				}
 				return false, fmt.Errorf("unknown condition %q", cond)
 			},

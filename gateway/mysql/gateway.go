@@ -242,7 +242,10 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 	b, err := p.read()
 	if err != nil {
 		g.log.Debug("mysql gateway: bad handshake", "client", conn.RemoteAddr(), "err", err)
-		if !errors.Is(err, net.ErrClosed) && !errors.Is(err, errPacketTooLarge) {
+		switch {
+		case errors.Is(err, errPacketTooLarge):
+			fail(erNetPacketTooBig, "08S01", "jitgate: handshake packet too large")
+		case !errors.Is(err, net.ErrClosed):
 			fail(erHandshake, "08S01", "jitgate: bad handshake")
 		}
 		return

@@ -647,7 +647,7 @@ func TestBadInputLeaksNothing(t *testing.T) {
 		want string
 	}{
 		{"garbage", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "bad handshake"},
-		{"oversized packet", append([]byte{0xff, 0xff, 0xff, 1}, make([]byte, 100)...), ""},
+		{"oversized packet", append([]byte{0xff, 0xff, 0xff, 1}, make([]byte, 100)...), "handshake packet too large"},
 		{"short response", []byte{3, 0, 0, 1, 1, 2, 3}, "bad handshake"},
 		{"silent client", nil, ""},
 		{"plaintext", handshakeResponse("alice", "shop-db"), "requires TLS"},

@@ -3,6 +3,8 @@ package testdb
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -54,6 +56,42 @@ const MySQLUpstreamPassword = "jg-gwmy-test-pw"
 func MySQLGatewayUpstream(t testing.TB) (string, *sql.DB) {
 	t.Helper()
 	db, cfg := MySQL(t)
+	if err := prepareMySQLUpstream(db); err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	return cfg.Addr, db
+}
+
+// ErrMySQLUnreachable means the test MariaDB/MySQL server could not be reached.
+var ErrMySQLUnreachable = errors.New("MariaDB/MySQL unreachable")
+
+// PrepareMySQLUpstream is MySQLGatewayUpstream outside a test (for CLI scripts): it returns
+// the server's host:port, or an error wrapping ErrMySQLUnreachable if the server cannot be
+// reached.
+func PrepareMySQLUpstream() (string, error) {
+	dsn := os.Getenv("JITGATE_TEST_MYSQL")
+	if dsn == "" {
+		dsn = DefaultMySQL
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "", fmt.Errorf("JITGATE_TEST_MYSQL: %w", err)
+	}
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		return "", fmt.Errorf("%w (%s): %v", ErrMySQLUnreachable, cfg.Addr, err)
+	}
+	return cfg.Addr, prepareMySQLUpstream(db)
+}
+
+func prepareMySQLUpstream(db *sql.DB) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, q := range []string{
@@ -66,9 +104,8 @@ func MySQLGatewayUpstream(t testing.TB) (string, *sql.DB) {
 		"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY TABLES ON jg_gwmy.* TO 'jg_gwmy_write'@'%'",
 	} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
+			return fmt.Errorf("%s: %w", q, err)
 		}
 	}
-	db.SetMaxOpenConns(1)
-	return cfg.Addr, db
+	return nil
 }
