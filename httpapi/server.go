@@ -24,10 +24,9 @@ import (
 // Server is the HTTP API. Handlers only decode, call the engine and encode: every
 // authorization decision is the engine's.
 type Server struct {
-	engine  *access.Engine
-	log     *slog.Logger
-	mux     *http.ServeMux
-	gateway *GatewayInfo
+	engine *access.Engine
+	log    *slog.Logger
+	mux    *http.ServeMux
 	// gateways are the protocol gateways by the resource kind they serve.
 	gateways map[string]*GatewayInfo
 	ready    []readyCheck
@@ -44,26 +43,24 @@ func (s *Server) AddReadyCheck(name string, check func() error) {
 	s.ready = append(s.ready, readyCheck{name, check})
 }
 
-// SetGateway tells the API where the PostgreSQL gateway listens, enabling credentials.
-func (s *Server) SetGateway(g GatewayInfo) { s.SetGatewayFor(jitgate.KindPostgres, g) }
-
 // SetGatewayFor tells the API where the gateway for resources of kind (postgres, mysql)
 // listens: credentials for such resources are then session credentials for that gateway.
+// Call it before serving.
 func (s *Server) SetGatewayFor(kind string, g GatewayInfo) {
 	if s.gateways == nil {
 		s.gateways = map[string]*GatewayInfo{}
 	}
 	s.gateways[kind] = &g
-	if kind == jitgate.KindPostgres {
-		s.gateway = &g
-	}
 }
+
+// GatewayFor returns where the gateway for resources of kind listens (nil if none runs).
+func (s *Server) GatewayFor(kind string) *GatewayInfo { return s.gateways[kind] }
 
 // Mount serves h for every path the API does not own (the web UI at /).
 func (s *Server) Mount(h http.Handler) { s.mux.Handle("/", h) }
 
 // Gateway returns where the PostgreSQL gateway listens, or nil.
-func (s *Server) Gateway() *GatewayInfo { return s.gateway }
+func (s *Server) Gateway() *GatewayInfo { return s.gateways[jitgate.KindPostgres] }
 
 // New returns a Server for engine, registering its metrics in reg.
 func New(engine *access.Engine, log *slog.Logger, reg *prometheus.Registry) *Server {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	mysqldrv "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 	"github.com/jitgate/jitgate"
 )
@@ -158,3 +160,76 @@ func randomPassword() string {
 
 // firstLine folds an error's lines (pgx puts the server's reason on the second) into one.
 func firstLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// The dev config's MySQL demo: its account and the variable its password goes in.
+const (
+	demoMySQLRead            = "demo_read"
+	demoMySQLReadPasswordEnv = "JITGATE_DEMO_MYSQL_READ_PASSWORD"
+)
+
+// setUpDemoMySQL makes the dev config's demo-mysql real on the local MariaDB or MySQL, when
+// root may log in over TCP (without a password, or with $MYSQL_PWD): the database, a sample
+// table, and the account the gateway logs in as, with a fresh random password it hands the
+// gateway through the environment. It touches nothing but these names.
+func setUpDemoMySQL(ctx context.Context, res *jitgate.Resource) demoSetup {
+	s := setUpDemoMySQLOnce(ctx, res)
+	if !s.OK {
+		if _, ok := os.LookupEnv(demoMySQLReadPasswordEnv); !ok {
+			os.Setenv(demoMySQLReadPasswordEnv, "")
+		}
+	}
+	return s
+}
+
+func setUpDemoMySQLOnce(ctx context.Context, res *jitgate.Resource) demoSetup {
+	fix := fmt.Sprintf(`as an administrator of the MariaDB/MySQL server on %s (e.g. mariadb -h 127.0.0.1 -u root):
+    CREATE DATABASE demo;
+    CREATE TABLE demo.orders (id INT PRIMARY KEY, customer VARCHAR(64), total DECIMAL(10,2), status VARCHAR(16));
+    CREATE USER %s IDENTIFIED BY '...';
+    GRANT SELECT ON demo.* TO %s;
+  then start the dev server with %s set to that password
+  (or let root log in, with MYSQL_PWD if it needs a password, and let the dev server do it).`,
+		res.Address, demoMySQLRead, demoMySQLRead, demoMySQLReadPasswordEnv)
+	cfg := mysqldrv.NewConfig()
+	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = "root", os.Getenv("MYSQL_PWD"), "tcp", res.Address
+	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = 3*time.Second, 10*time.Second, 10*time.Second
+	cfg.InterpolateParams = true // literals quoted by the driver, also in statements that take no parameters
+	connector, err := mysqldrv.NewConnector(cfg)
+	if err != nil {
+		return demoSetup{Why: err.Error(), Fix: fix}
+	}
+	db := sql.OpenDB(connector)
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		return demoSetup{Why: fmt.Sprintf("cannot log in to MariaDB/MySQL at %s as root: %s", res.Address, firstLine(err.Error())), Fix: fix}
+	}
+	pw := randomPassword()
+	var s demoSetup
+	for _, st := range []struct {
+		q    string
+		args []any
+		done string
+	}{
+		{"CREATE DATABASE IF NOT EXISTS demo", nil, ""},
+		{`CREATE TABLE IF NOT EXISTS demo.orders (id INT PRIMARY KEY, customer VARCHAR(64) NOT NULL,
+			total DECIMAL(10,2) NOT NULL, status VARCHAR(16) NOT NULL)`, nil, ""},
+		{"INSERT IGNORE INTO demo.orders VALUES (41, 'ada', 12.50, 'shipped'), (42, 'grace', 99.00, 'stuck'), (43, 'linus', 7.25, 'paid')", nil, ""},
+		{"CREATE USER IF NOT EXISTS '" + demoMySQLRead + "'@'%' IDENTIFIED BY ?", []any{pw}, ""},
+		{"ALTER USER '" + demoMySQLRead + "'@'%' IDENTIFIED BY ?", []any{pw}, "set a new password for account " + demoMySQLRead},
+		{"GRANT SELECT ON demo.* TO '" + demoMySQLRead + "'@'%'", nil, "granted it SELECT on demo.*"},
+	} {
+		if _, err := db.ExecContext(ctx, st.q, st.args...); err != nil {
+			return demoSetup{Why: firstLine(err.Error()), Fix: fix}
+		}
+		if st.done != "" {
+			s.Done = append(s.Done, st.done)
+		}
+	}
+	if err := os.Setenv(demoMySQLReadPasswordEnv, pw); err != nil {
+		return demoSetup{Why: err.Error(), Fix: fix}
+	}
+	s.OK = true
+	return s
+}

@@ -16,8 +16,8 @@ import (
 
 // TestDevTour runs `jitgate server --dev` as a new user would and then every command of the
 // tour it prints, in order, through a shell with the printed aliases: a request, an automatic
-// and a manual approval, psql sessions through the gateway, a session cut off at its grant's
-// end, the sessions list, the audit log and its verification.
+// and a manual approval, psql sessions through the gateway, a mariadb session through the
+// MySQL gateway, a session cut off at its grant's end, the sessions list, the audit log and its verification.
 func TestDevTour(t *testing.T) {
 	t.Parallel() // 20 s of it is a grant running out
 	if testing.Short() {
@@ -81,6 +81,13 @@ func TestDevTour(t *testing.T) {
 	if !strings.Contains(text, "Demo database on") && !strings.Contains(text, "PostgreSQL gateway") || strings.Contains(text, "NOT set up") {
 		t.Fatalf("the dev server did not set up its demo database:\n%s", text)
 	}
+	// Where MariaDB and its client are here (always with CI=true), the MySQL demo is part of
+	// the tour.
+	_, myErr := testdb.PrepareMySQLUpstream()
+	_, clientErr := exec.LookPath("mariadb")
+	if (myErr == nil && clientErr == nil || os.Getenv("CI") == "true") && !strings.Contains(text, "as-alice connect demo-mysql") {
+		t.Fatalf("the dev server did not set up its MySQL demo (MariaDB: %v; client: %v):\n%s", myErr, clientErr, text)
+	}
 	// bash gets the printed export and aliases, then each tour command.
 	prelude := []string{"shopt -s expand_aliases"}
 	alias := regexp.MustCompile(`^\s+alias as-\w+='.*'$`)
@@ -117,6 +124,9 @@ func TestDevTour(t *testing.T) {
 		}
 		if strings.Contains(c, "audit --verify") && !strings.Contains(string(out), "Audit chain OK") {
 			t.Fatalf("verify: %s", out)
+		}
+		if strings.Contains(c, "connect demo-mysql") && !strings.Contains(string(out), "grace") {
+			t.Fatalf("%s: no orders through the MySQL gateway: %s", c, out)
 		}
 		if strings.HasPrefix(c, "as-carol sessions") && !strings.Contains(string(out), "expired at") {
 			t.Fatalf("sessions do not show the cut-off one: %s", out)

@@ -248,7 +248,16 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 				log.Warn("dev: demo database not set up", "why", demo.Why)
 			}
 		}
-		if err := a.printDevTour(ctx, rt, url, o.store, api.Gateway(), demo); err != nil {
+		var myDemo demoSetup
+		if res := rt.set.Resource("demo-mysql"); res != nil && gws.my != nil {
+			myDemo = setUpDemoMySQL(ctx, res)
+			if myDemo.OK {
+				log.Info("dev: demo MySQL database ready", "done", strings.Join(myDemo.Done, "; "))
+			} else {
+				log.Warn("dev: demo MySQL database not set up", "why", myDemo.Why)
+			}
+		}
+		if err := a.printDevTour(ctx, rt, url, o.store, api.Gateway(), demo, api.GatewayFor(jitgate.KindMySQL), myDemo); err != nil {
 			ln.Close()
 			return err
 		}
@@ -304,7 +313,8 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 }
 
 // printDevTour mints a token for each demo user and prints commands to paste.
-func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath string, gw *httpapi.GatewayInfo, demo demoSetup) error {
+func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath string, gw *httpapi.GatewayInfo, demo demoSetup,
+	myGW *httpapi.GatewayInfo, myDemo demoSetup) error {
 	local := jitgate.NewOperatorContext(ctx, "dev-server")
 	tokens := map[string]string{}
 	for _, u := range []string{"alice", "bob", "carol"} {
@@ -330,6 +340,16 @@ No jitgate on your PATH? Run: go install ./cmd/jitgate
 			fmt.Fprintf(w, "\nDemo database on %s: %s.\n", addr, strings.Join(demo.Done, "; "))
 		}
 		fmt.Fprintf(w, "PostgreSQL gateway (TLS, self-signed certificate) on %s:%s, in front of %s.\n", gw.Host, gw.Port, addr)
+	}
+	myOK := myGW != nil && myDemo.OK
+	if myGW != nil {
+		addr := rt.set.Resource("demo-mysql").Address
+		if myOK {
+			fmt.Fprintf(w, "Demo MySQL database on %s: %s.\n", addr, strings.Join(myDemo.Done, "; "))
+			fmt.Fprintf(w, "MySQL gateway (TLS, self-signed certificate) on %s:%s, in front of %s.\n", myGW.Host, myGW.Port, addr)
+		} else {
+			fmt.Fprintf(w, "No MySQL demo (optional): %s.\nTo try the MySQL gateway on %s:%s, run %s\n", myDemo.Why, myGW.Host, myGW.Port, myDemo.Fix)
+		}
 	}
 	if cp := rt.checkpoints; cp != nil && cp.signer != nil {
 		fmt.Fprintf(w, "Audit checkpoints: signed with %s into %s every minute and at shutdown.\n", cp.keyFile, cp.witnessFile)
@@ -361,6 +381,11 @@ In another terminal:
   as-alice extend 2 --by 30m --reason "needs longer"
   as-bob revoke 1 --reason "done"
 `)
+	if myOK {
+		fmt.Fprint(w, `  as-alice request demo-mysql --role read --for 10m --reason "same on MariaDB"   # auto-approved
+  as-alice connect demo-mysql -- -e "SELECT * FROM orders"   # the mariadb client through the MySQL gateway
+`)
+	}
 	if gw != nil {
 		fmt.Fprint(w, `  as-alice request demo-db --role read --for 20s --reason "watch it end"
   as-alice connect demo-db --role read -- -c "SELECT pg_sleep(60)"   # cut off at the grant's end
