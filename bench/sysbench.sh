@@ -6,6 +6,8 @@
 #   epoll    sysbench → the same bare relay on epoll event-loop threads (bench/relay -epoll)
 #   gateway  sysbench → jitgate's MySQL gateway, recording every statement in the audit log and
 #            reusing upstream connections (reuse_upstream, default 30s)
+#   gw-tls   the same gateway as deployed: TLS from sysbench to it (a self-signed certificate;
+#            sysbench --mysql-ssl=on), plaintext to MariaDB. Not run unless PATHS names it.
 # Every hop is plaintext on loopback, so the comparison is of the proxies, not of TLS (the
 # gateway runs with insecure_plaintext: true; its clients then send the session credential
 # encrypted with the gateway's RSA key).
@@ -52,17 +54,17 @@ mysql "${ADMIN[@]}" -e "CREATE DATABASE IF NOT EXISTS $DB;
   CREATE USER IF NOT EXISTS 'jg_sbench_read'@'%' IDENTIFIED BY '$PW';
   ALTER USER 'jg_sbench_read'@'%' IDENTIFIED BY '$PW';
   GRANT SELECT ON $DB.* TO 'jg_sbench_read'@'%'"
-sb_common=(--db-driver=mysql --mysql-db="$DB" --tables=1 --table-size=100000 --mysql-ssl=off)
+sb_common=(--db-driver=mysql --mysql-db="$DB" --tables=1 --table-size=100000)
 if ! mysql "${ADMIN[@]}" -e "SELECT 1 FROM $DB.sbtest1 LIMIT 1" >/dev/null 2>&1; then
   echo "preparing sysbench's table (100,000 rows)"
   admin_host=127.0.0.1 admin_port=3306
-  sysbench oltp_point_select "${sb_common[@]}" --mysql-host=$admin_host --mysql-port=$admin_port --mysql-user=root prepare >/dev/null
+  sysbench oltp_point_select "${sb_common[@]}" --mysql-ssl=off --mysql-host=$admin_host --mysql-port=$admin_port --mysql-user=root prepare >/dev/null
 fi
 
 paths=(direct relay epoll gateway)
 if [ -n "${PATHS:-}" ]; then read -ra paths <<< "direct ${PATHS/direct/}"; fi
 for p in "${paths[@]}"; do
-  case $p in direct|relay|epoll|gateway) ;; *) echo "PATHS: unknown path '$p' (direct relay epoll gateway)" >&2; exit 2 ;; esac
+  case $p in direct|relay|epoll|gateway|gw-tls) ;; *) echo "PATHS: unknown path '$p' (direct relay epoll gateway gw-tls)" >&2; exit 2 ;; esac
 done
 wanted() { [[ " ${paths[*]} " == *" $1 "* ]]; }
 
@@ -72,15 +74,18 @@ declare -A proxy_pid
 if wanted relay; then setsid "$work/relay" -listen "127.0.0.1:$relay_port" -upstream 127.0.0.1:3306 & pids+=($!); proxy_pid[relay]=$!; fi
 if wanted epoll; then setsid "$work/relay" -listen "127.0.0.1:$epoll_port" -upstream 127.0.0.1:3306 -epoll & pids+=($!); proxy_pid[epoll]=$!; fi
 
-gw_port=$(free_port) http_port=$(free_port) gw_password=""
-if wanted gateway; then
-  go build -o "$work/jitgate" ./cmd/jitgate
-  cat > "$work/jitgate.yaml" <<YAML
+declare -A gw_port gw_url gw_password
+# start_gateway name listener-options: a jitgate server of its own with the MySQL gateway.
+start_gateway() {
+  local name=$1 listener=$2 dir="$work/$1" http_port token
+  mkdir -p "$dir"
+  gw_port[$name]=$(free_port) http_port=$(free_port)
+  cat > "$dir/jitgate.yaml" <<YAML
 server:
-  store: sqlite:$work/jitgate.db
+  store: sqlite:$dir/jitgate.db
   admins: [admin]
 gateway:
-  mysql: {addr: "127.0.0.1:$gw_port", insecure_plaintext: true}
+  mysql: {addr: "127.0.0.1:${gw_port[$name]}", $listener}
 users:
   - {name: bench, groups: [bench]}
   - {name: admin, groups: [ops]}
@@ -101,28 +106,43 @@ policies:
     approval: {steps: [{approvers: {groups: [ops]}}]}
     auto_approve: 'true'
 YAML
-  token=$("$work/jitgate" token create --user bench --config "$work/jitgate.yaml" 2>/dev/null)
-  JG_SBENCH_PASSWORD=$PW setsid "$work/jitgate" server --config "$work/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$work/jitgate.log" &
+  token=$("$work/jitgate" token create --user bench --config "$dir/jitgate.yaml" 2>/dev/null)
+  JG_SBENCH_PASSWORD=$PW setsid "$work/jitgate" server --config "$dir/jitgate.yaml" --http-addr "127.0.0.1:$http_port" --log-level warn 2>"$dir/jitgate.log" &
   pids+=($!)
-  proxy_pid[gateway]=$!
-  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$http_port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  export JITGATE_TOKEN=$token JITGATE_SERVER="http://127.0.0.1:$http_port"
-  "$work/jitgate" request "$DB" --role read --for 8h --reason "sysbench" >/dev/null
-  gw_password=$(eval "$("$work/jitgate" credentials "$DB" 2>/dev/null)"; echo "$MYSQL_PWD")
+  proxy_pid[$name]=$!
+  gw_url[$name]="http://127.0.0.1:$http_port"
+  for _ in $(seq 50); do curl -sf "${gw_url[$name]}/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" request "$DB" --role read --for 8h --reason "sysbench" >/dev/null
+  gw_password[$name]=$(eval "$(JITGATE_TOKEN=$token JITGATE_SERVER=${gw_url[$name]} "$work/jitgate" credentials "$DB" 2>/dev/null)"; echo "$MYSQL_PWD")
+}
+if wanted gateway || wanted gw-tls; then go build -o "$work/jitgate" ./cmd/jitgate; fi
+if wanted gateway; then start_gateway gateway "insecure_plaintext: true"; fi
+if wanted gw-tls; then
+  # sysbench --mysql-ssl=on reads cacert.pem, client-cert.pem and client-key.pem from its
+  # working directory (the gateway asks for no client certificate, but the files must load).
+  command -v openssl >/dev/null || { echo "gw-tls needs openssl" >&2; exit 2; }
+  mkdir -p "$work/ssl"
+  for f in server client; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -keyout "$work/ssl/$f-key.pem" -out "$work/ssl/$f-cert.pem" \
+      -days 2 -nodes -subj "/CN=jitgate bench $f" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
+  done
+  cp "$work/ssl/server-cert.pem" "$work/ssl/cacert.pem"
+  start_gateway gw-tls "tls_cert: $work/ssl/server-cert.pem, tls_key: $work/ssl/server-key.pem"
 fi
 
 run() { # path [connect], sysbench args... → sysbench's output (connect: bench/sysbench/connect.lua)
   local path=$1; shift
-  local port=3306 user=jg_sbench_read pw=$PW
+  local port=3306 user=jg_sbench_read pw=$PW ssl=off dir=.
   case $path in
     relay) port=$relay_port ;;
     epoll) port=$epoll_port ;;
-    gateway) port=$gw_port user=bench pw=$gw_password ;;
+    gateway) port=${gw_port[gateway]} user=bench pw=${gw_password[gateway]} ;;
+    gw-tls) port=${gw_port[gw-tls]} user=bench pw=${gw_password[gw-tls]} ssl=on dir=$work/ssl ;;
   esac
   local script=oltp_point_select
-  if [ "${1:-}" = connect ]; then script=bench/sysbench/connect.lua; shift; fi
-  sysbench "$script" "${sb_common[@]}" --mysql-host=127.0.0.1 --mysql-port="$port" --mysql-user="$user" \
-    --mysql-password="$pw" --time="$T" --report-interval=0 "$@" run 2>&1
+  if [ "${1:-}" = connect ]; then script=$PWD/bench/sysbench/connect.lua; shift; fi
+  (cd "$dir" && sysbench "$script" "${sb_common[@]}" --mysql-ssl="$ssl" --mysql-host=127.0.0.1 --mysql-port="$port" --mysql-user="$user" \
+    --mysql-password="$pw" --time="$T" --report-interval=0 "$@" run 2>&1)
 }
 tps() { run "$@" | awk '/transactions:/{gsub(/\(/, "", $3); print $3; exit}'; }
 lat() { # path → mean latency in us (from one thread's rate: sysbench prints its average in 10 us
@@ -227,5 +247,5 @@ fi
 if wanted gateway; then
   echo
   echo "gateway metrics:"
-  curl -s "http://127.0.0.1:$http_port/metrics" | grep -E '^jitgate_gateway_(statements|recorder|upstream)' || true
+  curl -s "${gw_url[gateway]}/metrics" | grep -E '^jitgate_gateway_(statements|recorder|upstream)' || true
 fi
