@@ -98,7 +98,7 @@ type Gateway struct {
 	clock jitgate.Clock
 	rec   *gateway.Recorder
 	pool  *pool
-	loops *loopSet // nil: each session relays on its own pair of goroutines
+	loops *gateway.Loops // nil: each session relays on its own pair of goroutines
 	unsub func()
 
 	reused atomic.Int64 // sessions that took a parked upstream connection
@@ -138,7 +138,7 @@ func New(o Options) *Gateway {
 	g.entry = gateway.NewEntry(gateway.EntryOptions{Limits: o.Limits, Protocol: "postgres", Refuse: refuse,
 		Audit: o.Engine.RecordAudit, Clock: o.Clock, Logger: o.Logger})
 	if o.Relay != RelayGoroutines {
-		loops, err := startLoops(loopCount(o.Loops))
+		loops, err := gateway.StartLoops(loopCount(o.Loops))
 		if err != nil {
 			g.log.Warn("gateway: relaying on goroutines", "err", err)
 		}
@@ -251,7 +251,7 @@ func fatal(be *pgproto3.Backend, code, msg string) {
 // handle runs one client connection: startup, authentication, upstream login, relay. It calls
 // authenticated once the client has logged in, freeing its pre-authentication slot.
 func (g *Gateway) handle(nc net.Conn, authenticated func()) {
-	var conn net.Conn = newBufConn(nc) // so that an event loop can take the socket over
+	var conn net.Conn = gateway.NewBufConn(nc) // so that an event loop can take the socket over
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.StartupTimeout)
 	defer cancel()
@@ -435,7 +435,7 @@ func (g *Gateway) connect(ctx context.Context, be *pgproto3.Backend, grant *jitg
 		if err != nil {
 			return nil, err
 		}
-		return newBufConn(c), nil // so that an event loop can take the socket over
+		return gateway.NewBufConn(c), nil // so that an event loop can take the socket over
 	}
 	up, err := pgconn.ConnectConfig(ctx, cfg)
 	var pe *pgconn.PgError

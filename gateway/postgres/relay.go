@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/jitgate/jitgate/gateway"
 )
 
 var (
 	// errGoodbye ends the client side after its Terminate has been forwarded (or kept, when
 	// the session parks its upstream).
-	errGoodbye = errors.New("client sent Terminate")
-	errKilled  = errors.New("session ended by jitgate")
+	errGoodbye = gateway.ErrGoodbye
+	errKilled  = gateway.ErrKilled
 )
 
 // scanner follows the message boundaries of one direction of a PostgreSQL stream after
@@ -179,7 +181,7 @@ func oneOf(types string) func(byte) bool {
 
 // heldRetry is how often a held session's statement backlog is offered to the recorder again
 // (see session.emit).
-const heldRetry = 5 * time.Millisecond
+const heldRetry = gateway.HeldRetry
 
 // goodbye is the FATAL message a killed session's client gets.
 func (s *session) goodbye() []byte {

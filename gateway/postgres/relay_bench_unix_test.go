@@ -13,6 +13,7 @@ import (
 
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/gateway"
+	"github.com/jitgate/jitgate/internal/gwtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,7 +72,7 @@ func BenchmarkRelayTransaction(b *testing.B) {
 	})
 
 	b.Run("syscalls", func(b *testing.B) {
-		c1, c2 := tcpPair(b)
+		c1, c2 := gwtest.TCPPair(b)
 		fd := func(c net.Conn) int {
 			f, err := c.(*net.TCPConn).File()
 			if err != nil {
@@ -102,25 +103,4 @@ func BenchmarkRelayTransaction(b *testing.B) {
 			pass(z, a, answer)
 		}
 	})
-}
-
-// tcpPair returns both ends of a loopback TCP connection, closed when the test ends.
-func tcpPair(tb testing.TB) (net.Conn, net.Conn) {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { c.Close() })
-	s, err := ln.Accept()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { s.Close() })
-	return c, s
 }

@@ -40,10 +40,9 @@ type session struct {
 	cs, us            scanner
 	prepared, portals map[string]string
 
-	// loop and ls are set (under mu) when an event loop relays the session; relayed then
-	// receives the reason the relay ended.
-	loop    *eventLoop
-	ls      *loopSession
+	// looped is set (under mu) when an event loop relays the session; relayed then receives
+	// the reason the relay ended.
+	looped  *gateway.Looped
 	relayed chan error
 
 	// tr is the session in the gateway's registry, which kills it at its grant's end.
@@ -126,13 +125,13 @@ func (s *session) kill(reason string) {
 		return
 	}
 	s.reason = reason
-	l, ls := s.loop, s.ls
+	looped := s.looped
 	s.mu.Unlock()
 	// Stop relaying first, so the client hears why the session ended and not the upstream's
 	// "canceling statement due to user request"; then stop the running query.
 	s.dead.Store(true)
-	if l != nil {
-		l.post(func() { l.kill(ls) })
+	if looped != nil {
+		looped.Kill()
 	} else {
 		_ = s.u.conn.SetReadDeadline(time.Now())
 	}
@@ -182,11 +181,54 @@ func (s *session) sessionID() int64 {
 	return s.info.ID
 }
 
+// adopt hands the session's relay to an event loop, unless it was killed already.
+func (s *session) adopt() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reason != "" {
+		return false
+	}
+	looped, ok := s.g.loops.Adopt(s, s.client, s.u.conn)
+	if ok {
+		s.looped = looped
+	}
+	return ok
+}
+
+// The session as an event loop relays it (gateway.Relayed).
+
+// FromClient is fromClient; the gateway answers nothing itself mid-session.
+func (s *session) FromClient(b []byte) (fwd, back []byte, err error) {
+	fwd, err = s.fromClient(b)
+	return fwd, nil, err
+}
+
+// FromUpstream is fromUpstream.
+func (s *session) FromUpstream(b []byte) ([]byte, error) { return s.fromUpstream(b) }
+
+// Held reports whether the session waits for the recorder.
+func (s *session) Held() bool { return s.held.Load() }
+
+// DrainBacklog is drainBacklog.
+func (s *session) DrainBacklog() bool { return s.drainBacklog() }
+
+// Between reports whether the upstream's stream is between messages.
+func (s *session) Between() bool { return s.us.boundary() }
+
+// Goodbye is goodbye.
+func (s *session) Goodbye() []byte { return s.goodbye() }
+
+// Ended hands the end of the loop's relay to run.
+func (s *session) Ended(err error, upClean bool) {
+	s.upClean = upClean
+	s.relayed <- err
+}
+
 // run relays until either side ends or the session is killed, then closes both sides and
 // records the end.
 func (s *session) run() {
 	var err error
-	if s.g.loops != nil && s.g.loops.adopt(s) {
+	if s.g.loops != nil && s.adopt() {
 		s.g.looped.Add(1)
 		err = <-s.relayed
 		s.client.Close()
@@ -227,8 +269,8 @@ func (s *session) park() bool {
 	if !s.parking.Load() || !s.upClean || s.killReason() != "" {
 		return false
 	}
-	if bc, _ := bufOf(s.u.conn); bc != nil {
-		if err := bc.attach(); err != nil { // back from the event loop, if it was there
+	if bc, _ := gateway.BufOf(s.u.conn); bc != nil {
+		if err := bc.Attach(); err != nil { // back from the event loop, if it was there
 			return false
 		}
 	}

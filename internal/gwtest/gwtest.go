@@ -1,11 +1,12 @@
-// Package gwtest holds what the protocol gateways' tests share: a scripted client connection
-// for fuzzing the login phase, and an engine that refuses every credential.
+// Package gwtest holds what the gateways' tests share: a scripted client connection for
+// fuzzing the login phase, an engine that refuses every credential, and loopback TCP pairs.
 package gwtest
 
 import (
 	"context"
 	"io"
 	"net"
+	"testing"
 	"time"
 
 	"github.com/jitgate/jitgate"
@@ -87,3 +88,24 @@ func (c *ScriptConn) SetReadDeadline(time.Time) error { return nil }
 
 // SetWriteDeadline does nothing.
 func (c *ScriptConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TCPPair returns both ends of a loopback TCP connection, closed when the test ends.
+func TCPPair(tb testing.TB) (net.Conn, net.Conn) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	s, err := ln.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return c, s
+}

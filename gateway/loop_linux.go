@@ -1,4 +1,4 @@
-package postgres
+package gateway
 
 import (
 	"crypto/tls"
@@ -17,15 +17,16 @@ import (
 )
 
 // The event loop relays established sessions on one OS thread per loop with epoll, the way
-// PgBouncer does, instead of a goroutine pair per session. Measured on a 2-core machine
+// PgBouncer does, instead of a goroutine pair per session. It knows no protocol: a session's
+// protocol reads its bytes as they pass (Relayed), and the loop moves them. Measured on a 2-core machine
 // (bench/pgbench.sh), a goroutine per direction costs each message a scheduler round trip
 // (park, netpoller wake-up, often a second thread woken to spin), which adds tens of
 // microseconds per query and takes CPU from the database: the loop waits in epoll_pwait and
 // reads and writes with raw recv and send calls, so a message costs exactly its read and its
 // write.
 //
-// The raw wait keeps the loop's P (processor) while it sleeps; New raises GOMAXPROCS by the
-// number of loops so the rest of the program keeps its share. When the runtime needs to
+// The raw wait keeps the loop's P (processor) while it sleeps; StartLoops raises GOMAXPROCS by
+// the number of loops so the rest of the program keeps its share. When the runtime needs to
 // stop the world (garbage collection), its preemption signal interrupts the wait (EINTR) and
 // the loop yields; it also yields after every wait that times out, and no raw wait is longer
 // than maxWait, so a stop-the-world never waits longer than that for the loop. With
@@ -43,9 +44,9 @@ import (
 //
 // Startup, authentication and the upstream login stay on the connection's goroutine; only
 // the relay moves into the loop (adopt), and the session's goroutine waits for its end.
-// TLS on either side runs in the loop through bufConn.
+// TLS on either side runs in the loop through BufConn.
 //
-// By default there is a loop per CPU (at most 8; Options.Loops): on a host of its own the
+// By default there is a loop per CPU (at most 8; the gateway's `loops`): on a host of its own the
 // loops are the gateway's work, and one loop can use only one CPU. On the 2-core machine,
 // shared with PostgreSQL and pgbench, one loop used 2-4 µs less CPU per transaction than two
 // (fewer wake-ups: each loop sees more events per wait) but relayed less pgbench -S -c8
@@ -64,16 +65,16 @@ const reading = unix.EPOLLIN | unix.EPOLLRDHUP
 
 var (
 	loopsOnce sync.Once
-	theLoops  *loopSet
+	theLoops  *Loops
 	loopsErr  error
 )
 
-// startLoops returns the process's event loops, starting n the first time (they serve every
-// Gateway in the process and live as long as it does).
-func startLoops(n int) (*loopSet, error) {
+// StartLoops returns the process's event loops, starting n the first time (they serve every
+// gateway in the process and live as long as it does).
+func StartLoops(n int) (*Loops, error) {
 	loopsOnce.Do(func() {
 		raw := !strings.Contains(os.Getenv("GODEBUG"), "asyncpreemptoff=1")
-		set := &loopSet{}
+		set := &Loops{}
 		for i := 0; i < n; i++ {
 			l, err := newEventLoop(raw)
 			if err != nil {
@@ -97,17 +98,19 @@ func startLoops(n int) (*loopSet, error) {
 	return theLoops, loopsErr
 }
 
-// loopSet hands sessions to the process's loops in turn.
-type loopSet struct {
+// Loops are the process's event loops; they take sessions in turn.
+type Loops struct {
 	loops []*eventLoop
 	next  atomic.Uint32
 }
 
-// adopt moves an established session's relay into a loop; false means the session must relay
-// on its own goroutines (a connection that is not a TCP socket, or one already killed).
-func (ls *loopSet) adopt(s *session) bool {
+// Adopt moves an established session's relay into a loop: client and upstream must be
+// BufConns (or TLS connections on them). False means the session must relay on its own
+// goroutines (a connection that is not a TCP socket). The caller makes Adopt and its kill
+// exclusive (a session killed before Adopt is not adopted).
+func (ls *Loops) Adopt(s Relayed, client, upstream net.Conn) (*Looped, bool) {
 	i := ls.next.Add(1)
-	return ls.loops[int(i%uint32(len(ls.loops)))].adopt(s)
+	return ls.loops[int(i%uint32(len(ls.loops)))].adopt(s, client, upstream)
 }
 
 // eventLoop is one relay thread.
@@ -135,7 +138,7 @@ type eventLoop struct {
 // endpoint is one side of a session in the loop.
 type endpoint struct {
 	fd     int
-	bc     *bufConn
+	bc     *BufConn
 	tc     *tls.Conn // nil for plaintext
 	peer   *endpoint
 	ls     *loopSession
@@ -146,7 +149,7 @@ type endpoint struct {
 
 // loopSession is a session while the loop relays it.
 type loopSession struct {
-	s      *session
+	s      Relayed
 	c, u   *endpoint
 	done   bool
 	held   bool      // neither side is read until the session's statement backlog drains
@@ -184,31 +187,25 @@ func (l *eventLoop) post(f func()) {
 	}
 }
 
-func (l *eventLoop) adopt(s *session) bool {
-	cbc, ctc := bufOf(s.client)
-	ubc, utc := bufOf(s.u.conn)
+func (l *eventLoop) adopt(s Relayed, client, upstream net.Conn) (*Looped, bool) {
+	cbc, ctc := BufOf(client)
+	ubc, utc := BufOf(upstream)
 	if cbc == nil || ubc == nil {
-		return false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.reason != "" {
-		return false
+		return nil, false
 	}
 	if err := cbc.detach(); err != nil {
-		return false
+		return nil, false
 	}
 	if err := ubc.detach(); err != nil {
-		_ = cbc.attach()
-		return false
+		_ = cbc.Attach()
+		return nil, false
 	}
 	ls := &loopSession{s: s}
 	ls.c = &endpoint{fd: cbc.fd, bc: cbc, tc: ctc, ls: ls, client: true}
 	ls.u = &endpoint{fd: ubc.fd, bc: ubc, tc: utc, ls: ls}
 	ls.c.peer, ls.u.peer = ls.u, ls.c
-	s.loop, s.ls = l, ls
 	l.post(func() { l.add(ls) })
-	return true
+	return &Looped{l: l, ls: ls}, true
 }
 
 // add starts relaying a session.
@@ -324,7 +321,7 @@ func (l *eventLoop) timeout(raw bool) time.Duration {
 		d = maxWait
 	}
 	if len(l.holding) > 0 {
-		d = heldRetry
+		d = HeldRetry
 	}
 	if len(l.ending) > 0 {
 		now := time.Now()
@@ -411,25 +408,29 @@ func (l *eventLoop) closed(ep *endpoint, err error) {
 func (l *eventLoop) deliver(ep *endpoint, b []byte) bool {
 	ls := ep.ls
 	if ep.client {
-		fwd, err := ls.s.fromClient(b)
+		fwd, back, err := ls.s.FromClient(b)
 		l.send(ep.peer, fwd)
+		l.send(ep, back)
 		switch {
-		case errors.Is(err, errGoodbye):
+		case errors.Is(err, ErrGoodbye):
 			if !ls.done {
-				l.end(ls, errGoodbye)
+				l.end(ls, ErrGoodbye)
 			}
 			return false
 		case err != nil:
 			return false // a protocol error: kill has posted the end
 		}
+		if ls.s.Held() && !ls.done && !ls.held {
+			l.hold(ls)
+		}
 		return !ls.done
 	}
-	fwd, err := ls.s.fromUpstream(b)
+	fwd, err := ls.s.FromUpstream(b)
 	if err != nil {
 		return false // killed: the posted kill ends it
 	}
 	l.send(ep.peer, fwd)
-	if ls.s.held.Load() && !ls.done && !ls.held {
+	if ls.s.Held() && !ls.done && !ls.held {
 		l.hold(ls)
 	}
 	return !ls.done
@@ -455,7 +456,7 @@ func (l *eventLoop) retryHeld() {
 		switch {
 		case ls.done:
 			ls.held = false
-		case ls.s.drainBacklog():
+		case ls.s.DrainBacklog():
 			ls.held = false
 			for _, ep := range []*endpoint{ls.c, ls.u} {
 				if !ep.paused {
@@ -515,7 +516,7 @@ func (l *eventLoop) flush(ep *endpoint) {
 	l.setMask(ep, ep.mask&^unix.EPOLLOUT)
 	ls := ep.ls
 	if ep.client && ls.endBy != (time.Time{}) {
-		l.end(ls, errKilled) // the goodbye is out
+		l.end(ls, ErrKilled) // the goodbye is out
 		return
 	}
 	if ep.peer.paused {
@@ -552,16 +553,16 @@ func (l *eventLoop) kill(ls *loopSession) {
 	}
 	l.setMask(ls.u, 0)
 	l.setMask(ls.c, ls.c.mask&^reading)
-	if ls.cBroke || !ls.s.us.boundary() {
-		l.end(ls, errKilled)
+	if ls.cBroke || !ls.s.Between() {
+		l.end(ls, ErrKilled)
 		return
 	}
 	ls.endBy = time.Now().Add(2 * time.Second)
-	l.send(ls.c, ls.s.goodbye())
+	l.send(ls.c, ls.s.Goodbye())
 	switch {
 	case ls.done: // the write failed
 	case len(ls.c.bc.out) == 0:
-		l.end(ls, errKilled) // the goodbye is out
+		l.end(ls, ErrKilled) // the goodbye is out
 	default:
 		l.ending = append(l.ending, ls) // flush ends it, or expire
 	}
@@ -578,7 +579,7 @@ func (l *eventLoop) expire() {
 		switch {
 		case ls.done:
 		case now.After(ls.endBy):
-			l.end(ls, errKilled)
+			l.end(ls, ErrKilled)
 		default:
 			keep = append(keep, ls)
 		}
@@ -586,8 +587,8 @@ func (l *eventLoop) expire() {
 	l.ending = keep
 }
 
-// end stops relaying a session and hands it back to its goroutine, which closes the sockets
-// or parks the upstream.
+// end stops relaying a session and hands it back to the protocol (Relayed.Ended), which
+// closes the sockets or parks the upstream.
 func (l *eventLoop) end(ls *loopSession, err error) {
 	if ls.done {
 		return
@@ -599,13 +600,12 @@ func (l *eventLoop) end(ls *loopSession, err error) {
 			l.eps[ep.fd] = nil
 		}
 	}
-	ls.s.upClean = ls.s.us.boundary() && len(ls.u.bc.in) == 0
-	ls.s.relayed <- err
+	ls.s.Ended(err, ls.s.Between() && len(ls.u.bc.in) == 0)
 }
 
 // detach takes the socket out of Go's network poller for the loop: it keeps a duplicate of the
 // descriptor and closes the original (which removes it from the poller's epoll set).
-func (c *bufConn) detach() error {
+func (c *BufConn) detach() error {
 	tc, ok := c.Conn.(*net.TCPConn)
 	if !ok {
 		return errNotSocket
@@ -627,8 +627,8 @@ func (c *bufConn) detach() error {
 	return nil
 }
 
-// attach gives the socket back to Go's poller after the loop is done with it.
-func (c *bufConn) attach() error {
+// Attach gives the socket back to Go's poller after the loop is done with it.
+func (c *BufConn) Attach() error {
 	if c.fd < 0 {
 		return nil
 	}
@@ -653,7 +653,7 @@ func (c *bufConn) attach() error {
 
 // closeLooped closes a socket the loop has handed back without attaching it: whatever is
 // still buffered (a TLS alert) gets one non-blocking try.
-func closeLooped(c *bufConn) error {
+func closeLooped(c *BufConn) error {
 	if len(c.out) > 0 {
 		_, _ = rawWrite(c.fd, c.out)
 		c.out = nil

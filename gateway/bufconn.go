@@ -1,4 +1,4 @@
-package postgres
+package gateway
 
 import (
 	"crypto/tls"
@@ -8,12 +8,13 @@ import (
 	"time"
 )
 
-// bufConn is a connection the event loop can take over. Until then, and after the loop hands
+// BufConn is a connection the event loop (Loops) can take over: a protocol gateway wraps its
+// client and upstream sockets in one before anything else, TLS included. Until then, and after the loop hands
 // it back, it is the net.Conn it wraps. While the loop owns the socket (fd >= 0), reads are
 // served from the bytes the loop received and writes collect in a buffer the loop sends, so a
-// tls.Conn layered on a bufConn keeps working inside the loop: it never blocks there, and
+// tls.Conn layered on a BufConn keeps working inside the loop: it never blocks there, and
 // "would block" is a timeout, which crypto/tls does not treat as fatal.
-type bufConn struct {
+type BufConn struct {
 	net.Conn      // the socket while outside the loop; nil inside
 	local, remote net.Addr
 	fd            int    // the socket while the loop owns it, else -1
@@ -21,14 +22,16 @@ type bufConn struct {
 	out           []byte // written, not yet sent by the loop
 }
 
-func newBufConn(c net.Conn) *bufConn {
-	return &bufConn{Conn: c, local: c.LocalAddr(), remote: c.RemoteAddr(), fd: -1}
+// NewBufConn wraps c (a *net.TCPConn, for the loop to take it over).
+func NewBufConn(c net.Conn) *BufConn {
+	return &BufConn{Conn: c, local: c.LocalAddr(), remote: c.RemoteAddr(), fd: -1}
 }
 
 // errWouldBlock is what a read inside the loop returns when all received bytes are consumed.
 var errWouldBlock = os.ErrDeadlineExceeded
 
-func (c *bufConn) Read(p []byte) (int, error) {
+// Read reads what the loop received, or from the socket outside the loop.
+func (c *BufConn) Read(p []byte) (int, error) {
 	if len(c.in) > 0 {
 		n := copy(p, c.in)
 		c.in = c.in[n:]
@@ -46,7 +49,8 @@ func (c *bufConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-func (c *bufConn) Write(p []byte) (int, error) {
+// Write buffers p for the loop to send, or writes to the socket outside the loop.
+func (c *BufConn) Write(p []byte) (int, error) {
 	if c.fd >= 0 {
 		c.out = append(c.out, p...)
 		return len(p), nil
@@ -59,7 +63,7 @@ func (c *bufConn) Write(p []byte) (int, error) {
 
 // Close closes the socket; inside the loop, after one last try at sending what is buffered
 // (a TLS close_notify, say).
-func (c *bufConn) Close() error {
+func (c *BufConn) Close() error {
 	if c.fd >= 0 {
 		return closeLooped(c)
 	}
@@ -69,24 +73,30 @@ func (c *bufConn) Close() error {
 	return c.Conn.Close()
 }
 
-func (c *bufConn) LocalAddr() net.Addr  { return c.local }
-func (c *bufConn) RemoteAddr() net.Addr { return c.remote }
+// LocalAddr is the socket's local address.
+func (c *BufConn) LocalAddr() net.Addr { return c.local }
 
-func (c *bufConn) SetDeadline(t time.Time) error {
+// RemoteAddr is the socket's peer address.
+func (c *BufConn) RemoteAddr() net.Addr { return c.remote }
+
+// SetDeadline sets the socket's deadline outside the loop (inside, nothing blocks).
+func (c *BufConn) SetDeadline(t time.Time) error {
 	if c.fd >= 0 || c.Conn == nil {
 		return nil
 	}
 	return c.Conn.SetDeadline(t)
 }
 
-func (c *bufConn) SetReadDeadline(t time.Time) error {
+// SetReadDeadline sets the socket's read deadline outside the loop.
+func (c *BufConn) SetReadDeadline(t time.Time) error {
 	if c.fd >= 0 || c.Conn == nil {
 		return nil
 	}
 	return c.Conn.SetReadDeadline(t)
 }
 
-func (c *bufConn) SetWriteDeadline(t time.Time) error {
+// SetWriteDeadline sets the socket's write deadline outside the loop.
+func (c *BufConn) SetWriteDeadline(t time.Time) error {
 	if c.fd >= 0 || c.Conn == nil {
 		return nil
 	}
@@ -94,17 +104,17 @@ func (c *bufConn) SetWriteDeadline(t time.Time) error {
 }
 
 // NetConn returns the wrapped connection (nil while the loop owns the socket).
-func (c *bufConn) NetConn() net.Conn { return c.Conn }
+func (c *BufConn) NetConn() net.Conn { return c.Conn }
 
 var errNotSocket = errors.New("not a TCP connection")
 
-// bufOf returns the bufConn under c (plain or TLS), or nil.
-func bufOf(c net.Conn) (*bufConn, *tls.Conn) {
+// BufOf returns the BufConn under c (plain or TLS), or nil.
+func BufOf(c net.Conn) (*BufConn, *tls.Conn) {
 	switch t := c.(type) {
-	case *bufConn:
+	case *BufConn:
 		return t, nil
 	case *tls.Conn:
-		if b, ok := t.NetConn().(*bufConn); ok {
+		if b, ok := t.NetConn().(*BufConn); ok {
 			return b, t
 		}
 	}

@@ -1,4 +1,4 @@
-package postgres
+package gateway
 
 import (
 	"errors"
@@ -14,13 +14,14 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/jitgate/jitgate/internal/gwtest"
 	"golang.org/x/sys/unix"
 )
 
 // An idle loop waits in a raw epoll_pwait that keeps its P; a stop-the-world must still get
 // through at once (the preemption signal interrupts the wait) rather than wait out maxWait.
 func TestLoopLetsTheWorldStop(t *testing.T) {
-	if _, err := startLoops(1); err != nil {
+	if _, err := StartLoops(1); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(10 * time.Millisecond) // the loop is waiting
@@ -62,7 +63,7 @@ func TestLoopLetsTheWorldStop(t *testing.T) {
 // thread does not preempt it every 10 ms: it sleeps undisturbed, and work posted to it still
 // runs at once.
 func TestIdleLoopSleeps(t *testing.T) {
-	set, err := startLoops(1)
+	set, err := StartLoops(1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,10 +116,10 @@ func TestIdleLoopSleeps(t *testing.T) {
 // as the loop's are; they are closed when the test ends.
 func socketPair(tb testing.TB) (a, b int) {
 	tb.Helper()
-	c, s := tcpPair(tb)
+	c, s := gwtest.TCPPair(tb)
 	fds := make([]int, 2)
 	for i, conn := range []net.Conn{c, s} {
-		bc := &bufConn{Conn: conn, fd: -1}
+		bc := &BufConn{Conn: conn, fd: -1}
 		if err := bc.detach(); err != nil {
 			tb.Fatal(err)
 		}
