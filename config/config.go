@@ -78,7 +78,7 @@ type Gateway struct {
 }
 
 // Listener configures one protocol gateway (gateway.postgres, gateway.mysql): every protocol
-// takes the same options, except relay and loops, which only the PostgreSQL gateway has.
+// takes the same options.
 type Listener struct {
 	Addr              string `yaml:"addr"`
 	TLSCert           string `yaml:"tls_cert"`

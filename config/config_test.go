@@ -128,7 +128,7 @@ func TestErrors(t *testing.T) {
 		{"bad checkpoint interval", "users:\n", "audit: {signing_key_file: /k, witness_file: /w, checkpoint_interval: 1ms}\nusers:\n", `8: audit.checkpoint_interval: want a duration from 1s to 1h, got "1ms"`},
 		{"witness webhook without secret", "users:\n", "audit: {signing_key_file: /k, witness_webhooks: [{url: https://w.example}]}\nusers:\n", "8: audit.witness_webhooks.0: set one of secret_env or secret_file"},
 		{"mysql gateway without addr", "    insecure_plaintext: true\n", "    insecure_plaintext: true\n  mysql: {insecure_plaintext: true}\n", "8: gateway.mysql.addr: missing (e.g. 127.0.0.1:13306)"},
-		{"mysql gateway with loops", "    insecure_plaintext: true\n", "    insecure_plaintext: true\n  mysql: {addr: 127.0.0.1:13306, loops: 2}\n", "8: gateway.mysql.loops: only the PostgreSQL gateway has loops"},
+		{"mysql gateway bad relay", "    insecure_plaintext: true\n", "    insecure_plaintext: true\n  mysql: {addr: 127.0.0.1:13306, relay: threads}\n", `8: gateway.mysql.relay: want loop or goroutines, got "threads"`},
 		{"mysql gateway half TLS", "    insecure_plaintext: true\n", "    insecure_plaintext: true\n  mysql: {addr: 127.0.0.1:13306, tls_cert: /c}\n", "8: gateway.mysql: set both tls_cert and tls_key, or neither"},
 		{"bad unauthenticated cap", "    insecure_plaintext: true", "    insecure_plaintext: true\n    max_unauthenticated_per_source: -1", "8: gateway.postgres.max_unauthenticated_per_source: want 1 to 1000000"},
 		{"wrong type", "require_reason: true", "require_reason: [yes]", "32: cannot unmarshal !!seq into bool"},

@@ -70,15 +70,6 @@ func (c *Config) validateListener(path, example string, g *Listener) error {
 	if g.MaxUnauthenticatedPerSource < 0 || g.MaxUnauthenticatedPerSource > 1_000_000 {
 		return c.Errorf(path+".max_unauthenticated_per_source", "want 1 to 1000000 (or 0 for the default, 32), got %d", g.MaxUnauthenticatedPerSource)
 	}
-	if path != "gateway.postgres" {
-		if g.Relay != "" {
-			return c.Errorf(path+".relay", "only the PostgreSQL gateway has relay")
-		}
-		if g.Loops != 0 {
-			return c.Errorf(path+".loops", "only the PostgreSQL gateway has loops")
-		}
-		return nil
-	}
 	if g.Loops < 0 || g.Loops > 64 {
 		return c.Errorf(path+".loops", "want 1 to 64 (or 0 for one per CPU, at most 8), got %d", g.Loops)
 	}

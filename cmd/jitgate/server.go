@@ -490,7 +490,7 @@ func startGateways(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server,
 		}
 		gw := mygateway.New(mygateway.Options{
 			Engine: rt.engine.GatewayService(), Upstream: mygateway.ConfigUpstream(rt.set, rt.engine.GatewayService().ProvisionedLogin), TLS: tlsCfg,
-			InsecurePlaintext: my.InsecurePlaintext, ReuseUpstream: my.ReuseUpstreamValue, RecorderFlush: my.AuditFlushValue, Logger: log,
+			InsecurePlaintext: my.InsecurePlaintext, ReuseUpstream: my.ReuseUpstreamValue, RecorderFlush: my.AuditFlushValue, Relay: my.Relay, Loops: my.Loops, Logger: log,
 			Limits: gateway.Limits{MaxUnauthenticated: my.MaxUnauthenticated, MaxUnauthenticatedPerSource: my.MaxUnauthenticatedPerSource},
 		})
 		reg.MustRegister(gw)

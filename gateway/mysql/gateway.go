@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -71,7 +72,20 @@ type Options struct {
 	// ServerVersion is the version the gateway announces before it knows the upstream
 	// (default: the last upstream's, or "8.0.0-jitgate" before any).
 	ServerVersion string
+	// Relay is how established sessions are relayed: "loop" (the default on Linux) on the
+	// shared epoll event-loop threads (gateway.Loops), or "goroutines" (a goroutine per
+	// direction, the only way elsewhere).
+	Relay string
+	// Loops is how many event-loop threads to start if none run yet (zero: one per CPU, at
+	// most 8); the loops serve every gateway in the process.
+	Loops int
 }
+
+// The relays Options.Relay names.
+const (
+	RelayLoop       = "loop"
+	RelayGoroutines = "goroutines"
+)
 
 // Gateway accepts MySQL client connections and runs their sessions.
 type Gateway struct {
@@ -85,8 +99,10 @@ type Gateway struct {
 	metrics *gateway.Metrics
 	unsub   func()
 
-	nextID  atomic.Uint32 // client-facing connection ids
+	loops   *gateway.Loops // nil: each session relays on its own pair of goroutines
+	nextID  atomic.Uint32  // client-facing connection ids
 	reused  atomic.Int64
+	looped  atomic.Int64           // sessions an event loop relayed
 	version atomic.Pointer[string] // the last upstream's version
 
 	keyOnce sync.Once
@@ -123,6 +139,17 @@ func New(o Options) *Gateway {
 	g.rec = gateway.NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
 	g.entry = gateway.NewEntry(gateway.EntryOptions{Limits: o.Limits, Protocol: "mysql", Refuse: refuse,
 		Audit: o.Engine.RecordAudit, Clock: o.Clock, Logger: o.Logger})
+	if o.Relay != RelayGoroutines {
+		n := o.Loops
+		if n <= 0 {
+			n = min(runtime.NumCPU(), 8)
+		}
+		loops, err := gateway.StartLoops(n)
+		if err != nil {
+			g.log.Warn("mysql gateway: relaying on goroutines", "err", err)
+		}
+		g.loops = loops
+	}
 	g.metrics = gateway.NewMetrics("mysql", g.Sessions, g.rec, g.pool.Size, g.reused.Load, g.entry)
 	g.unsub = o.Engine.Subscribe(g.reg.OnEvent)
 	return g
@@ -217,7 +244,7 @@ type denied struct {
 func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 	g.conns.Add(1)
 	defer g.conns.Done()
-	conn := nc
+	var conn net.Conn = gateway.NewBufConn(nc) // so that an event loop can take the socket over
 	defer func() { conn.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.StartupTimeout)
 	defer cancel()
@@ -506,7 +533,12 @@ func (g *Gateway) killByClient(grant int64, id uint32) bool {
 		return false
 	}
 	if s.inflight.Load() > 0 {
-		s.killQuery()
+		// It logs in to the database: not on the relay's thread, which may be an event loop.
+		g.conns.Add(1)
+		go func() {
+			defer g.conns.Done()
+			s.killQuery()
+		}()
 	}
 	return true
 }

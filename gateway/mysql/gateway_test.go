@@ -120,6 +120,26 @@ func newEnv(t *testing.T, opts ...func(*mysql.Options)) *env {
 	return e
 }
 
+// relays runs a test once with each relay (the event loop only exists on Linux).
+func relays(t *testing.T, f func(t *testing.T, relay string)) {
+	for _, r := range []string{mysql.RelayLoop, mysql.RelayGoroutines} {
+		t.Run(r, func(t *testing.T) { f(t, r) })
+	}
+}
+
+func withRelay(relay string) func(*mysql.Options) {
+	return func(o *mysql.Options) { o.Relay = relay }
+}
+
+// checkRelay fails the test unless its sessions went through the relay it asked for.
+func (e *env) checkRelay(t *testing.T, relay string) {
+	t.Helper()
+	looped := mysql.Looped(e.gw) > 0
+	if want := relay == mysql.RelayLoop && runtime.GOOS == "linux"; looped != want {
+		t.Errorf("relay %s: event loop used = %v", relay, looped)
+	}
+}
+
 // grant requests role for d on resource (auto-approved) and mints a credential.
 func (e *env) grant(t *testing.T, resource, role string, d time.Duration) (*jitgate.Grant, string) {
 	t.Helper()
@@ -223,8 +243,10 @@ func TestRefusedWithoutGrant(t *testing.T) {
 	}
 }
 
-func TestReadGrantReadsAndCannotWrite(t *testing.T) {
-	e := newEnv(t)
+func TestReadGrantReadsAndCannotWrite(t *testing.T) { relays(t, testReadGrantReadsAndCannotWrite) }
+
+func testReadGrantReadsAndCannotWrite(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay))
 	g, secret := e.grant(t, "shop-db", "read", time.Hour)
 	c := e.conn(t, secret)
 	ctx := context.Background()
@@ -282,6 +304,7 @@ func TestReadGrantReadsAndCannotWrite(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(wants, "\n") {
 		t.Fatalf("recorded statements:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wants, "\n"))
 	}
+	e.checkRelay(t, relay)
 	verify(t, e)
 }
 
@@ -348,8 +371,10 @@ func (e *env) waitProcess(t *testing.T, text string, present bool) {
 }
 
 // A revoke ends a running query within a second: killed upstream, the client told why.
-func TestRevokeEndsRunningQuery(t *testing.T) {
-	e := newEnv(t)
+func TestRevokeEndsRunningQuery(t *testing.T) { relays(t, testRevokeEndsRunningQuery) }
+
+func testRevokeEndsRunningQuery(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay))
 	g, secret := e.grant(t, "shop-db", "read", time.Hour)
 	c := e.conn(t, secret)
 	errc := e.sleepUpstream(t, c)
@@ -379,13 +404,16 @@ func TestRevokeEndsRunningQuery(t *testing.T) {
 	if len(stmts) != 1 || stmts[0].SQL != "SELECT SLEEP(60)" || stmts[0].Tag != "ERROR 1927" || stmts[0].SQLState != "70100" {
 		t.Fatalf("recorded: %+v", stmts)
 	}
+	e.checkRelay(t, relay)
 	verify(t, e)
 }
 
 // At the grant's end, an idle session and a running query are both ended within a second,
 // and new connections are refused.
-func TestExpiryEndsSessions(t *testing.T) {
-	e := newEnv(t)
+func TestExpiryEndsSessions(t *testing.T) { relays(t, testExpiryEndsSessions) }
+
+func testExpiryEndsSessions(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay))
 	g, secret := e.grant(t, "shop-db", "read", 2*time.Second)
 	idle := e.conn(t, secret)
 	if err := idle.PingContext(context.Background()); err != nil {
@@ -422,8 +450,10 @@ func TestExpiryEndsSessions(t *testing.T) {
 }
 
 // An extension moves the deadline of live sessions.
-func TestExtensionMovesDeadline(t *testing.T) {
-	e := newEnv(t)
+func TestExtensionMovesDeadline(t *testing.T) { relays(t, testExtensionMovesDeadline) }
+
+func testExtensionMovesDeadline(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay))
 	g, secret := e.grant(t, "shop-db", "read", 2*time.Second)
 	c := e.conn(t, secret)
 	if err := c.PingContext(context.Background()); err != nil {
@@ -443,8 +473,10 @@ func TestExtensionMovesDeadline(t *testing.T) {
 
 // A session the client ends cleanly leaves its upstream connection to the grant's next
 // session, reset: nothing of the first session's state is left.
-func TestReuseResetsState(t *testing.T) {
-	e := newEnv(t)
+func TestReuseResetsState(t *testing.T) { relays(t, testReuseResetsState) }
+
+func testReuseResetsState(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay))
 	_, secret := e.grant(t, "shop-db", "write", time.Hour)
 	db := e.open(t, secret)
 	ctx := context.Background()
@@ -531,7 +563,9 @@ func TestPlaintextRSA(t *testing.T) {
 
 // The stock mariadb client connects with nothing but host, port, user, password, database
 // and --ssl; the role's limits are MariaDB's own.
-func TestMariaDBClient(t *testing.T) {
+func TestMariaDBClient(t *testing.T) { relays(t, testMariaDBClient) }
+
+func testMariaDBClient(t *testing.T, relay string) {
 	bin, err := exec.LookPath("mariadb")
 	if err != nil {
 		if bin, err = exec.LookPath("mysql"); err != nil {
@@ -541,7 +575,7 @@ func TestMariaDBClient(t *testing.T) {
 			t.Skip("no mariadb or mysql client")
 		}
 	}
-	e := newEnv(t)
+	e := newEnv(t, withRelay(relay))
 	g, secret := e.grant(t, "shop-db", "read", time.Hour)
 	host, port, _ := net.SplitHostPort(e.addr)
 	run := func(extra ...string) (string, error) {
@@ -575,13 +609,16 @@ func TestMariaDBClient(t *testing.T) {
 			t.Errorf("audit lacks %q:\n%s", want, all)
 		}
 	}
+	e.checkRelay(t, relay)
 	verify(t, e)
 }
 
 // KILL QUERY with the connection id the gateway told a client (what the mariadb client sends
 // on Ctrl-C) stops that session's query, if the session is of the same grant.
-func TestKillQueryByClientID(t *testing.T) {
-	e := newEnv(t)
+func TestKillQueryByClientID(t *testing.T) { relays(t, testKillQueryByClientID) }
+
+func testKillQueryByClientID(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay))
 	_, secret := e.grant(t, "shop-db", "read", time.Hour)
 	_, other := e.grant(t, "shop-db", "write", time.Hour)
 	c := e.conn(t, secret)
@@ -617,8 +654,10 @@ func TestKillQueryByClientID(t *testing.T) {
 // Garbage, oversized packets, silent clients, a client that vanishes mid-query and a
 // database that is down each get a clear error or a clean close, and leave no goroutine or
 // connection behind.
-func TestBadInputLeaksNothing(t *testing.T) {
-	e := newEnv(t, func(o *mysql.Options) { o.StartupTimeout = 300 * time.Millisecond })
+func TestBadInputLeaksNothing(t *testing.T) { relays(t, testBadInputLeaksNothing) }
+
+func testBadInputLeaksNothing(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay), func(o *mysql.Options) { o.StartupTimeout = 300 * time.Millisecond })
 	_, secret := e.grant(t, "shop-db", "read", time.Hour)
 	time.Sleep(50 * time.Millisecond)
 	before, fdsBefore := runtime.NumGoroutine(), openFDs()

@@ -1,7 +1,6 @@
 package mysql
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -25,15 +24,13 @@ const (
 	maxSQL = 16 << 10
 	// maxPrepared caps the prepared statements whose text a session keeps for COM_STMT_EXECUTE.
 	maxPrepared = 10000
-	// clientBuffer is the client reader's buffer: a command up to this size is read whole
-	// before it is forwarded; a larger one streams through once its head is read.
+	// clientBuffer is how much of a command the gateway reads before forwarding it: all of a
+	// smaller one; a larger one streams through once its head is read.
 	clientBuffer = maxSQL + 64
 )
 
-var (
-	errKilled = errors.New("session ended by jitgate")
-	errQuit   = errors.New("client sent COM_QUIT")
-)
+// errQuit is the client's goodbye (COM_QUIT), as the event loop knows it.
+var errQuit = gateway.ErrGoodbye
 
 // respState is where a command's response stands.
 type respState uint8
@@ -89,9 +86,24 @@ type session struct {
 	quit     atomic.Bool // the client said goodbye
 	parking  atomic.Bool // its goodbye was kept from the upstream, to reuse the connection
 	inflight atomic.Int32
-	wmu      sync.Mutex // writes to the client
+	held     atomic.Bool // finished statements wait for room in the recorder (backlog)
+	wmu      sync.Mutex  // writes to the client (goroutine relay)
+
+	// looped is set (under mu) when an event loop relays the session; relayed then receives
+	// why the relay ended, and upClean whether the upstream stopped between packets.
+	looped  *gateway.Looped
+	relayed chan error
+	upClean bool
 
 	bytesIn, bytesOut, statements atomic.Int64
+
+	// The client side (FromClient, one caller at a time).
+	cin       []byte // the start of a command not yet whole
+	out, back []byte // what FromClient returns, reused
+	forward   int    // bytes of a large command still to forward as they come
+	drop      int    // bytes of a refused command still to drop
+	cont      bool   // the client's last packet was split: the next continues it
+	cmdBytes  int    // the client's current command's size so far
 
 	qmu      sync.Mutex
 	queue    []*command // sent upstream, awaiting their response, oldest first
@@ -100,13 +112,13 @@ type session struct {
 	respSeq  byte   // the sequence number the client expects next, as relayed
 	midway   bool   // the client got part of a packet (no ERR can follow)
 	us       scanner
-	cont     bool // the client's last packet was split: the next continues it
-	cmdBytes int  // the client's current command's size so far
+	done     []*command          // finished by the chunk being read (FromUpstream)
+	backlog  []jitgate.Statement // finished statements the recorder had no room for
 }
 
 func newSession(g *Gateway, client net.Conn, u *upstream, key gateway.PoolKey, grant *jitgate.Grant, caps, id uint32) *session {
 	return &session{g: g, client: client, u: u, key: key, grant: grant, caps: caps, id: id,
-		prepared: map[uint32]string{}, status: statusAutocommit}
+		prepared: map[uint32]string{}, status: statusAutocommit, relayed: make(chan error, 1)}
 }
 
 // Kill ends the session for reason (gateway.Killer): it stops the relay at once and kills the
@@ -118,11 +130,16 @@ func (s *session) Kill(reason string) {
 		return
 	}
 	s.reason = reason
+	looped := s.looped
 	s.mu.Unlock()
 	s.dead.Store(true)
-	now := time.Now()
-	_ = s.u.conn.SetReadDeadline(now)
-	_ = s.client.SetReadDeadline(now)
+	if looped != nil {
+		looped.Kill()
+	} else {
+		now := time.Now()
+		_ = s.u.conn.SetReadDeadline(now)
+		_ = s.client.SetReadDeadline(now)
+	}
 	if s.inflight.Load() > 0 {
 		// Kill runs inside the engine's event delivery: the KILL QUERY, which logs in to the
 		// database, runs on its own; Close still waits for it.
@@ -161,15 +178,24 @@ func (s *session) sessionID() int64 {
 func (s *session) run() {
 	s.g.track(s)
 	defer s.g.untrack(s)
-	cdone := make(chan error, 1)
-	go func() {
-		err := s.clientLoop()
-		cdone <- err
-		_ = s.u.conn.SetReadDeadline(time.Now())
-	}()
-	uerr := s.upstreamLoop()
-	_ = s.client.SetReadDeadline(time.Now())
-	cerr := <-cdone
+	var cerr, uerr error
+	if s.g.loops != nil && s.adopt() {
+		s.g.looped.Add(1)
+		switch err := <-s.relayed; {
+		case errors.Is(err, gateway.ErrGoodbye):
+			cerr = errQuit
+		case errors.Is(err, io.EOF):
+			uerr = err
+		default:
+			cerr = err
+		}
+	} else {
+		cerr, uerr = s.relay()
+		s.upClean = s.Between()
+		if s.killReason() != "" {
+			s.goodbye()
+		}
+	}
 	reason := s.killReason()
 	switch {
 	case reason != "":
@@ -177,14 +203,13 @@ func (s *session) run() {
 		reason = "client ended the session"
 	case errors.Is(uerr, io.EOF):
 		reason = "upstream closed the connection"
-	case cerr != nil && !errors.Is(cerr, io.EOF) && !errors.Is(cerr, os.ErrDeadlineExceeded) && !errors.Is(cerr, net.ErrClosed):
+	case cerr != nil && !errors.Is(cerr, io.EOF) && !errors.Is(cerr, io.ErrUnexpectedEOF) &&
+		!errors.Is(cerr, os.ErrDeadlineExceeded) && !errors.Is(cerr, net.ErrClosed) && !errors.Is(cerr, gateway.ErrKilled):
 		reason = "protocol error: " + cerr.Error()
 	default:
 		reason = "client disconnected"
 	}
-	if s.killReason() != "" {
-		s.goodbye(fmt.Sprintf("jitgate: %s; session closed", s.killReason()))
-	} else if s.inflight.Load() > 0 {
+	if s.killReason() == "" && s.inflight.Load() > 0 {
 		// The client vanished mid-query: stop the query rather than let it run on.
 		s.killQuery()
 	}
@@ -198,17 +223,53 @@ func (s *session) run() {
 	} else {
 		s.failPending(2013, "HY000") // lost connection
 	}
+	s.flushBacklog()
 	s.finish(reason)
 }
 
-// goodbye sends the client an ERR naming why the session ends, where the stream allows one:
-// as the answer to the running command, or unprompted when it is idle.
-func (s *session) goodbye(msg string) {
+// adopt hands the session's relay to an event loop, unless it was killed already.
+func (s *session) adopt() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reason != "" {
+		return false
+	}
+	looped, ok := s.g.loops.Adopt(s, s.client, s.u.conn)
+	if ok {
+		s.looped = looped
+	}
+	return ok
+}
+
+// relay runs the session on two goroutines, one per direction, and returns each side's error.
+func (s *session) relay() (cerr, uerr error) {
+	cdone := make(chan error, 1)
+	go func() {
+		err := s.clientLoop()
+		cdone <- err
+		_ = s.u.conn.SetReadDeadline(time.Now())
+	}()
+	uerr = s.upstreamLoop()
+	_ = s.client.SetReadDeadline(time.Now())
+	return <-cdone, uerr
+}
+
+// Goodbye is the ERR that tells the client why jitgate ended the session: as the answer to
+// the running command, or unprompted when it is idle (gateway.Relayed).
+func (s *session) Goodbye() []byte {
 	s.qmu.Lock()
-	seq, midway := byte(0), s.midway
+	seq := byte(0)
 	if len(s.queue) > 0 {
 		seq = s.respSeq
 	}
+	s.qmu.Unlock()
+	return appendPackets(nil, &seq, errPacket(erConnectionKill, "70100", fmt.Sprintf("jitgate: %s; session closed", s.killReason())))
+}
+
+// goodbye sends Goodbye on the goroutine relay, where the stream allows one.
+func (s *session) goodbye() {
+	s.qmu.Lock()
+	midway := s.midway
 	s.qmu.Unlock()
 	if midway {
 		return
@@ -216,20 +277,35 @@ func (s *session) goodbye(msg string) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	_ = s.client.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = s.client.Write(appendPackets(nil, &seq, errPacket(erConnectionKill, "70100", msg)))
+	_, _ = s.client.Write(s.Goodbye())
 }
+
+// Between reports whether the upstream's stream is between packets (gateway.Relayed).
+func (s *session) Between() bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.us.boundary()
+}
+
+// Ended hands the end of the loop's relay to run (gateway.Relayed).
+func (s *session) Ended(err error, upClean bool) {
+	s.upClean = upClean
+	s.relayed <- err
+}
+
+// Held reports whether statements wait for room in the recorder (gateway.Relayed).
+func (s *session) Held() bool { return s.held.Load() }
 
 // park resets the upstream connection of a session the client ended cleanly and hands it to
 // the pool; false means it must be closed.
 func (s *session) park() bool {
-	if !s.parking.Load() || s.killReason() != "" || s.inflight.Load() != 0 {
+	if !s.parking.Load() || s.killReason() != "" || s.inflight.Load() != 0 || !s.upClean {
 		return false
 	}
-	s.qmu.Lock()
-	clean := s.us.boundary()
-	s.qmu.Unlock()
-	if !clean {
-		return false
+	if bc, _ := gateway.BufOf(s.u.conn); bc != nil {
+		if err := bc.Attach(); err != nil { // back from the event loop, if it was there
+			return false
+		}
 	}
 	if err := s.u.reset(5 * time.Second); err != nil {
 		s.g.log.Debug("mysql gateway: upstream not reusable", "session", s.sessionID(), "err", err)
@@ -252,101 +328,152 @@ func (s *session) finish(reason string) {
 		"statements", s.info.Statements, "bytes_in", s.info.BytesIn, "bytes_out", s.info.BytesOut)
 }
 
-// clientLoop reads the client's commands, notes each, and forwards them upstream.
+// clientLoop is the goroutine relay's client side: it reads the client's bytes and passes
+// them through FromClient.
 func (s *session) clientLoop() error {
-	br := bufio.NewReaderSize(s.client, clientBuffer)
+	buf := make([]byte, 32<<10)
 	for {
-		hdr, err := br.Peek(4)
+		n, err := s.client.Read(buf)
+		if n > 0 {
+			s.waitBacklog()
+			fwd, back, ferr := s.FromClient(buf[:n])
+			if len(fwd) > 0 {
+				if _, err := s.u.conn.Write(fwd); err != nil {
+					return fmt.Errorf("upstream: %w", err)
+				}
+			}
+			if len(back) > 0 {
+				s.wmu.Lock()
+				_, werr := s.client.Write(back)
+				s.wmu.Unlock()
+				if werr != nil {
+					return werr
+				}
+			}
+			if ferr != nil {
+				return ferr
+			}
+		}
 		if err != nil {
 			return err
 		}
-		plen := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
-		seq := hdr[3]
-		if s.dead.Load() {
-			return errKilled
+	}
+}
+
+// FromClient reads a chunk of the client's bytes (gateway.Relayed): it notes each command,
+// returns the bytes to forward upstream and the gateway's own answers to commands it refuses
+// or serves itself. A command is forwarded once its first clientBuffer bytes are in (all of a
+// small one; a larger one then streams through), so that a refused command never reaches the
+// upstream. errQuit (gateway.ErrGoodbye) means the client said goodbye.
+func (s *session) FromClient(b []byte) (fwd, back []byte, err error) {
+	if s.dead.Load() {
+		return nil, nil, gateway.ErrKilled // nothing more reaches the upstream once jitgate ended the session
+	}
+	s.bytesIn.Add(int64(len(b)))
+	s.out, s.back = s.out[:0], s.back[:0]
+	data := b
+	if len(s.cin) > 0 {
+		s.cin = append(s.cin, b...)
+		data = s.cin
+	}
+	i := 0
+	for i < len(data) && err == nil {
+		switch {
+		case s.forward > 0:
+			k := min(s.forward, len(data)-i)
+			s.out = append(s.out, data[i:i+k]...)
+			s.forward -= k
+			i += k
+			continue
+		case s.drop > 0:
+			k := min(s.drop, len(data)-i)
+			s.drop -= k
+			i += k
+			continue
+		case len(data)-i < 4:
+			goto keep
 		}
+		plen := int(data[i]) | int(data[i+1])<<8 | int(data[i+2])<<16
+		seq := data[i+3]
 		total := 4 + plen
+		head := min(total, clientBuffer)
+		if len(data)-i < head {
+			goto keep // wait for the command's head
+		}
 		cont := s.cont
 		s.cont = plen == maxPayload
 		if !cont {
 			if seq != 0 {
-				return fmt.Errorf("packet out of order (sequence %d where a command starts)", seq)
+				err = fmt.Errorf("packet out of order (sequence %d where a command starts)", seq)
+				break
 			}
 			s.cmdBytes = 0
 		}
 		s.cmdBytes += plen
 		if s.cmdBytes > s.g.opts.MaxPacket {
-			s.reply(1, errPacket(erNetPacketTooBig, "08S01", fmt.Sprintf("jitgate: command larger than the gateway's limit of %d bytes", s.g.opts.MaxPacket)))
-			return fmt.Errorf("command over %d bytes", s.g.opts.MaxPacket)
+			s.back = appendPackets(s.back, new(byte), errPacket(erNetPacketTooBig, "08S01",
+				fmt.Sprintf("jitgate: command larger than the gateway's limit of %d bytes", s.g.opts.MaxPacket)))
+			s.back[3] = 1
+			err = fmt.Errorf("command over %d bytes", s.g.opts.MaxPacket)
+			break
 		}
-		if cont {
-			if err := s.forward(br, total); err != nil {
-				return err
+		pass := true
+		if !cont {
+			c, local := s.onCommand(data[i+4:i+head], plen)
+			switch {
+			case local != nil:
+				s.qmu.Lock()
+				busy := len(s.queue) > 0
+				s.qmu.Unlock()
+				if busy {
+					err = errors.New("a command the gateway answers itself was pipelined behind another")
+					break
+				}
+				seq := byte(1)
+				s.back = appendPackets(s.back, &seq, local)
+				pass = false
+			case c == nil: // COM_QUIT
+				s.quit.Store(true)
+				err = errQuit
+				if s.g.pool.Enabled() && s.idle() {
+					s.parking.Store(true) // keep the goodbye from the upstream
+					pass = false
+				}
+			case c.typ != comStmtClose && c.typ != comStmtSendLongData:
+				s.qmu.Lock()
+				s.queue = append(s.queue, c)
+				s.respSeq = 1
+				s.qmu.Unlock()
+				s.inflight.Add(1)
 			}
-			continue
 		}
-		head, err := br.Peek(min(total, clientBuffer))
-		if err != nil {
-			return err
+		k := min(total, len(data)-i)
+		if pass {
+			s.out = append(s.out, data[i:i+k]...)
+			s.forward = total - k
+		} else {
+			s.drop = total - k
 		}
-		c, local := s.onCommand(head[4:], plen)
-		switch {
-		case local != nil:
-			if _, err := br.Discard(total); err != nil {
-				return err
-			}
-			s.qmu.Lock()
-			busy := len(s.queue) > 0
-			s.qmu.Unlock()
-			if busy {
-				return errors.New("a command the gateway answers itself was pipelined behind another")
-			}
-			s.reply(1, local)
-			continue
-		case c == nil: // COM_QUIT
-			if s.g.pool.Enabled() && s.idle() {
-				s.parking.Store(true) // keep the goodbye from the upstream
-				_, _ = br.Discard(total)
-				return errQuit
-			}
-			if err := s.forward(br, total); err != nil {
-				return err
-			}
-			return errQuit
-		}
-		if c.typ != comStmtClose && c.typ != comStmtSendLongData {
-			s.qmu.Lock()
-			s.queue = append(s.queue, c)
-			s.respSeq = 1
-			s.qmu.Unlock()
-			s.inflight.Add(1)
-		}
-		if err := s.forward(br, total); err != nil {
-			return err
-		}
+		i += k
 	}
-}
-
-// forward copies the next n bytes of the client's stream upstream.
-func (s *session) forward(br *bufio.Reader, n int) error {
-	s.bytesIn.Add(int64(n))
-	if n <= br.Buffered() {
-		b, _ := br.Peek(n)
-		if _, err := s.u.conn.Write(b); err != nil {
-			return fmt.Errorf("upstream: %w", err)
+	if err != nil {
+		if !errors.Is(err, errQuit) {
+			s.Kill("protocol error from the client: " + err.Error())
 		}
-		_, _ = br.Discard(n)
-		return nil
+		return s.out, s.back, err
 	}
-	_, err := io.CopyN(s.u.conn, br, int64(n))
-	return err
-}
-
-// reply answers the client's command locally (the gateway refused it).
-func (s *session) reply(seq byte, payload []byte) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	_, _ = s.client.Write(appendPackets(nil, &seq, payload))
+keep:
+	// What is left is the start of a command whose head has not come yet.
+	rest := data[i:]
+	if len(s.cin) > 0 {
+		s.cin = s.cin[:copy(s.cin, rest)]
+	} else {
+		s.cin = append(s.cin[:0], rest...)
+	}
+	if cap(s.cin) > 4*clientBuffer && len(s.cin) == 0 {
+		s.cin = nil
+	}
+	return s.out, s.back, nil
 }
 
 // idle reports whether the upstream is between transactions with nothing outstanding.
@@ -458,47 +585,57 @@ func sqlText(b []byte, total int) string {
 	return string(b[:min(len(b), maxSQL)]) + fmt.Sprintf("... [%d bytes in all]", total)
 }
 
-// upstreamLoop relays the upstream's responses to the client, following them to learn each
-// command's outcome.
+// upstreamLoop is the goroutine relay's upstream side: it relays the upstream's answers to the
+// client through FromUpstream.
 func (s *session) upstreamLoop() error {
 	buf := make([]byte, 32<<10)
-	var done []*command
 	for {
 		n, err := s.u.conn.Read(buf)
 		if n > 0 {
-			if s.dead.Load() {
-				return errKilled
-			}
-			s.qmu.Lock()
-			seq := s.respSeq
-			ferr := s.us.feed(buf[:n], func(pk packet) error {
-				seq = pk.seq + 1
-				return s.onResponse(pk, &done)
-			})
-			s.qmu.Unlock()
-			s.wmu.Lock()
-			_, werr := s.client.Write(buf[:n])
-			s.wmu.Unlock()
-			s.qmu.Lock()
-			s.respSeq, s.midway = seq, !s.us.boundary()
-			s.qmu.Unlock()
-			s.bytesOut.Add(int64(n))
-			for i, c := range done {
-				s.emit(c)
-				done[i] = nil
-			}
-			done = done[:0]
-			if werr != nil {
-				return fmt.Errorf("client: %w", werr)
-			}
+			fwd, ferr := s.FromUpstream(buf[:n])
 			if ferr != nil {
 				return ferr
 			}
+			s.wmu.Lock()
+			_, werr := s.client.Write(fwd)
+			s.wmu.Unlock()
+			if werr != nil {
+				return fmt.Errorf("client: %w", werr)
+			}
+			s.waitBacklog()
 		}
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// FromUpstream reads a chunk of the upstream's bytes (gateway.Relayed): it follows each
+// command's answer to its end and records the command, and returns the chunk to relay.
+func (s *session) FromUpstream(b []byte) ([]byte, error) {
+	if s.dead.Load() {
+		return nil, gateway.ErrKilled
+	}
+	s.qmu.Lock()
+	seq := s.respSeq
+	err := s.us.feed(b, func(pk packet) error {
+		seq = pk.seq + 1
+		return s.onResponse(pk, &s.done)
+	})
+	s.respSeq, s.midway = seq, !s.us.boundary()
+	done := s.done
+	s.qmu.Unlock()
+	s.bytesOut.Add(int64(len(b)))
+	for i, c := range done {
+		s.emit(c)
+		done[i] = nil
+	}
+	s.done = done[:0]
+	if err != nil {
+		s.Kill("protocol error from the upstream: " + err.Error())
+		return nil, err
+	}
+	return b, nil
 }
 
 // onResponse follows one upstream packet through the oldest command's response (caller
@@ -706,9 +843,58 @@ func (s *session) emit(c *command) {
 	default:
 		st.Tag = "OK " + strconv.FormatUint(c.affected, 10)
 	}
-	if !s.g.rec.TryRecord(s.stmtHead, st) {
-		s.g.rec.Record(s.stmtHead, st) // counts the wait
+	// The relay must not wait for the recorder (an event loop serves other sessions, and a
+	// kill must get through): when it is full the statement waits in the backlog, and the
+	// relay holds the session (reads nothing more from either side) until the backlog drains,
+	// so no further statement runs unrecorded.
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if len(s.backlog) == 0 && s.g.rec.TryRecord(s.stmtHead, st) {
+		return
 	}
+	if len(s.backlog) == 0 {
+		s.g.rec.Waited()
+		s.held.Store(true)
+	}
+	s.backlog = append(s.backlog, st)
+}
+
+// DrainBacklog hands the recorder what it has room for of the backlog; true means the
+// backlog is empty and the session no longer held (gateway.Relayed).
+func (s *session) DrainBacklog() bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	n := 0
+	for n < len(s.backlog) && s.g.rec.TryRecord(s.stmtHead, s.backlog[n]) {
+		n++
+	}
+	s.backlog = s.backlog[:copy(s.backlog, s.backlog[n:])]
+	if len(s.backlog) > 0 {
+		return false
+	}
+	s.backlog = nil
+	s.held.Store(false)
+	return true
+}
+
+// waitBacklog holds the goroutine relay while the backlog drains; it gives up once the
+// session is killed.
+func (s *session) waitBacklog() {
+	for s.held.Load() && !s.DrainBacklog() && !s.dead.Load() {
+		time.Sleep(gateway.HeldRetry)
+	}
+}
+
+// flushBacklog records the backlog, waiting for room: run calls it once the relay is over,
+// before recording the session's end.
+func (s *session) flushBacklog() {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for _, st := range s.backlog {
+		s.g.rec.Record(s.stmtHead, st)
+	}
+	s.backlog = nil
+	s.held.Store(false)
 }
 
 // failPending records the commands that never got their answer (the session ended).

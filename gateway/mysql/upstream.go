@@ -11,6 +11,7 @@ import (
 
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/config"
+	"github.com/jitgate/jitgate/gateway"
 )
 
 // Upstream says how to log in to the real database for a grant.
@@ -103,10 +104,11 @@ var errUnsupported = errors.New("unsupported")
 // packet size, so that the stream after login is what the client expects.
 func login(ctx context.Context, cfg *Upstream, clientCaps uint32, charset byte, maxPacket uint32) (*upstream, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", cfg.Addr)
+	tc, err := d.DialContext(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		return nil, err
 	}
+	nc := gateway.NewBufConn(tc) // so that an event loop can take the socket over
 	u, err := handshakeUpstream(ctx, nc, cfg, clientCaps, charset, maxPacket)
 	if err != nil {
 		nc.Close()
