@@ -389,7 +389,8 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
-	s.stmtHead = &jitgate.AuditEvent{Actor: grant.User, Action: jitgate.ActionSessionStatements,
+	s.backlog.Rec = g.rec
+	s.backlog.Head = &jitgate.AuditEvent{Actor: grant.User, Action: jitgate.ActionSessionStatements,
 		RequestID: grant.RequestID, GrantID: grant.ID, SessionID: s.info.ID}
 	g.log.Info("mysql gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User,
 		"resource", grant.Resource, "role", grant.Role, "upstream_thread", u.connID)

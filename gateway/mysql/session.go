@@ -68,16 +68,15 @@ type command struct {
 
 // session is one client connection relayed to one upstream connection.
 type session struct {
-	g        *Gateway
-	client   net.Conn
-	u        *upstream
-	key      gateway.PoolKey
-	grant    *jitgate.Grant
-	info     *jitgate.Session
-	stmtHead *jitgate.AuditEvent
-	caps     uint32 // the stream capabilities both sides use
-	id       uint32 // the connection id the client was told
-	tr       *gateway.Tracked
+	g      *Gateway
+	client net.Conn
+	u      *upstream
+	key    gateway.PoolKey
+	grant  *jitgate.Grant
+	info   *jitgate.Session
+	caps   uint32 // the stream capabilities both sides use
+	id     uint32 // the connection id the client was told
+	tr     *gateway.Tracked
 
 	mu     sync.Mutex
 	reason string // why jitgate ended the session ("" if it did not)
@@ -86,8 +85,7 @@ type session struct {
 	quit     atomic.Bool // the client said goodbye
 	parking  atomic.Bool // its goodbye was kept from the upstream, to reuse the connection
 	inflight atomic.Int32
-	held     atomic.Bool // finished statements wait for room in the recorder (backlog)
-	wmu      sync.Mutex  // writes to the client (goroutine relay)
+	wmu      sync.Mutex // writes to the client (goroutine relay)
 
 	// looped is set (under mu) when an event loop relays the session; relayed then receives
 	// why the relay ended, and upClean whether the upstream stopped between packets.
@@ -112,8 +110,10 @@ type session struct {
 	respSeq  byte   // the sequence number the client expects next, as relayed
 	midway   bool   // the client got part of a packet (no ERR can follow)
 	us       scanner
-	done     []*command          // finished by the chunk being read (FromUpstream)
-	backlog  []jitgate.Statement // finished statements the recorder had no room for
+	done     []*command // finished by the chunk being read (FromUpstream)
+
+	// backlog holds finished statements the recorder had no room for.
+	backlog gateway.Backlog
 }
 
 func newSession(g *Gateway, client net.Conn, u *upstream, key gateway.PoolKey, grant *jitgate.Grant, caps, id uint32) *session {
@@ -223,7 +223,7 @@ func (s *session) run() {
 	} else {
 		s.failPending(2013, "HY000") // lost connection
 	}
-	s.flushBacklog()
+	s.backlog.Flush()
 	s.finish(reason)
 }
 
@@ -294,7 +294,7 @@ func (s *session) Ended(err error, upClean bool) {
 }
 
 // Held reports whether statements wait for room in the recorder (gateway.Relayed).
-func (s *session) Held() bool { return s.held.Load() }
+func (s *session) Held() bool { return s.backlog.Held() }
 
 // park resets the upstream connection of a session the client ended cleanly and hands it to
 // the pool; false means it must be closed.
@@ -843,59 +843,17 @@ func (s *session) emit(c *command) {
 	default:
 		st.Tag = "OK " + strconv.FormatUint(c.affected, 10)
 	}
-	// The relay must not wait for the recorder (an event loop serves other sessions, and a
-	// kill must get through): when it is full the statement waits in the backlog, and the
-	// relay holds the session (reads nothing more from either side) until the backlog drains,
-	// so no further statement runs unrecorded.
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	if len(s.backlog) == 0 && s.g.rec.TryRecord(s.stmtHead, st) {
-		return
-	}
-	if len(s.backlog) == 0 {
-		s.g.rec.Waited()
-		s.held.Store(true)
-	}
-	s.backlog = append(s.backlog, st)
+	// When the recorder is full, the statement waits in the backlog and the relay holds the
+	// session.
+	s.backlog.Record(st)
 }
 
-// DrainBacklog hands the recorder what it has room for of the backlog; true means the
-// backlog is empty and the session no longer held (gateway.Relayed).
-func (s *session) DrainBacklog() bool {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	n := 0
-	for n < len(s.backlog) && s.g.rec.TryRecord(s.stmtHead, s.backlog[n]) {
-		n++
-	}
-	s.backlog = s.backlog[:copy(s.backlog, s.backlog[n:])]
-	if len(s.backlog) > 0 {
-		return false
-	}
-	s.backlog = nil
-	s.held.Store(false)
-	return true
-}
+// DrainBacklog offers the backlog to the recorder again (gateway.Relayed).
+func (s *session) DrainBacklog() bool { return s.backlog.Drain() }
 
 // waitBacklog holds the goroutine relay while the backlog drains; it gives up once the
 // session is killed.
-func (s *session) waitBacklog() {
-	for s.held.Load() && !s.DrainBacklog() && !s.dead.Load() {
-		time.Sleep(gateway.HeldRetry)
-	}
-}
-
-// flushBacklog records the backlog, waiting for room: run calls it once the relay is over,
-// before recording the session's end.
-func (s *session) flushBacklog() {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	for _, st := range s.backlog {
-		s.g.rec.Record(s.stmtHead, st)
-	}
-	s.backlog = nil
-	s.held.Store(false)
-}
+func (s *session) waitBacklog() { s.backlog.Wait(s.dead.Load) }
 
 // failPending records the commands that never got their answer (the session ended).
 func (s *session) failPending(code uint16, sqlstate string) {

@@ -389,7 +389,8 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 	_ = conn.SetDeadline(time.Time{})
 	// The head of this session's session.statements events: user, grant and session are
 	// their columns.
-	s.stmtHead = &jitgate.AuditEvent{Actor: grant.User, Action: jitgate.ActionSessionStatements,
+	s.backlog.Rec = g.rec
+	s.backlog.Head = &jitgate.AuditEvent{Actor: grant.User, Action: jitgate.ActionSessionStatements,
 		RequestID: grant.RequestID, GrantID: grant.ID, SessionID: s.info.ID}
 	g.log.Info("gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User, "resource", grant.Resource, "role", grant.Role, "upstream_pid", u.pid)
 	s.run()

@@ -195,7 +195,7 @@ func (s *session) relay() error {
 	go func() {
 		defer close(c2s)
 		fromClient := func(b []byte) ([]byte, error) {
-			for s.held.Load() && !s.dead.Load() {
+			for s.backlog.Held() && !s.dead.Load() {
 				time.Sleep(heldRetry) // the upstream side is waiting for the recorder
 			}
 			return s.fromClient(b)
@@ -208,7 +208,7 @@ func (s *session) relay() error {
 	}()
 	fromUpstream := func(b []byte) ([]byte, error) {
 		fwd, err := s.fromUpstream(b)
-		if err == nil && s.held.Load() {
+		if err == nil && s.backlog.Held() {
 			s.waitBacklog() // read nothing more until the recorder has the statements
 			if s.dead.Load() {
 				return nil, errKilled

@@ -51,7 +51,7 @@ func BenchmarkRelayTransaction(b *testing.B) {
 		defer rec.Close()
 		g := &Gateway{opts: Options{MaxMessage: 1 << 20}, rec: rec, pool: &pool{}}
 		s := newSession(g, nil, &upstream{params: map[string]string{}}, gateway.PoolKey{}, &jitgate.Grant{})
-		s.stmtHead = &jitgate.AuditEvent{SessionID: 1}
+		s.backlog.Head = &jitgate.AuditEvent{SessionID: 1}
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			if _, err := s.fromClient(queries[i%len(queries)]); err != nil {
@@ -60,7 +60,7 @@ func BenchmarkRelayTransaction(b *testing.B) {
 			if _, err := s.fromUpstream(answer); err != nil {
 				b.Fatal(err)
 			}
-			if s.held.Load() {
+			if s.backlog.Held() {
 				s.waitBacklog() // as the relay does when the recorder is full
 			}
 		}

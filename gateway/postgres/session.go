@@ -30,8 +30,6 @@ type session struct {
 	key    gateway.PoolKey // which later sessions may reuse u
 	grant  *jitgate.Grant
 	info   *jitgate.Session
-	// stmtHead is the head of the session's statement audit events (see Recorder.Record).
-	stmtHead *jitgate.AuditEvent
 
 	keyPID, keySecret uint32
 
@@ -62,9 +60,6 @@ type session struct {
 	upClean bool
 	// lastTag is the last command tag read from the upstream (by its reader only).
 	lastTag string
-	// held is set while backlog holds statements: the relay then stops reading either side
-	// until the recorder takes them.
-	held atomic.Bool
 
 	qmu sync.Mutex
 	// pending[phead:] are the statements sent upstream, awaiting their outcome, in order (a
@@ -77,8 +72,8 @@ type session struct {
 	txStatus byte
 	// awaiting counts Query and Sync messages sent upstream whose ReadyForQuery has not come.
 	awaiting int
-	// backlog holds finished statements, oldest first, that the recorder had no room for.
-	backlog []jitgate.Statement
+	// backlog holds finished statements the recorder had no room for.
+	backlog gateway.Backlog
 }
 
 // stmt is one statement on its way through.
@@ -207,10 +202,10 @@ func (s *session) FromClient(b []byte) (fwd, back []byte, err error) {
 func (s *session) FromUpstream(b []byte) ([]byte, error) { return s.fromUpstream(b) }
 
 // Held reports whether the session waits for the recorder.
-func (s *session) Held() bool { return s.held.Load() }
+func (s *session) Held() bool { return s.backlog.Held() }
 
-// DrainBacklog is drainBacklog.
-func (s *session) DrainBacklog() bool { return s.drainBacklog() }
+// DrainBacklog offers the backlog to the recorder again.
+func (s *session) DrainBacklog() bool { return s.backlog.Drain() }
 
 // Between reports whether the upstream's stream is between messages.
 func (s *session) Between() bool { return s.us.boundary() }
@@ -259,7 +254,7 @@ func (s *session) run() {
 	} else {
 		s.failPending("08006") // connection lost
 	}
-	s.flushBacklog()
+	s.backlog.Flush()
 	s.finish(reason)
 }
 
@@ -444,55 +439,11 @@ func (s *session) emit(st stmt) {
 	if st.extended {
 		rec.Protocol = "extended"
 	}
-	// The recorder merges a session's statements into one session.statements event per batch.
-	// The relay must not wait for it (an event loop serves other sessions, and a kill must get
-	// through): when the recorder is full the statement waits in the session's backlog, and
-	// the relay holds the session (reads nothing more from either side) until the backlog
-	// drains, so no further statement runs unrecorded.
-	if len(s.backlog) == 0 && s.g.rec.TryRecord(s.stmtHead, rec) {
-		return
-	}
-	if len(s.backlog) == 0 {
-		s.g.rec.Waited()
-		s.held.Store(true)
-	}
-	s.backlog = append(s.backlog, rec)
+	// The recorder merges a session's statements into one session.statements event per batch;
+	// when it is full, the statement waits in the backlog and the relay holds the session.
+	s.backlog.Record(rec)
 }
 
-// drainBacklog hands the recorder what it has room for of the backlog; true means the backlog
-// is empty (and the session no longer held).
-func (s *session) drainBacklog() bool {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	n := 0
-	for n < len(s.backlog) && s.g.rec.TryRecord(s.stmtHead, s.backlog[n]) {
-		n++
-	}
-	s.backlog = s.backlog[:copy(s.backlog, s.backlog[n:])]
-	if len(s.backlog) > 0 {
-		return false
-	}
-	s.backlog = nil
-	s.held.Store(false)
-	return true
-}
-
-// flushBacklog records the backlog, waiting for room: the session's goroutine calls it once
-// the relay is over, before recording the session's end.
-func (s *session) flushBacklog() {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	for _, st := range s.backlog {
-		s.g.rec.Record(s.stmtHead, st)
-	}
-	s.backlog = nil
-	s.held.Store(false)
-}
-
-// waitBacklog holds the goroutine relay's upstream reader while the backlog drains, checking
-// every few milliseconds; it gives up once the session is killed.
-func (s *session) waitBacklog() {
-	for s.held.Load() && !s.drainBacklog() && !s.dead.Load() {
-		time.Sleep(heldRetry)
-	}
-}
+// waitBacklog holds the goroutine relay's upstream reader while the backlog drains; it gives
+// up once the session is killed.
+func (s *session) waitBacklog() { s.backlog.Wait(s.dead.Load) }
