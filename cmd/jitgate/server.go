@@ -444,60 +444,58 @@ func gatewayListen(addr string, dev bool) (net.Listener, error) {
 	return ln, nil
 }
 
+// protocolGateway is what the server does with any protocol's gateway.
+type protocolGateway interface {
+	prometheus.Collector
+	Serve(ln net.Listener) error
+	Ready() error
+}
+
 // startGateways starts the protocol gateways the config has.
 func startGateways(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server, reg *prometheus.Registry) (*gateways, error) {
 	gws := &gateways{}
-	if pg := rt.cfg.Gateway.Postgres; pg != nil {
-		tlsCfg, err := gatewayTLS(rt, "gateway.postgres", pg, dev)
-		if err != nil {
-			return nil, err
-		}
-		ln, err := gatewayListen(pg.Addr, dev)
-		if err != nil {
-			return nil, err
-		}
-		gw := pggateway.New(pggateway.Options{
-			Engine: rt.engine.GatewayService(), Upstream: pggateway.ConfigUpstream(rt.set, rt.engine.GatewayService().ProvisionedLogin), TLS: tlsCfg,
-			InsecurePlaintext: pg.InsecurePlaintext, ReuseUpstream: pg.ReuseUpstreamValue, RecorderFlush: pg.AuditFlushValue, Relay: pg.Relay, Loops: pg.Loops, Logger: log,
-			Limits: gateway.Limits{MaxUnauthenticated: pg.MaxUnauthenticated, MaxUnauthenticatedPerSource: pg.MaxUnauthenticatedPerSource},
-		})
-		reg.MustRegister(gw)
-		api.AddReadyCheck("postgres gateway", gw.Ready)
-		go func() {
-			if err := gw.Serve(ln); err != nil {
-				log.Error("PostgreSQL gateway stopped; /readyz now fails", "err", err)
-			}
-		}()
-		host, port, _ := net.SplitHostPort(ln.Addr().String())
-		sslmode := "require"
-		if tlsCfg == nil {
-			sslmode = "disable"
-		}
-		api.SetGatewayFor(jitgate.KindPostgres, httpapi.GatewayInfo{Host: host, Port: port, SSLMode: sslmode})
-		log.Info("PostgreSQL gateway listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
-		gws.pg = gw
+	gs := rt.engine.GatewayService()
+	limits := func(l *config.Listener) gateway.Limits {
+		return gateway.Limits{MaxUnauthenticated: l.MaxUnauthenticated, MaxUnauthenticatedPerSource: l.MaxUnauthenticatedPerSource}
 	}
-	if my := rt.cfg.Gateway.MySQL; my != nil {
-		tlsCfg, err := gatewayTLS(rt, "gateway.mysql", my, dev)
+	for _, p := range []struct {
+		kind, name string
+		l          *config.Listener
+		start      func(l *config.Listener, tlsCfg *tls.Config) protocolGateway
+	}{
+		{jitgate.KindPostgres, "PostgreSQL", rt.cfg.Gateway.Postgres, func(l *config.Listener, tlsCfg *tls.Config) protocolGateway {
+			gws.pg = pggateway.New(pggateway.Options{Engine: gs, Upstream: pggateway.ConfigUpstream(rt.set, gs.ProvisionedLogin), TLS: tlsCfg,
+				InsecurePlaintext: l.InsecurePlaintext, ReuseUpstream: l.ReuseUpstreamValue, RecorderFlush: l.AuditFlushValue,
+				Relay: l.Relay, Loops: l.Loops, Logger: log, Limits: limits(l)})
+			return gws.pg
+		}},
+		{jitgate.KindMySQL, "MySQL", rt.cfg.Gateway.MySQL, func(l *config.Listener, tlsCfg *tls.Config) protocolGateway {
+			gws.my = mygateway.New(mygateway.Options{Engine: gs, Upstream: mygateway.ConfigUpstream(rt.set, gs.ProvisionedLogin), TLS: tlsCfg,
+				InsecurePlaintext: l.InsecurePlaintext, ReuseUpstream: l.ReuseUpstreamValue, RecorderFlush: l.AuditFlushValue,
+				Relay: l.Relay, Loops: l.Loops, Logger: log, Limits: limits(l)})
+			return gws.my
+		}},
+	} {
+		if p.l == nil {
+			continue
+		}
+		tlsCfg, err := gatewayTLS(rt, "gateway."+p.kind, p.l, dev)
 		if err != nil {
 			gws.Close()
 			return nil, err
 		}
-		ln, err := gatewayListen(my.Addr, dev)
+		ln, err := gatewayListen(p.l.Addr, dev)
 		if err != nil {
 			gws.Close()
 			return nil, err
 		}
-		gw := mygateway.New(mygateway.Options{
-			Engine: rt.engine.GatewayService(), Upstream: mygateway.ConfigUpstream(rt.set, rt.engine.GatewayService().ProvisionedLogin), TLS: tlsCfg,
-			InsecurePlaintext: my.InsecurePlaintext, ReuseUpstream: my.ReuseUpstreamValue, RecorderFlush: my.AuditFlushValue, Relay: my.Relay, Loops: my.Loops, Logger: log,
-			Limits: gateway.Limits{MaxUnauthenticated: my.MaxUnauthenticated, MaxUnauthenticatedPerSource: my.MaxUnauthenticatedPerSource},
-		})
+		gw := p.start(p.l, tlsCfg)
 		reg.MustRegister(gw)
-		api.AddReadyCheck("mysql gateway", gw.Ready)
+		api.AddReadyCheck(p.kind+" gateway", gw.Ready)
+		name := p.name
 		go func() {
 			if err := gw.Serve(ln); err != nil {
-				log.Error("MySQL gateway stopped; /readyz now fails", "err", err)
+				log.Error(name+" gateway stopped; /readyz now fails", "err", err)
 			}
 		}()
 		host, port, _ := net.SplitHostPort(ln.Addr().String())
@@ -505,9 +503,8 @@ func startGateways(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server,
 		if tlsCfg == nil {
 			sslmode = "disable"
 		}
-		api.SetGatewayFor(jitgate.KindMySQL, httpapi.GatewayInfo{Host: host, Port: port, SSLMode: sslmode})
-		log.Info("MySQL gateway listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
-		gws.my = gw
+		api.SetGatewayFor(p.kind, httpapi.GatewayInfo{Host: host, Port: port, SSLMode: sslmode})
+		log.Info(name+" gateway listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
 	}
 	return gws, nil
 }
