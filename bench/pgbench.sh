@@ -273,21 +273,7 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
-# Helpers for the summaries' awk programs, over an array's values: median, mean, the mean's
-# standard error, and how many there are.
-stats_awk='
-  function count(a,   n, i) { n = 0; for (i in a) n++; return n }
-  function median(a,   n, i, j, v, tmp) {
-    n = 0; for (i in a) v[++n] = a[i]
-    for (i = 2; i <= n; i++) { tmp = v[i]; for (j = i - 1; j > 0 && v[j] > tmp; j--) v[j + 1] = v[j]; v[j + 1] = tmp }
-    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-  }
-  function mean(a,   i, s) { s = 0; for (i in a) s += a[i]; return count(a) ? s / count(a) : 0 }
-  function se(a,   i, m, n, ss) {
-    m = mean(a); n = count(a); ss = 0; for (i in a) ss += (a[i] - m)^2
-    return n > 1 ? sqrt(ss / (n - 1) / n) : 0
-  }
-'
+stats_awk=$(cat bench/stats.awk) # median, mean, standard error, count
 echo
 echo "median over $ROUNDS round(s) of each round's figure relative to direct:"
 printf '%-10s %10s %14s %14s %12s %10s\n' path "-S -c8" "-S -c1 added" "median added" "99.9% (ms)" "-S -C -c8"
