@@ -271,3 +271,17 @@ func (r *Registry) Close() {
 	close(r.stop)
 	<-r.swept
 }
+
+// RecordEnd records the end of a gateway session: the recorder's statements first (they enter
+// the chain before the session.ended event), then the end itself, and logs it. Protocols call
+// it last, with info's counters and EndReason set.
+func RecordEnd(eng Engine, rec *Recorder, log *slog.Logger, info *jitgate.Session) {
+	rec.Sync()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := eng.EndSession(ctx, info); err != nil {
+		log.Error("gateway: record session end", "session", info.ID, "err", err)
+	}
+	log.Info("gateway: session ended", "session", info.ID, "grant", info.GrantID, "resource", info.Resource, "reason", info.EndReason,
+		"statements", info.Statements, "bytes_in", info.BytesIn, "bytes_out", info.BytesOut)
+}

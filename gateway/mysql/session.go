@@ -318,14 +318,7 @@ func (s *session) park() bool {
 func (s *session) finish(reason string) {
 	s.info.EndReason = reason
 	s.info.BytesIn, s.info.BytesOut, s.info.Statements = s.bytesIn.Load(), s.bytesOut.Load(), s.statements.Load()
-	s.g.rec.Sync() // the session's statements enter the chain before its end
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.g.opts.Engine.EndSession(ctx, s.info); err != nil {
-		s.g.log.Error("mysql gateway: record session end", "session", s.info.ID, "err", err)
-	}
-	s.g.log.Info("mysql gateway: session ended", "session", s.info.ID, "grant", s.grant.ID, "reason", reason,
-		"statements", s.info.Statements, "bytes_in", s.info.BytesIn, "bytes_out", s.info.BytesOut)
+	gateway.RecordEnd(s.g.opts.Engine, s.g.rec, s.g.log, s.info)
 }
 
 // clientLoop is the goroutine relay's client side: it reads the client's bytes and passes

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -280,14 +279,7 @@ func (s *session) park() bool {
 func (s *session) finish(reason string) {
 	s.info.EndReason = reason
 	s.info.BytesIn, s.info.BytesOut, s.info.Statements = s.bytesIn.Load(), s.bytesOut.Load(), s.statements.Load()
-	s.g.rec.Sync() // the session's statements enter the chain before its end
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.g.opts.Engine.EndSession(ctx, s.info); err != nil {
-		s.g.log.Error("gateway: record session end", "session", s.info.ID, "err", err)
-	}
-	s.g.log.Info("gateway: session ended", "session", s.info.ID, "grant", s.grant.ID, "reason", reason,
-		"statements", s.info.Statements, "bytes_in", s.info.BytesIn, "bytes_out", s.info.BytesOut)
+	gateway.RecordEnd(s.g.opts.Engine, s.g.rec, s.g.log, s.info)
 }
 
 // cstring returns the NUL-terminated string at the start of b.
