@@ -817,3 +817,57 @@ func TestCachingSHA2Upstream(t *testing.T) {
 		})
 	}
 }
+
+// Large answers stream through (the loop pauses a side whose peer is slow), and a command
+// larger than what the gateway reads before forwarding streams through too, recorded cut.
+func TestLargeQueriesAndResults(t *testing.T) { relays(t, testLargeQueriesAndResults) }
+
+func testLargeQueriesAndResults(t *testing.T, relay string) {
+	e := newEnv(t, withRelay(relay))
+	g, secret := e.grant(t, "shop-db", "read", time.Hour)
+	c := e.conn(t, secret)
+	ctx := context.Background()
+	rows, err := c.QueryContext(ctx, "SELECT seq, REPEAT('x', 200) FROM seq_1_to_50000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, sum := 0, 0
+	for rows.Next() {
+		var seq int
+		var pad string
+		if err := rows.Scan(&seq, &pad); err != nil {
+			t.Fatal(err)
+		}
+		n, sum = n+1, sum+seq
+		if len(pad) != 200 {
+			t.Fatalf("row %d: %d bytes", seq, len(pad))
+		}
+	}
+	if err := rows.Err(); err != nil || n != 50000 || sum != 50000*50001/2 {
+		t.Fatalf("%d rows, sum %d, %v", n, sum, err)
+	}
+	long := "SELECT LENGTH('" + strings.Repeat("y", 100_000) + "')"
+	var got int
+	if err := c.QueryRowContext(ctx, long).Scan(&got); err != nil || got != 100_000 {
+		t.Fatalf("long statement: %d %v", got, err)
+	}
+	if err := c.PingContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	e.gw.Close()
+	var tags []string
+	for _, s := range statements(t, e, g.ID) {
+		if strings.HasPrefix(s.SQL, "SELECT LENGTH") {
+			if len(s.SQL) > 17<<10 || !strings.Contains(s.SQL, "bytes in all]") {
+				t.Errorf("long statement recorded as %d bytes: %.40q...", len(s.SQL), s.SQL)
+			}
+		}
+		tags = append(tags, s.Tag)
+	}
+	if strings.Join(tags, ",") != "ROWS 50000,ROWS 1" {
+		t.Fatalf("tags %v", tags)
+	}
+	verify(t, e)
+	e.checkRelay(t, relay)
+}
