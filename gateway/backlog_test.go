@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"testing"
 	"time"
 
@@ -50,5 +51,16 @@ func TestBacklogHoldsWhileTheRecorderIsFull(t *testing.T) {
 	}
 	if recorded, lost, waits, _, _ := rec.Stats(); recorded != 6 || lost != 0 || waits < 1 {
 		t.Fatalf("recorded %d, lost %d, waits %d", recorded, lost, waits)
+	}
+}
+
+// LoopCount: a gateway's `loops` sets the number of event loops; zero means one per CPU, at
+// most 8.
+func TestLoopCount(t *testing.T) {
+	if got, want := gateway.LoopCount(0), min(runtime.NumCPU(), 8); got != want {
+		t.Errorf("LoopCount(0) = %d, want %d", got, want)
+	}
+	if got := gateway.LoopCount(3); got != 3 {
+		t.Errorf("LoopCount(3) = %d", got)
 	}
 }

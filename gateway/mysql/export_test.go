@@ -12,7 +12,7 @@ func ClientIDs(g *Gateway) []uint32 {
 }
 
 // Reused returns how many sessions took a kept upstream connection.
-func Reused(g *Gateway) int64 { return g.reused.Load() }
+func Reused(g *Gateway) int64 { return g.core.Reused.Load() }
 
 // Looped returns how many sessions an event loop relayed.
-func Looped(g *Gateway) int64 { return g.looped.Load() }
+func Looped(g *Gateway) int64 { return g.core.Looped.Load() }

@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -81,28 +80,22 @@ type Options struct {
 	Loops int
 }
 
-// The relays Options.Relay names.
+// The relays Options.Relay names (see gateway.RelayLoop).
 const (
-	RelayLoop       = "loop"
-	RelayGoroutines = "goroutines"
+	RelayLoop       = gateway.RelayLoop
+	RelayGoroutines = gateway.RelayGoroutines
 )
 
 // Gateway accepts MySQL client connections and runs their sessions.
 type Gateway struct {
-	opts    Options
-	entry   *gateway.Entry
-	log     *slog.Logger
-	clock   jitgate.Clock
-	rec     *gateway.Recorder
-	pool    *gateway.Pool[*upstream]
-	reg     *gateway.Registry
-	metrics *gateway.Metrics
-	unsub   func()
+	opts  Options
+	log   *slog.Logger
+	clock jitgate.Clock
+	// core is what every protocol gateway is made of: the front door, the registry that ends
+	// each session with its grant, the recorder, the pool, the loops.
+	core *gateway.Core[*upstream]
 
-	loops   *gateway.Loops // nil: each session relays on its own pair of goroutines
-	nextID  atomic.Uint32  // client-facing connection ids
-	reused  atomic.Int64
-	looped  atomic.Int64           // sessions an event loop relayed
+	nextID  atomic.Uint32          // client-facing connection ids
 	version atomic.Pointer[string] // the last upstream's version
 
 	keyOnce sync.Once
@@ -110,12 +103,8 @@ type Gateway struct {
 	keyPEM  []byte
 	keyErr  error
 
-	closeOnce sync.Once
-
 	mu   sync.Mutex
 	byID map[uint32]*session // live sessions by the connection id their client was told
-
-	conns sync.WaitGroup
 }
 
 // New returns a Gateway, subscribed to the engine's grant events at once.
@@ -133,64 +122,34 @@ func New(o Options) *Gateway {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock}
-	g.pool = gateway.NewPool(o.ReuseUpstream, func(u *upstream) net.Conn { return u.conn })
-	g.reg = gateway.NewRegistry(gateway.RegistryOptions{Grants: o.Engine.GrantByID, Parked: g.pool, SweepEvery: o.SweepEvery,
-		Clock: o.Clock, Logger: o.Logger})
-	g.rec = gateway.NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
-	g.entry = gateway.NewEntry(gateway.EntryOptions{Limits: o.Limits, Protocol: "mysql", Refuse: refuse,
-		Audit: o.Engine.RecordAudit, Clock: o.Clock, Logger: o.Logger})
-	if o.Relay != RelayGoroutines {
-		n := o.Loops
-		if n <= 0 {
-			n = min(runtime.NumCPU(), 8)
-		}
-		loops, err := gateway.StartLoops(n)
-		if err != nil {
-			g.log.Warn("mysql gateway: relaying on goroutines", "err", err)
-		}
-		g.loops = loops
-	}
-	g.metrics = gateway.NewMetrics("mysql", g.Sessions, g.rec, g.pool.Size, g.reused.Load, g.entry)
-	g.unsub = o.Engine.Subscribe(g.reg.OnEvent)
+	g.core = gateway.NewCore(gateway.CoreOptions{Protocol: "mysql", Engine: o.Engine, Clock: o.Clock, Logger: o.Logger,
+		SweepEvery: o.SweepEvery, RecorderBuffer: o.RecorderBuffer, RecorderBatch: o.RecorderBatch, RecorderFlush: o.RecorderFlush,
+		Limits: o.Limits, Refuse: refuse, Relay: o.Relay, Loops: o.Loops}, o.ReuseUpstream, func(u *upstream) net.Conn { return u.conn })
 	return g
 }
 
 // Describe implements prometheus.Collector.
-func (g *Gateway) Describe(ch chan<- *prometheus.Desc) { g.metrics.Describe(ch) }
+func (g *Gateway) Describe(ch chan<- *prometheus.Desc) { g.core.Describe(ch) }
 
 // Collect implements prometheus.Collector.
-func (g *Gateway) Collect(ch chan<- prometheus.Metric) { g.metrics.Collect(ch) }
+func (g *Gateway) Collect(ch chan<- prometheus.Metric) { g.core.Collect(ch) }
 
 // Recorder returns the gateway's statement recorder.
-func (g *Gateway) Recorder() *gateway.Recorder { return g.rec }
+func (g *Gateway) Recorder() *gateway.Recorder { return g.core.Recorder }
 
 // Serve accepts connections on ln until Close (see gateway.Entry.Serve).
-func (g *Gateway) Serve(ln net.Listener) error { return g.entry.Serve(ln, g.handle) }
+func (g *Gateway) Serve(ln net.Listener) error { return g.core.Entry.Serve(ln, g.handle) }
 
 // Ready returns nil while the gateway accepts connections; otherwise why not.
-func (g *Gateway) Ready() error { return g.entry.Ready() }
+func (g *Gateway) Ready() error { return g.core.Entry.Ready() }
 
 // Sessions returns the number of live sessions.
-func (g *Gateway) Sessions() int { return g.reg.Len() }
+func (g *Gateway) Sessions() int { return g.core.Registry.Len() }
 
 // Close stops accepting connections, ends every session ("jitgate is shutting down"),
 // flushes the statement recorder and returns when all connection goroutines are gone. Calls
 // after the first return nil.
-func (g *Gateway) Close() error {
-	first := false
-	g.closeOnce.Do(func() { first = true })
-	if !first {
-		return nil
-	}
-	g.pool.Close()
-	g.entry.Close()
-	g.reg.Shutdown("jitgate is shutting down")
-	g.entry.Wait()
-	g.conns.Wait()
-	g.reg.Close()
-	g.unsub()
-	return g.rec.Close()
-}
+func (g *Gateway) Close() error { return g.core.Close() }
 
 // refuse tells a client over a pre-authentication limit why, in place of the handshake.
 func refuse(c net.Conn, reason string) {
@@ -242,8 +201,8 @@ type denied struct {
 
 // handle runs one client connection: handshake, authentication, upstream login, relay.
 func (g *Gateway) handle(nc net.Conn, authenticated func()) {
-	g.conns.Add(1)
-	defer g.conns.Done()
+	g.core.Conns.Add(1)
+	defer g.core.Conns.Done()
 	var conn net.Conn = gateway.NewBufConn(nc) // so that an event loop can take the socket over
 	defer func() { conn.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.StartupTimeout)
@@ -329,7 +288,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 	grant, err := g.opts.Engine.AuthenticateSession(ctx, user, resource, password)
 	if err != nil {
 		if jitgate.ErrorCode(err) == jitgate.EUNAUTHORIZED {
-			g.entry.Pause(ctx, g.entry.LoginFailed(conn.RemoteAddr(), user, resource, err))
+			g.core.Entry.Pause(ctx, g.core.Entry.LoginFailed(conn.RemoteAddr(), user, resource, err))
 			fail(erAccessDenied, "28000", jitgate.ErrorMessage(err))
 		} else {
 			g.log.Error("mysql gateway: cannot check a credential", "err", err)
@@ -354,9 +313,9 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 	maxPacket := resp.maxPacket
 	key := gateway.KeyOf(grant.ID, map[string]string{"caps": strconv.FormatUint(uint64(resp.caps&streamCaps), 16),
 		"charset": strconv.Itoa(int(resp.charset)), "user": cfg.User})
-	u, ok := g.pool.Take(key, g.clock.Now())
+	u, ok := g.core.Pool.Take(key, g.clock.Now())
 	if ok {
-		g.reused.Add(1)
+		g.core.Reused.Add(1)
 	} else {
 		u, err = login(ctx, cfg, resp.caps, resp.charset, maxPacket)
 		if err != nil {
@@ -367,7 +326,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 		g.version.Store(&v)
 	}
 	s := newSession(g, conn, u, key, grant, resp.caps&streamCaps, id)
-	if tr, ok := g.reg.Add(s, grant); ok {
+	if tr, ok := g.core.Registry.Add(s, grant); ok {
 		s.tr = tr
 	} else {
 		u.conn.Close()
@@ -389,7 +348,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
-	s.backlog.Rec = g.rec
+	s.backlog.Rec = g.core.Recorder
 	s.backlog.Head = &jitgate.AuditEvent{Actor: grant.User, Action: jitgate.ActionSessionStatements,
 		RequestID: grant.RequestID, GrantID: grant.ID, SessionID: s.info.ID}
 	g.log.Info("mysql gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User,
@@ -495,7 +454,7 @@ func (g *Gateway) upstreamFailed(fail func(uint16, string, string), grant *jitga
 // loginFailed accounts a login the client broke off or got wrong before its credential was
 // checked.
 func (g *Gateway) loginFailed(conn net.Conn, user, resource, msg string) {
-	g.entry.LoginFailed(conn.RemoteAddr(), user, resource,
+	g.core.Entry.LoginFailed(conn.RemoteAddr(), user, resource,
 		&jitgate.AuthFailure{Reason: jitgate.AuthProtocol, Err: jitgate.Errorf(jitgate.EUNAUTHORIZED, "%s", msg)})
 }
 
@@ -535,9 +494,9 @@ func (g *Gateway) killByClient(grant int64, id uint32) bool {
 	}
 	if s.inflight.Load() > 0 {
 		// It logs in to the database: not on the relay's thread, which may be an event loop.
-		g.conns.Add(1)
+		g.core.Conns.Add(1)
 		go func() {
-			defer g.conns.Done()
+			defer g.core.Conns.Done()
 			s.killQuery()
 		}()
 	}

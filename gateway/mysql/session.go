@@ -143,9 +143,9 @@ func (s *session) Kill(reason string) {
 	if s.inflight.Load() > 0 {
 		// Kill runs inside the engine's event delivery: the KILL QUERY, which logs in to the
 		// database, runs on its own; Close still waits for it.
-		s.g.conns.Add(1)
+		s.g.core.Conns.Add(1)
 		go func() {
-			defer s.g.conns.Done()
+			defer s.g.core.Conns.Done()
 			s.killQuery()
 		}()
 	}
@@ -179,8 +179,8 @@ func (s *session) run() {
 	s.g.track(s)
 	defer s.g.untrack(s)
 	var cerr, uerr error
-	if s.g.loops != nil && s.adopt() {
-		s.g.looped.Add(1)
+	if s.g.core.Loops != nil && s.adopt() {
+		s.g.core.Looped.Add(1)
 		switch err := <-s.relayed; {
 		case errors.Is(err, gateway.ErrGoodbye):
 			cerr = errQuit
@@ -234,7 +234,7 @@ func (s *session) adopt() bool {
 	if s.reason != "" {
 		return false
 	}
-	looped, ok := s.g.loops.Adopt(s, s.client, s.u.conn)
+	looped, ok := s.g.core.Loops.Adopt(s, s.client, s.u.conn)
 	if ok {
 		s.looped = looped
 	}
@@ -311,14 +311,14 @@ func (s *session) park() bool {
 		s.g.log.Debug("mysql gateway: upstream not reusable", "session", s.sessionID(), "err", err)
 		return false
 	}
-	return s.g.pool.Put(s.u, s.key, s.g.clock.Now(), s.tr.Deadline(), func() bool { return s.killReason() == "" })
+	return s.g.core.Pool.Put(s.u, s.key, s.g.clock.Now(), s.tr.Deadline(), func() bool { return s.killReason() == "" })
 }
 
 // finish records the session's end.
 func (s *session) finish(reason string) {
 	s.info.EndReason = reason
 	s.info.BytesIn, s.info.BytesOut, s.info.Statements = s.bytesIn.Load(), s.bytesOut.Load(), s.statements.Load()
-	gateway.RecordEnd(s.g.opts.Engine, s.g.rec, s.g.log, s.info)
+	gateway.RecordEnd(s.g.opts.Engine, s.g.core.Recorder, s.g.log, s.info)
 }
 
 // clientLoop is the goroutine relay's client side: it reads the client's bytes and passes
@@ -428,7 +428,7 @@ func (s *session) FromClient(b []byte) (fwd, back []byte, err error) {
 			case c == nil: // COM_QUIT
 				s.quit.Store(true)
 				err = errQuit
-				if s.g.pool.Enabled() && s.idle() {
+				if s.g.core.Pool.Enabled() && s.idle() {
 					s.parking.Store(true) // keep the goodbye from the upstream
 					pass = false
 				}

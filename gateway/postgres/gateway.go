@@ -15,10 +15,8 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -76,37 +74,20 @@ type Options struct {
 	Limits gateway.Limits
 }
 
-// The relays Options.Relay names.
+// The relays Options.Relay names (see gateway.RelayLoop).
 const (
-	RelayLoop       = "loop"
-	RelayGoroutines = "goroutines"
+	RelayLoop       = gateway.RelayLoop
+	RelayGoroutines = gateway.RelayGoroutines
 )
-
-// loopCount is how many event loops Options.Loops asks for.
-func loopCount(n int) int {
-	if n > 0 {
-		return n
-	}
-	return min(runtime.NumCPU(), 8)
-}
 
 // Gateway accepts client connections and runs their sessions.
 type Gateway struct {
 	opts  Options
-	entry *gateway.Entry
 	log   *slog.Logger
 	clock jitgate.Clock
-	rec   *gateway.Recorder
-	pool  *pool
-	loops *gateway.Loops // nil: each session relays on its own pair of goroutines
-	unsub func()
-
-	reused atomic.Int64 // sessions that took a parked upstream connection
-	looped atomic.Int64 // sessions an event loop relayed
-
-	// reg keeps the live sessions and ends each at its grant's end, revoke or expiry.
-	reg     *gateway.Registry
-	metrics *gateway.Metrics
+	// core is what every protocol gateway is made of: the front door, the registry that ends
+	// each session at its grant's end, revoke or expiry, the recorder, the pool, the loops.
+	core *gateway.Core[*upstream]
 
 	mu    sync.Mutex
 	byKey map[uint32]*session // client-facing backend PID → session, for CancelRequest
@@ -131,26 +112,15 @@ func New(o Options) *Gateway {
 	if o.SweepEvery == 0 {
 		o.SweepEvery = time.Second
 	}
-	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, byKey: map[uint32]*session{}, pool: newPool(o.ReuseUpstream)}
-	g.reg = gateway.NewRegistry(gateway.RegistryOptions{Grants: o.Engine.GrantByID, Parked: g.pool, SweepEvery: o.SweepEvery,
-		Clock: o.Clock, Logger: o.Logger})
-	g.rec = gateway.NewRecorder(o.Engine, o.Logger, o.RecorderBuffer, o.RecorderBatch, o.RecorderFlush)
-	g.entry = gateway.NewEntry(gateway.EntryOptions{Limits: o.Limits, Protocol: "postgres", Refuse: refuse,
-		Audit: o.Engine.RecordAudit, Clock: o.Clock, Logger: o.Logger})
-	if o.Relay != RelayGoroutines {
-		loops, err := gateway.StartLoops(loopCount(o.Loops))
-		if err != nil {
-			g.log.Warn("gateway: relaying on goroutines", "err", err)
-		}
-		g.loops = loops
-	}
-	g.metrics = gateway.NewMetrics("postgres", g.Sessions, g.rec, g.pool.Size, g.reused.Load, g.entry)
-	g.unsub = o.Engine.Subscribe(g.reg.OnEvent)
+	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, byKey: map[uint32]*session{}}
+	g.core = gateway.NewCore(gateway.CoreOptions{Protocol: "postgres", Engine: o.Engine, Clock: o.Clock, Logger: o.Logger,
+		SweepEvery: o.SweepEvery, RecorderBuffer: o.RecorderBuffer, RecorderBatch: o.RecorderBatch, RecorderFlush: o.RecorderFlush,
+		Limits: o.Limits, Refuse: refuse, Relay: o.Relay, Loops: o.Loops}, o.ReuseUpstream, func(u *upstream) net.Conn { return u.conn })
 	return g
 }
 
 // Recorder returns the gateway's statement recorder (for metrics).
-func (g *Gateway) Recorder() *gateway.Recorder { return g.rec }
+func (g *Gateway) Recorder() *gateway.Recorder { return g.core.Recorder }
 
 // ListenAndServe listens on addr and serves until Close.
 func (g *Gateway) ListenAndServe(addr string) error {
@@ -164,7 +134,7 @@ func (g *Gateway) ListenAndServe(addr string) error {
 // Serve accepts connections on ln until Close (see gateway.Entry.Serve: temporary accept
 // errors are retried, and clients that have not logged in are limited in number).
 func (g *Gateway) Serve(ln net.Listener) error {
-	return g.entry.Serve(ln, g.handle)
+	return g.core.Entry.Serve(ln, g.handle)
 }
 
 // refuse tells a client over a pre-authentication limit why, without reading its startup:
@@ -178,35 +148,26 @@ func refuse(c net.Conn, reason string) {
 }
 
 // Ready returns nil while the gateway accepts connections; otherwise why not.
-func (g *Gateway) Ready() error { return g.entry.Ready() }
+func (g *Gateway) Ready() error { return g.core.Entry.Ready() }
 
 // ServeConn runs one client connection to its end (for tests and custom listeners).
 func (g *Gateway) ServeConn(conn net.Conn) {
-	g.conns.Add(1)
-	defer g.conns.Done()
+	g.core.Conns.Add(1)
+	defer g.core.Conns.Done()
 	g.handle(conn, func() {})
 }
 
 // Close stops accepting connections, ends every session ("jitgate is shutting down"),
 // flushes the statement recorder and returns when all connection goroutines are gone.
-func (g *Gateway) Close() error {
-	g.pool.Close()
-	g.entry.Close()
-	g.reg.Shutdown("jitgate is shutting down")
-	g.entry.Wait()
-	g.conns.Wait()
-	g.reg.Close()
-	g.unsub()
-	return g.rec.Close()
-}
+func (g *Gateway) Close() error { return g.core.Close() }
 
 // Sessions returns the number of live sessions.
-func (g *Gateway) Sessions() int { return g.reg.Len() }
+func (g *Gateway) Sessions() int { return g.core.Registry.Len() }
 
 // add registers a session, which from then on ends with its grant; false once the gateway is
 // shutting down.
 func (g *Gateway) add(s *session) bool {
-	tr, ok := g.reg.Add(s, s.grant)
+	tr, ok := g.core.Registry.Add(s, s.grant)
 	if !ok {
 		return false
 	}
@@ -337,7 +298,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 		code := "28P01"
 		if jitgate.ErrorCode(err) == jitgate.EUNAUTHORIZED {
 			// A wrong guess is answered late once its source has guessed wrong repeatedly.
-			g.entry.Pause(ctx, g.entry.LoginFailed(conn.RemoteAddr(), user, resource, err))
+			g.core.Entry.Pause(ctx, g.core.Entry.LoginFailed(conn.RemoteAddr(), user, resource, err))
 		} else {
 			code = "08006"
 			g.log.Error("gateway: cannot check a credential", "err", err)
@@ -353,9 +314,9 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 		}
 	}
 	key := gateway.KeyOf(grant.ID, params)
-	u, ok := g.pool.Take(key, g.clock.Now())
+	u, ok := g.core.Pool.Take(key, g.clock.Now())
 	if ok {
-		g.reused.Add(1)
+		g.core.Reused.Add(1)
 	} else if u = g.connect(ctx, be, grant, params); u == nil {
 		return
 	}
@@ -389,7 +350,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 	_ = conn.SetDeadline(time.Time{})
 	// The head of this session's session.statements events: user, grant and session are
 	// their columns.
-	s.backlog.Rec = g.rec
+	s.backlog.Rec = g.core.Recorder
 	s.backlog.Head = &jitgate.AuditEvent{Actor: grant.User, Action: jitgate.ActionSessionStatements,
 		RequestID: grant.RequestID, GrantID: grant.ID, SessionID: s.info.ID}
 	g.log.Info("gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User, "resource", grant.Resource, "role", grant.Role, "upstream_pid", u.pid)
@@ -399,7 +360,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 // loginFailed accounts a login the client broke off or got wrong before its credential was
 // checked.
 func (g *Gateway) loginFailed(conn net.Conn, user, resource, msg string) {
-	g.entry.LoginFailed(conn.RemoteAddr(), user, resource,
+	g.core.Entry.LoginFailed(conn.RemoteAddr(), user, resource,
 		&jitgate.AuthFailure{Reason: jitgate.AuthProtocol, Err: jitgate.Errorf(jitgate.EUNAUTHORIZED, "%s", msg)})
 }
 
@@ -446,10 +407,10 @@ func (g *Gateway) connect(ctx context.Context, be *pgproto3.Backend, grant *jitg
 		delete(cfg.RuntimeParams, connectionCheckParam)
 		up, err = pgconn.ConnectConfig(ctx, cfg)
 	}
-	if errors.As(err, &pe) && pe.Code == "53300" && g.pool.Size() > 0 {
+	if errors.As(err, &pe) && pe.Code == "53300" && g.core.Pool.Size() > 0 {
 		// Too many connections for the login: parked ones of this grant may be what holds the
 		// slots (they count against an ephemeral user's connection limit). Free them and retry.
-		g.pool.Drop(grant.ID)
+		g.core.Pool.Drop(grant.ID)
 		up, err = pgconn.ConnectConfig(ctx, cfg)
 	}
 	if err != nil {

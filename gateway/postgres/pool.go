@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"time"
-
-	"github.com/jitgate/jitgate/gateway"
 )
 
 // upstream is one logged-in connection to the real database.
@@ -18,14 +16,6 @@ type upstream struct {
 	secret []byte
 	// params are the server's current ParameterStatus values, sent to each new client.
 	params map[string]string
-}
-
-// pool keeps upstream connections for their grant's next session (see gateway.Pool); a
-// session's connection is reset with DISCARD ALL before it is parked.
-type pool = gateway.Pool[*upstream]
-
-func newPool(ttl time.Duration) *pool {
-	return gateway.NewPool(ttl, func(u *upstream) net.Conn { return u.conn })
 }
 
 var errNotIdle = errors.New("upstream connection is not idle after DISCARD ALL")

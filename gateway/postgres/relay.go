@@ -110,7 +110,7 @@ func (s *session) fromClient(b []byte) (fwd []byte, err error) {
 			s.qmu.Unlock()
 		case 'X':
 			s.terminated.Store(true)
-			if s.g.pool.Enabled() && at >= 0 && at+5 == len(b) && s.idle() {
+			if s.g.core.Pool.Enabled() && at >= 0 && at+5 == len(b) && s.idle() {
 				// Keep the goodbye from the upstream: its connection may serve the
 				// grant's next session.
 				s.parking.Store(true)

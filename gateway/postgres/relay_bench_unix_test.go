@@ -49,9 +49,9 @@ func BenchmarkRelayTransaction(b *testing.B) {
 	b.Run("scan", func(b *testing.B) {
 		rec := gateway.NewRecorder(discardEngine{}, slog.New(slog.NewTextHandler(io.Discard, nil)), 0, 0, 0)
 		defer rec.Close()
-		g := &Gateway{opts: Options{MaxMessage: 1 << 20}, rec: rec, pool: &pool{}}
+		g := &Gateway{opts: Options{MaxMessage: 1 << 20}, core: &gateway.Core[*upstream]{Recorder: rec, Pool: gateway.NewPool[*upstream](0, nil)}}
 		s := newSession(g, nil, &upstream{params: map[string]string{}}, gateway.PoolKey{}, &jitgate.Grant{})
-		s.backlog.Head = &jitgate.AuditEvent{SessionID: 1}
+		s.backlog.Rec, s.backlog.Head = rec, &jitgate.AuditEvent{SessionID: 1}
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			if _, err := s.fromClient(queries[i%len(queries)]); err != nil {

@@ -131,9 +131,9 @@ func (s *session) kill(reason string) {
 	}
 	// kill runs inside the engine's event delivery (a revoke's API call waits for it), so the
 	// cancel, which dials the database, runs on its own; Close still waits for it.
-	s.g.conns.Add(1)
+	s.g.core.Conns.Add(1)
 	go func() {
-		defer s.g.conns.Done()
+		defer s.g.core.Conns.Done()
 		s.cancelUpstream()
 	}()
 }
@@ -182,7 +182,7 @@ func (s *session) adopt() bool {
 	if s.reason != "" {
 		return false
 	}
-	looped, ok := s.g.loops.Adopt(s, s.client, s.u.conn)
+	looped, ok := s.g.core.Loops.Adopt(s, s.client, s.u.conn)
 	if ok {
 		s.looped = looped
 	}
@@ -222,8 +222,8 @@ func (s *session) Ended(err error, upClean bool) {
 // records the end.
 func (s *session) run() {
 	var err error
-	if s.g.loops != nil && s.adopt() {
-		s.g.looped.Add(1)
+	if s.g.core.Loops != nil && s.adopt() {
+		s.g.core.Looped.Add(1)
 		err = <-s.relayed
 		s.client.Close()
 	} else {
@@ -272,14 +272,14 @@ func (s *session) park() bool {
 		s.g.log.Debug("gateway: upstream not reusable", "session", s.sessionID(), "err", err)
 		return false
 	}
-	return s.g.pool.Put(s.u, s.key, s.g.clock.Now(), s.tr.Deadline(), func() bool { return s.killReason() == "" })
+	return s.g.core.Pool.Put(s.u, s.key, s.g.clock.Now(), s.tr.Deadline(), func() bool { return s.killReason() == "" })
 }
 
 // finish records the session's end.
 func (s *session) finish(reason string) {
 	s.info.EndReason = reason
 	s.info.BytesIn, s.info.BytesOut, s.info.Statements = s.bytesIn.Load(), s.bytesOut.Load(), s.statements.Load()
-	gateway.RecordEnd(s.g.opts.Engine, s.g.rec, s.g.log, s.info)
+	gateway.RecordEnd(s.g.opts.Engine, s.g.core.Recorder, s.g.log, s.info)
 }
 
 // cstring returns the NUL-terminated string at the start of b.

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"fmt"
-	"runtime"
 	"testing"
 )
 
@@ -35,15 +34,5 @@ func TestPendingQueue(t *testing.T) {
 	}
 	if want != next {
 		t.Fatalf("popped %d of %d", want, next)
-	}
-}
-
-// TestLoopCount: Options.Loops sets the number of event loops; zero means one per CPU, at most 8.
-func TestLoopCount(t *testing.T) {
-	if got, want := loopCount(0), min(runtime.NumCPU(), 8); got != want {
-		t.Errorf("loopCount(0) = %d, want %d", got, want)
-	}
-	if got := loopCount(3); got != 3 {
-		t.Errorf("loopCount(3) = %d", got)
 	}
 }
