@@ -31,10 +31,9 @@ type IssuedLogin struct {
 // IssueLogin hands the owner of grantID a way in, while the grant is active. Where a gateway
 // runs for the kind of the grant's resource (gateways lists those kinds: postgres, mysql), it
 // mints a session credential: the gateway is then the only way in, so every statement is
-// audited. Otherwise, for a role with
-// ephemeral provisioning, it returns the login of the grant's own database user once that user
-// exists. Only the grant's owner may call it; others get EFORBIDDEN (or ENOTFOUND if they may
-// not see the grant).
+// audited. Otherwise, for a role with ephemeral provisioning, it returns the login of the
+// grant's own database user once that user exists. Only the grant's owner may call it; others
+// get EFORBIDDEN (or ENOTFOUND if they may not see the grant).
 func (e *Engine) IssueLogin(ctx context.Context, grantID int64, gateways ...string) (*IssuedLogin, error) {
 	u, err := e.caller(ctx)
 	if err != nil {
