@@ -11,6 +11,10 @@
 #              thread with epoll)
 #   gw-base    pgbench → the same gateway built from git revision BASE_REV (default HEAD~1), to
 #              compare a change with its base in one run (BASE_REV=... PATHS="gw-base gateway")
+#   pgbouncer-tls, gw-tls
+#              PgBouncer and the gateway as deployed: TLS from pgbench (sslmode=require, a
+#              throwaway self-signed certificate), plaintext to PostgreSQL; only when PATHS
+#              names them (PATHS="pgbouncer-tls gw-tls")
 # Both gateways record every statement in the audit log and reuse upstream connections.
 # Every hop is plaintext on loopback, so the comparison is of the proxies, not of TLS.
 # For each: select-only throughput with 8 clients (pgbench -S -c 8 -j 2), single-client latency
@@ -80,7 +84,6 @@ if ! psql -X -h 127.0.0.1 -U postgres -d "$DB" -Atc "SELECT 1 FROM pgbench_accou
 fi
 
 # PgBouncer, session mode, trusting local clients.
-bouncer_port=""
 declare -A proxy_pid # path → the process to measure with CPU_RATE
 if ! command -v pgbouncer >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get install -y pgbouncer >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y pgbouncer >/dev/null 2>&1; } || true
@@ -95,39 +98,54 @@ if [ -n "${PATHS:-}" ]; then read -ra paths <<< "direct ${PATHS/direct/}"; fi
 keep=()
 for p in "${paths[@]}"; do
   case $p in
-    direct|relay|gw-gor|gateway|gw-base) keep+=("$p") ;;
-    pgbouncer) [ -n "$PGBOUNCER" ] && keep+=("$p") ;;
+    direct|relay|gw-gor|gateway|gw-base|gw-tls) keep+=("$p") ;;
+    pgbouncer|pgbouncer-tls) [ -n "$PGBOUNCER" ] && keep+=("$p") ;;
     epoll) [ "$(uname -s)" = Linux ] && keep+=("$p") ;; # bench/relay -epoll needs Linux
-    *) echo "PATHS: unknown path '$p' (direct pgbouncer relay epoll gw-gor gateway gw-base)" >&2; exit 2 ;;
+    *) echo "PATHS: unknown path '$p' (direct pgbouncer relay epoll gw-gor gateway gw-base pgbouncer-tls gw-tls)" >&2; exit 2 ;;
   esac
 done
 paths=("${keep[@]}")
 wanted() { [[ " ${paths[*]} " == *" $1 "* ]]; }
 
-if wanted pgbouncer; then
-  bouncer_port=$(free_port)
+# The TLS paths' certificate: self-signed, for 127.0.0.1.
+if wanted pgbouncer-tls || wanted gw-tls; then
+  command -v openssl >/dev/null || { echo "the TLS paths need openssl" >&2; exit 2; }
+  mkdir -p "$work/ssl"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -keyout "$work/ssl/server.key" -out "$work/ssl/server.crt" \
+    -days 2 -nodes -subj "/CN=jitgate bench" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
+fi
+declare -A bouncer_port
+# start_bouncer name [tls]: a PgBouncer of its own, session mode, trusting local clients.
+start_bouncer() {
+  local name=$1 tls=${2:-}
+  bouncer_port[$name]=$(free_port)
   echo '"postgres" ""' > "$work/users.txt"
-  cat > "$work/pgbouncer.ini" <<INI
+  cat > "$work/$name.ini" <<INI
 [databases]
 $DB = host=127.0.0.1 port=5432 dbname=$DB user=postgres
 [pgbouncer]
 server_tls_sslmode = disable
 listen_addr = 127.0.0.1
-listen_port = $bouncer_port
+listen_port = ${bouncer_port[$name]}
 auth_type = trust
 auth_file = $work/users.txt
 pool_mode = session
 max_client_conn = 200
 default_pool_size = 20
 unix_socket_dir =
-logfile = $work/pgbouncer.log
-pidfile = $work/pgbouncer.pid
+logfile = $work/$name.log
+pidfile = $work/$name.pid
 INI
+  if [ -n "$tls" ]; then
+    printf 'client_tls_sslmode = require\nclient_tls_key_file = %s\nclient_tls_cert_file = %s\n' "$work/ssl/server.key" "$work/ssl/server.crt" >> "$work/$name.ini"
+  fi
   runas=()
   [ "$(id -u)" = 0 ] && { chown -R postgres "$work"; runas=(runuser -u postgres --); }
-  "${detach[@]}" "${runas[@]}" "$PGBOUNCER" "$work/pgbouncer.ini" >/dev/null 2>&1 &
+  "${detach[@]}" "${runas[@]}" "$PGBOUNCER" "$work/$name.ini" >/dev/null 2>&1 &
   pids+=($!) # (runuser's: pgbouncer's own is in its pidfile)
-fi
+}
+if wanted pgbouncer; then start_bouncer pgbouncer; fi
+if wanted pgbouncer-tls; then start_bouncer pgbouncer-tls tls; fi
 
 # The bare relays: a goroutine per direction, and event loops (as many as the gateway's).
 go build -o "$work/relay" ./bench/relay
@@ -154,8 +172,9 @@ if wanted gw-base; then
   (cd "$work/base-src" && go build -buildvcs=false -o "$work/jitgate-base" ./cmd/jitgate)
   git worktree remove --force "$work/base-src"
 fi
-start_jitgate() { # name relay [binary]
-  local name=$1 relay=$2 bin=${3:-$work/jitgate} dir="$work/$1" http_port
+start_jitgate() { # name relay [binary [tls]]
+  local name=$1 relay=$2 bin=${3:-$work/jitgate} dir="$work/$1" http_port transport="insecure_plaintext: true"
+  [ -n "${4:-}" ] && transport="tls_cert: $work/ssl/server.crt, tls_key: $work/ssl/server.key"
   mkdir -p "$dir"
   http_port=$(free_port) gw_port[$name]=$(free_port)
   cat > "$dir/jitgate.yaml" <<YAML
@@ -163,7 +182,7 @@ server:
   store: sqlite:$dir/jitgate.db
   admins: [admin]
 gateway:
-  postgres: {addr: "127.0.0.1:${gw_port[$name]}", insecure_plaintext: true, relay: $relay, loops: ${LOOPS:-0}}
+  postgres: {addr: "127.0.0.1:${gw_port[$name]}", $transport, relay: $relay, loops: ${LOOPS:-0}}
 users:
   - {name: bench, groups: [bench]}
   - {name: admin, groups: [ops]}
@@ -197,15 +216,18 @@ YAML
 if wanted gateway; then start_jitgate gateway loop; fi
 if wanted gw-gor; then start_jitgate gw-gor goroutines; fi
 if wanted gw-base; then start_jitgate gw-base loop "$work/jitgate-base"; fi
+if wanted gw-tls; then start_jitgate gw-tls loop "$work/jitgate" tls; fi
 
 run() { # path, pgbench args... → prints tps or latency
   local path=$1; shift
   case $path in
     direct)    PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p 5432 -U postgres "$@" "$DB" ;;
-    pgbouncer) PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$bouncer_port" -U postgres "$@" "$DB" ;;
+    pgbouncer) PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "${bouncer_port[pgbouncer]}" -U postgres "$@" "$DB" ;;
+    pgbouncer-tls) PGPASSWORD= PGSSLMODE=require pgbench -h 127.0.0.1 -p "${bouncer_port[pgbouncer-tls]}" -U postgres "$@" "$DB" ;;
     relay)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$relay_port" -U postgres "$@" "$DB" ;;
     epoll)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$epoll_port" -U postgres "$@" "$DB" ;;
     gateway|gw-gor|gw-base) PGPASSWORD=${gw_password[$path]} PGSSLMODE=disable pgbench -h 127.0.0.1 -p "${gw_port[$path]}" -U bench "$@" "$DB" ;;
+    gw-tls) PGPASSWORD=${gw_password[$path]} PGSSLMODE=require pgbench -h 127.0.0.1 -p "${gw_port[$path]}" -U bench "$@" "$DB" ;;
   esac 2>&1
 }
 tps() { run "$@" | awk '/^tps = /{print $3; exit}'; }
@@ -229,7 +251,7 @@ lat() {
 # cpu path → the proxy's CPU microseconds per transaction at CPU_RATE transactions a second.
 cpu() {
   local path=$1 out="$work/cpu.out" ms tps
-  [ "$path" = pgbouncer ] && proxy_pid[pgbouncer]=$(cat "$work/pgbouncer.pid")
+  case $path in pgbouncer|pgbouncer-tls) proxy_pid[$path]=$(cat "$work/$path.pid") ;; esac
   run "$path" -n -S -c 8 -j 2 -R "$CPU_RATE" -T "$T" > "$out" &
   sleep 1
   ms=$(perf stat -x, -e task-clock -p "${proxy_pid[$path]}" -- sleep $((T - 2)) 2>&1 | awk -F, '/task-clock/{print $1; exit}')
@@ -296,25 +318,27 @@ if wanted gw-base && wanted gateway; then
       if (count(lr)) printf "gateway against gw-base (%s): -S -c8 geometric mean %.3fx (%.3f-%.3f at one standard error); -S -C -c8 %.3fx (%.3f-%.3f); -S -c1 latency %+.1f us (standard error %.1f); %d round(s)\n", base, exp(mean(lr)), exp(mean(lr) - se(lr)), exp(mean(lr) + se(lr)), exp(mean(lc)), exp(mean(lc) - se(lc)), exp(mean(lc) + se(lc)), mean(dl), se(dl), count(lr)
     }' base="${BASE_REV:-HEAD~1}" "$results"
 fi
-if wanted pgbouncer && wanted gateway; then
-  echo
-  awk "$stats_awk"'
-    $2 == "pgbouncer" { bt[$1] = $3; bl[$1] = $4; bm[$1] = $6 }
-    $2 == "gateway" { gt[$1] = $3; gl[$1] = $4; gm[$1] = $6 }
+# against_bouncer gateway bouncer: the gateway against PgBouncer, round by round.
+against_bouncer() {
+  awk -v g="$1" -v b="$2" "$stats_awk"'
+    $2 == b { bt[$1] = $3; bl[$1] = $4; bm[$1] = $6 }
+    $2 == g { gt[$1] = $3; gl[$1] = $4; gm[$1] = $6 }
     END {
       for (r in gt) if (bt[r] > 0 && gt[r] > 0) { ratio[r] = gt[r] / bt[r]; lr[r] = log(ratio[r]) }
       for (r in gl) if (bl[r] > 0 && gl[r] > 0) { dl[r] = (gl[r] - bl[r]) * 1000; dm[r] = (gm[r] - bm[r]) * 1000 }
-      if (count(ratio)) printf "gateway against PgBouncer, -S -c8 throughput per round: median %.3fx, geometric mean %.3fx (%.3f-%.3f at one standard error), %d round(s)\n", median(ratio), exp(mean(lr)), exp(mean(lr) - se(lr)), exp(mean(lr) + se(lr)), count(ratio)
-      if (count(dl)) printf "gateway minus PgBouncer, -S -c1 latency per round: mean %+.1f us (standard error %.1f), median %+.1f us (standard error %.1f), %d round(s)\n", mean(dl), se(dl), mean(dm), se(dm), count(dl)
+      if (count(ratio)) printf "%s against %s, -S -c8 throughput per round: median %.3fx, geometric mean %.3fx (%.3f-%.3f at one standard error), %d round(s)\n", g, b, median(ratio), exp(mean(lr)), exp(mean(lr) - se(lr)), exp(mean(lr) + se(lr)), count(ratio)
+      if (count(dl)) printf "%s minus %s, -S -c1 latency per round: mean %+.1f us (standard error %.1f), median %+.1f us (standard error %.1f), %d round(s)\n", g, b, mean(dl), se(dl), mean(dm), se(dm), count(dl)
     }' "$results"
-fi
+}
+if wanted pgbouncer && wanted gateway; then echo; against_bouncer gateway pgbouncer; fi
+if wanted pgbouncer-tls && wanted gw-tls; then echo; against_bouncer gw-tls pgbouncer-tls; fi
 if [ -s "$results.cpu" ]; then
   echo
   echo "CPU per transaction at $CPU_RATE transactions/s (median over rounds; ratio to PgBouncer's in the same round):"
   for p in "${paths[@]}"; do
     [ "$p" = direct ] && continue
     awk -v p="$p" "$stats_awk"'
-      $2 == "pgbouncer" { b[$1] = $3 }
+      $2 == (p ~ /tls/ ? "pgbouncer-tls" : "pgbouncer") { b[$1] = $3 }
       $2 == p { u[$1] = $3 }
       END {
         for (r in u) if (b[r] > 0) rr[r] = u[r] / b[r]
