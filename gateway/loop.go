@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"errors"
+	"net"
+	"sync"
 	"time"
 )
 
@@ -55,3 +57,46 @@ type Looped struct {
 // messages (with up to 2 seconds to take it), then the relay ends with ErrKilled. It does not
 // block.
 func (h *Looped) Kill() { h.l.post(func() { h.l.kill(h.ls) }) }
+
+// Ending is why a session ends, as its protocol and the event loop share it: the first reason
+// wins, and a session that is ending is not handed to a loop. The zero Ending is ready.
+type Ending struct {
+	mu     sync.Mutex
+	reason string
+	looped *Looped
+}
+
+// Begin records reason as why the session ends; false if it was ending already. The *Looped
+// it returns, if a loop relays the session, is the relay to Kill; otherwise the protocol
+// breaks its goroutine relay itself.
+func (e *Ending) Begin(reason string) (*Looped, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.reason != "" {
+		return nil, false
+	}
+	e.reason = reason
+	return e.looped, true
+}
+
+// Reason is why the session ends ("" while it does not).
+func (e *Ending) Reason() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.reason
+}
+
+// Adopt hands the session's relay to one of loops, unless it is ending already (see
+// Loops.Adopt).
+func (e *Ending) Adopt(loops *Loops, s Relayed, client, upstream net.Conn) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.reason != "" {
+		return false
+	}
+	looped, ok := loops.Adopt(s, client, upstream)
+	if ok {
+		e.looped = looped
+	}
+	return ok
+}

@@ -78,8 +78,8 @@ type session struct {
 	id     uint32 // the connection id the client was told
 	tr     *gateway.Tracked
 
-	mu     sync.Mutex
-	reason string // why jitgate ended the session ("" if it did not)
+	// end is why jitgate ended the session, if it did.
+	end gateway.Ending
 
 	dead     atomic.Bool // set by Kill: relay nothing more
 	quit     atomic.Bool // the client said goodbye
@@ -87,9 +87,8 @@ type session struct {
 	inflight atomic.Int32
 	wmu      sync.Mutex // writes to the client (goroutine relay)
 
-	// looped is set (under mu) when an event loop relays the session; relayed then receives
-	// why the relay ended, and upClean whether the upstream stopped between packets.
-	looped  *gateway.Looped
+	// relayed receives why an event loop's relay of the session ended, and upClean whether
+	// the upstream stopped between packets.
 	relayed chan error
 	upClean bool
 
@@ -124,14 +123,10 @@ func newSession(g *Gateway, client net.Conn, u *upstream, key gateway.PoolKey, g
 // Kill ends the session for reason (gateway.Killer): it stops the relay at once and kills the
 // running query upstream; run then tells the client why and closes both sides.
 func (s *session) Kill(reason string) {
-	s.mu.Lock()
-	if s.reason != "" {
-		s.mu.Unlock()
+	looped, first := s.end.Begin(reason)
+	if !first {
 		return
 	}
-	s.reason = reason
-	looped := s.looped
-	s.mu.Unlock()
 	s.dead.Store(true)
 	if looped != nil {
 		looped.Kill()
@@ -151,11 +146,7 @@ func (s *session) Kill(reason string) {
 	}
 }
 
-func (s *session) killReason() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.reason
-}
+func (s *session) killReason() string { return s.end.Reason() }
 
 // killQuery stops the upstream's running query.
 func (s *session) killQuery() {
@@ -228,18 +219,7 @@ func (s *session) run() {
 }
 
 // adopt hands the session's relay to an event loop, unless it was killed already.
-func (s *session) adopt() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.reason != "" {
-		return false
-	}
-	looped, ok := s.g.core.Loops.Adopt(s, s.client, s.u.conn)
-	if ok {
-		s.looped = looped
-	}
-	return ok
-}
+func (s *session) adopt() bool { return s.end.Adopt(s.g.core.Loops, s, s.client, s.u.conn) }
 
 // relay runs the session on two goroutines, one per direction, and returns each side's error.
 func (s *session) relay() (cerr, uerr error) {

@@ -37,16 +37,14 @@ type session struct {
 	cs, us            scanner
 	prepared, portals map[string]string
 
-	// looped is set (under mu) when an event loop relays the session; relayed then receives
-	// the reason the relay ended.
-	looped  *gateway.Looped
+	// relayed receives why an event loop's relay of the session ended.
 	relayed chan error
 
 	// tr is the session in the gateway's registry, which kills it at its grant's end.
 	tr *gateway.Tracked
 
-	mu     sync.Mutex
-	reason string // why the gateway ended the session ("" if it did not)
+	// end is why the gateway ended the session, if it did.
+	end gateway.Ending
 
 	bytesIn, bytesOut, statements atomic.Int64
 	dead                          atomic.Bool // set by kill: relay nothing more to the client
@@ -113,14 +111,10 @@ func (s *session) Kill(reason string) { s.kill(reason) }
 // kill ends the session for reason: it cancels the running query upstream and breaks the
 // relay; run then tells the client why and closes both sides. Only the first reason counts.
 func (s *session) kill(reason string) {
-	s.mu.Lock()
-	if s.reason != "" {
-		s.mu.Unlock()
+	looped, first := s.end.Begin(reason)
+	if !first {
 		return
 	}
-	s.reason = reason
-	looped := s.looped
-	s.mu.Unlock()
 	// Stop relaying first, so the client hears why the session ended and not the upstream's
 	// "canceling statement due to user request"; then stop the running query.
 	s.dead.Store(true)
@@ -138,11 +132,7 @@ func (s *session) kill(reason string) {
 	}()
 }
 
-func (s *session) killReason() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.reason
-}
+func (s *session) killReason() string { return s.end.Reason() }
 
 // cancelUpstream sends a CancelRequest for the upstream backend, so a running query stops
 // now rather than when it next writes.
@@ -176,18 +166,7 @@ func (s *session) sessionID() int64 {
 }
 
 // adopt hands the session's relay to an event loop, unless it was killed already.
-func (s *session) adopt() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.reason != "" {
-		return false
-	}
-	looped, ok := s.g.core.Loops.Adopt(s, s.client, s.u.conn)
-	if ok {
-		s.looped = looped
-	}
-	return ok
-}
+func (s *session) adopt() bool { return s.end.Adopt(s.g.core.Loops, s, s.client, s.u.conn) }
 
 // The session as an event loop relays it (gateway.Relayed).
 
