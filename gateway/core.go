@@ -105,6 +105,17 @@ func NewCore[U any](o CoreOptions, reuseUpstream time.Duration, conn func(U) net
 	return c
 }
 
+// Go runs f on a goroutine of its own that Close waits for: side work that must not block
+// its caller, such as stopping a killed session's query upstream (a kill runs inside the
+// engine's event delivery, which a revoke's API call waits for).
+func (c *Core[U]) Go(f func()) {
+	c.Conns.Add(1)
+	go func() {
+		defer c.Conns.Done()
+		f()
+	}()
+}
+
 // Close stops accepting connections, ends every session ("jitgate is shutting down"), waits
 // for the connection goroutines, and flushes the recorder. Calls after the first return nil.
 func (c *Core[U]) Close() error {

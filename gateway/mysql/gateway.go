@@ -494,11 +494,7 @@ func (g *Gateway) killByClient(grant int64, id uint32) bool {
 	}
 	if s.inflight.Load() > 0 {
 		// It logs in to the database: not on the relay's thread, which may be an event loop.
-		g.core.Conns.Add(1)
-		go func() {
-			defer g.core.Conns.Done()
-			s.killQuery()
-		}()
+		g.core.Go(s.killQuery)
 	}
 	return true
 }

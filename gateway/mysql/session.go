@@ -136,13 +136,8 @@ func (s *session) Kill(reason string) {
 		_ = s.client.SetReadDeadline(now)
 	}
 	if s.inflight.Load() > 0 {
-		// Kill runs inside the engine's event delivery: the KILL QUERY, which logs in to the
-		// database, runs on its own; Close still waits for it.
-		s.g.core.Conns.Add(1)
-		go func() {
-			defer s.g.core.Conns.Done()
-			s.killQuery()
-		}()
+		// The KILL QUERY logs in to the database: not inside the engine's event delivery.
+		s.g.core.Go(s.killQuery)
 	}
 }
 

@@ -123,13 +123,8 @@ func (s *session) kill(reason string) {
 	} else {
 		_ = s.u.conn.SetReadDeadline(time.Now())
 	}
-	// kill runs inside the engine's event delivery (a revoke's API call waits for it), so the
-	// cancel, which dials the database, runs on its own; Close still waits for it.
-	s.g.core.Conns.Add(1)
-	go func() {
-		defer s.g.core.Conns.Done()
-		s.cancelUpstream()
-	}()
+	// The cancel dials the database: not inside the engine's event delivery.
+	s.g.core.Go(s.cancelUpstream)
 }
 
 func (s *session) killReason() string { return s.end.Reason() }
