@@ -52,6 +52,7 @@
 # (as root); without it that path is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 T="${SECONDS_EACH:-10}"
 ROUNDS="${ROUNDS:-1}"
 PGHOST_DIRECT=127.0.0.1 PGPORT_DIRECT=5432
@@ -259,13 +260,7 @@ cpu() {
   tps=$(awk '/^tps = /{print $3; exit}' "$out")
   awk -v ms="$ms" -v tps="$tps" -v s=$((T - 2)) 'BEGIN { if (tps > 0 && ms > 0) printf "%.2f", ms * 1000 / (tps * s); else print "nan" }'
 }
-if [ -n "${CPU_RATE:-}" ]; then
-  [ "$T" -ge 5 ] || { echo "CPU_RATE needs SECONDS_EACH of at least 5" >&2; exit 2; }
-  if ! perf stat -e task-clock true >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then apt-get install -y linux-perf >/dev/null 2>&1 || true; fi
-    perf stat -e task-clock true >/dev/null 2>&1 || { echo "CPU_RATE: perf is not available; skipping that measurement"; CPU_RATE=""; }
-  fi
-fi
+check_cpu_rate
 
 # Each round's figures go to a table; the summary is, per path, the median over rounds of each
 # round's ratio to direct (one disturbed round, say a checkpoint, does not skew it).
@@ -275,11 +270,7 @@ results="$work/results"
 # PgBouncer and two gateway builds, whichever build ran right after PgBouncer made up to 7%
 # more. So every other round runs the proxies in reverse order (direct stays first).
 for r in $(seq "$ROUNDS"); do
-  order=("${paths[@]}")
-  if [ $((r % 2)) = 0 ]; then
-    order=(direct)
-    for ((i = ${#paths[@]} - 1; i > 0; i--)); do order+=("${paths[i]}"); done
-  fi
+  read -ra order <<< "$(round_order "$r")"
   for p in "${order[@]}"; do
     t=$(tps "$p" -n -S -c 8 -j 2 -T "$T")
     read -r l lmed l999 <<< "$(lat "$p" -n -S -c 1 -j 1 -T "$T")"
@@ -295,7 +286,6 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
-stats_awk=$(cat bench/stats.awk) # median, mean, standard error, count
 echo
 echo "median over $ROUNDS round(s) of each round's figure relative to direct:"
 printf '%-10s %10s %14s %14s %12s %10s\n' path "-S -c8" "-S -c1 added" "median added" "99.9% (ms)" "-S -C -c8"

@@ -30,6 +30,7 @@
 # 127.0.0.1:3306 where root logs in without a password (MYSQL_ADMIN_ARGS to change that), Go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 T="${SECONDS_EACH:-10}"
 ROUNDS="${ROUNDS:-1}"
 DB=jg_sbench
@@ -160,22 +161,12 @@ cpu() {
   tps=$(awk '/transactions:/{gsub(/\(/, "", $3); print $3; exit}' "$out")
   awk -v ms="$ms" -v tps="$tps" -v s=$((T - 2)) 'BEGIN { if (tps > 0 && ms > 0) printf "%.2f", ms * 1000 / (tps * s); else print "nan" }'
 }
-if [ -n "${CPU_RATE:-}" ]; then
-  [ "$T" -ge 5 ] || { echo "CPU_RATE needs SECONDS_EACH of at least 5" >&2; exit 2; }
-  if ! perf stat -e task-clock true >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then apt-get install -y linux-perf >/dev/null 2>&1 || true; fi
-    perf stat -e task-clock true >/dev/null 2>&1 || { echo "CPU_RATE: perf is not available; skipping that measurement"; CPU_RATE=""; }
-  fi
-fi
+check_cpu_rate
 
 results="$work/results"
 : > "$results"
 for r in $(seq "$ROUNDS"); do
-  order=("${paths[@]}")
-  if [ $((r % 2)) = 0 ]; then
-    order=(direct)
-    for ((i = ${#paths[@]} - 1; i > 0; i--)); do order+=("${paths[i]}"); done
-  fi
+  read -ra order <<< "$(round_order "$r")"
   for p in "${order[@]}"; do
     t=$(tps "$p" --threads=8)
     read -r l l99 <<< "$(lat "$p")"
@@ -191,7 +182,6 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
-stats_awk=$(cat bench/stats.awk) # median, mean, standard error, count
 echo
 echo "median over $ROUNDS round(s) of each round's figure relative to direct:"
 printf '%-8s %10s %14s %12s %12s\n' path "8 threads" "1 thread added" "99th (ms)" "connect"
