@@ -18,6 +18,10 @@ import (
 type User struct {
 	Name   string   `json:"name"`
 	Groups []string `json:"groups"`
+	// Kind is PrincipalUser (a person; the zero value means the same) or PrincipalAgent.
+	Kind string `json:"kind,omitempty"`
+	// Owner is the person who answers for an agent; empty for a person.
+	Owner string `json:"owner,omitempty"`
 	// trust is set only by NewSystemContext and NewOperatorContext: no token, login or
 	// struct literal outside this package can make a caller jitgate itself or an operator.
 	trust trust
@@ -48,6 +52,24 @@ func NewSystemContext(ctx context.Context) context.Context {
 // API: whoever can read the store can do as much. The operator counts as an admin.
 func NewOperatorContext(ctx context.Context, name string) context.Context {
 	return NewContext(ctx, &User{Name: name, trust: trustOperator})
+}
+
+// Principal kinds: what a User is.
+const (
+	PrincipalUser  = "user"
+	PrincipalAgent = "agent"
+)
+
+// IsAgent reports whether u is an agent (an AI agent, bot or CI job with an owner): it may
+// request and use access, and never approves, revokes others' grants or breaks glass.
+func (u *User) IsAgent() bool { return u.Kind == PrincipalAgent }
+
+// KindName is u's kind as policies see it: "user" or "agent".
+func (u *User) KindName() string {
+	if u.IsAgent() {
+		return PrincipalAgent
+	}
+	return PrincipalUser
 }
 
 // IsSystem reports whether u is jitgate itself (see NewSystemContext).

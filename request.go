@@ -31,12 +31,15 @@ func (s RequestState) CanTransition(next RequestState) bool {
 
 // Request is one ask for one role on one resource for a bounded time.
 type Request struct {
-	ID        int64         `json:"id"`
-	Requester string        `json:"requester"`
-	Resource  string        `json:"resource"`
-	Role      string        `json:"role"`
-	Duration  time.Duration `json:"duration"`
-	Reason    string        `json:"reason"`
+	ID        int64  `json:"id"`
+	Requester string `json:"requester"`
+	// RequesterOwner is the owner of an agent requester, as it was when the request was
+	// filed; empty when a person asked.
+	RequesterOwner string        `json:"requester_owner,omitempty"`
+	Resource       string        `json:"resource"`
+	Role           string        `json:"role"`
+	Duration       time.Duration `json:"duration"`
+	Reason         string        `json:"reason"`
 	// StartAt is the requested start; zero means "as soon as approved".
 	StartAt time.Time `json:"start_at,omitzero"`
 	// BreakGlass marks an emergency request that activated without prior approval.
@@ -147,9 +150,11 @@ const (
 
 // Grant is the time-bound access an approved request creates.
 type Grant struct {
-	ID         int64      `json:"id"`
-	RequestID  int64      `json:"request_id"`
-	User       string     `json:"user"`
+	ID        int64  `json:"id"`
+	RequestID int64  `json:"request_id"`
+	User      string `json:"user"`
+	// Owner is the owner of an agent holder (from its request); empty for a person.
+	Owner      string     `json:"owner,omitempty"`
 	Resource   string     `json:"resource"`
 	Role       string     `json:"role"`
 	Policy     string     `json:"policy"`

@@ -116,8 +116,9 @@ func (d *DueWork) Empty() bool {
 }
 
 // Visibility restricts a listing to what one caller may see, in the query itself (so that a
-// limit counts only rows the caller may see): rows the caller owns (requested, holds) and rows
-// under the named policies (those the caller approves for). A nil *Visibility means no
+// limit counts only rows the caller may see): rows the caller owns (requested, holds), rows of
+// the agents the caller answers for (their owner) and rows under the named policies (those the
+// caller approves for). A nil *Visibility means no
 // restriction (an admin).
 type Visibility struct {
 	Owner    string
@@ -129,6 +130,8 @@ type RequestFilter struct {
 	Visible *Visibility
 	// NotRequester leaves out the requests of this user (an approver's inbox).
 	NotRequester string
+	// RequesterOwner selects the requests of the agents this user answers for.
+	RequesterOwner string
 	// Policies, when not empty, selects requests under these policies only.
 	Policies []string
 	// BeforeID selects requests with a smaller ID (the next page, newest first).

@@ -1,8 +1,10 @@
 package access
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jitgate/jitgate"
@@ -22,19 +24,25 @@ const (
 	ActionTokenRevoked = "token.revoked"
 )
 
-func (e *Engine) isAdmin(u *jitgate.User) bool { return u.IsOperator() || e.pol.IsAdmin(u.Name) }
+func (e *Engine) isAdmin(u *jitgate.User) bool {
+	return u.IsOperator() || (!u.IsAgent() && e.pol.IsAdmin(u.Name))
+}
 
-// CreateToken issues an API token for user, valid for ttl (DefaultTokenTTL if zero). Only
-// admins may. It returns the token, shown this once, and its record.
+// CreateToken issues an API token for user, valid for ttl (DefaultTokenTTL if zero). Admins
+// may, for anyone; an agent's owner may, for that agent. It returns the token, shown this
+// once, and its record.
 func (e *Engine) CreateToken(ctx context.Context, user string, ttl time.Duration, description string) (string, *jitgate.Token, error) {
 	u, err := e.caller(ctx)
 	if err != nil {
 		return "", nil, err
 	}
+	target, err := e.dir.LookupUser(ctx, user)
 	if !e.isAdmin(u) {
-		return "", nil, jitgate.Errorf(jitgate.EFORBIDDEN, "only admins may create tokens")
+		if err != nil || !target.IsAgent() || target.Owner != u.Name || u.IsAgent() {
+			return "", nil, jitgate.Errorf(jitgate.EFORBIDDEN, "only admins, and an agent's owner for that agent, may create tokens")
+		}
 	}
-	if _, err := e.dir.LookupUser(ctx, user); err != nil {
+	if err != nil {
 		return "", nil, err
 	}
 	if ttl == 0 {
@@ -53,8 +61,11 @@ func (e *Engine) CreateToken(ctx context.Context, user string, ttl time.Duration
 		if err := o.tx.InsertToken(tk); err != nil {
 			return err
 		}
-		return o.audit(u.Name, ActionTokenCreated, 0, 0, map[string]string{
-			"token_id": fmt.Sprint(tk.ID), "user": user, "expires_at": stamp(tk.ExpiresAt)})
+		details := map[string]string{"token_id": fmt.Sprint(tk.ID), "user": user, "expires_at": stamp(tk.ExpiresAt)}
+		if target.IsAgent() {
+			details["owner"] = target.Owner
+		}
+		return o.audit(u.Name, ActionTokenCreated, 0, 0, details)
 	})
 	if err != nil {
 		return "", nil, err
@@ -73,7 +84,7 @@ func (e *Engine) RevokeToken(ctx context.Context, id int64) (*jitgate.Token, err
 		if tk, err = o.tx.GetToken(id); err != nil {
 			return err
 		}
-		if tk.User != u.Name && !e.isAdmin(u) {
+		if tk.User != u.Name && !e.isAdmin(u) && !e.owns(ctx, u, tk.User) {
 			return jitgate.Errorf(jitgate.ENOTFOUND, "token %d not found", id)
 		}
 		if err := o.tx.RevokeToken(id, o.now); err != nil {
@@ -88,21 +99,47 @@ func (e *Engine) RevokeToken(ctx context.Context, id int64) (*jitgate.Token, err
 	return tk, nil
 }
 
+// owns reports whether u is the owner of the agent named agent.
+func (e *Engine) owns(ctx context.Context, u *jitgate.User, agent string) bool {
+	a, err := e.dir.LookupUser(ctx, agent)
+	return err == nil && a.IsAgent() && a.Owner == u.Name
+}
+
 // ListTokens lists the caller's tokens, or everyone's for an admin.
 func (e *Engine) ListTokens(ctx context.Context) ([]*jitgate.Token, error) {
 	u, err := e.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	user := u.Name
+	users := []string{u.Name}
 	if e.isAdmin(u) {
-		user = ""
+		users = []string{""}
+	} else if !u.IsAgent() {
+		// An owner sees (and may revoke) the tokens of the agents it answers for.
+		all, err := e.dir.Users(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range all {
+			if a.IsAgent() && a.Owner == u.Name {
+				users = append(users, a.Name)
+			}
+		}
 	}
 	var out []*jitgate.Token
 	err = e.store.View(ctx, func(tx jitgate.Tx) error {
-		out, err = tx.ListTokens(user)
-		return err
+		for _, user := range users {
+			ts, err := tx.ListTokens(user)
+			if err != nil {
+				return err
+			}
+			out = append(out, ts...)
+		}
+		return nil
 	})
+	if len(users) > 1 {
+		slices.SortFunc(out, func(a, b *jitgate.Token) int { return cmp.Compare(b.ID, a.ID) })
+	}
 	return out, err
 }
 
@@ -141,6 +178,9 @@ type Whoami struct {
 	User   string   `json:"user"`
 	Groups []string `json:"groups"`
 	Admin  bool     `json:"admin"`
+	// Kind is "user" or "agent"; Owner names an agent's owner.
+	Kind  string `json:"kind"`
+	Owner string `json:"owner,omitempty"`
 }
 
 // Whoami returns the caller's name, groups and whether they are an admin.
@@ -153,7 +193,7 @@ func (e *Engine) Whoami(ctx context.Context) (*Whoami, error) {
 	if groups == nil {
 		groups = []string{}
 	}
-	return &Whoami{User: u.Name, Groups: groups, Admin: e.isAdmin(u)}, nil
+	return &Whoami{User: u.Name, Groups: groups, Admin: e.isAdmin(u), Kind: u.KindName(), Owner: u.Owner}, nil
 }
 
 // Requestable lists the resource roles the caller may request.
@@ -274,8 +314,10 @@ func (e *Engine) SignIn(ctx context.Context, user, via string, ttl time.Duration
 	if !u.IsSystem() {
 		return "", nil, jitgate.Errorf(jitgate.EFORBIDDEN, "sign-in sessions are started by jitgate itself")
 	}
-	if _, err := e.dir.LookupUser(ctx, user); err != nil {
+	if du, err := e.dir.LookupUser(ctx, user); err != nil {
 		return "", nil, err
+	} else if du.IsAgent() {
+		return "", nil, jitgate.Errorf(jitgate.EFORBIDDEN, "%s is an agent; agents do not sign in (its owner mints its API tokens)", user)
 	}
 	secret, hash := jitgate.NewTokenSecret()
 	var tk *jitgate.Token

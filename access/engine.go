@@ -223,8 +223,8 @@ func (e *Engine) caller(ctx context.Context) (*jitgate.User, error) {
 }
 
 // approvers resolves the users of the directory who may approve at step of pol (requester
-// excluded); for notifications.
-func (e *Engine) approvers(ctx context.Context, pol *policy.Policy, step int, requester string) []string {
+// excluded; owner is the requester's owner when an agent asked); for notifications.
+func (e *Engine) approvers(ctx context.Context, pol *policy.Policy, step int, requester, owner string) []string {
 	users, err := e.dir.Users(ctx)
 	if err != nil {
 		return nil
@@ -234,7 +234,7 @@ func (e *Engine) approvers(ctx context.Context, pol *policy.Policy, step int, re
 		if u.Name == requester {
 			continue
 		}
-		if (step < 0 && pol.IsApprover(u)) || (step >= 0 && pol.CanApprove(u, requester, step)) {
+		if (step < 0 && pol.IsApproverFor(u, owner)) || (step >= 0 && pol.CanApprove(u, requester, owner, step)) {
 			out = append(out, u.Name)
 		}
 	}
@@ -259,6 +259,9 @@ func (e *Engine) Submit(ctx context.Context, nr jitgate.NewRequest) (*jitgate.Re
 	pol, err := e.pol.Match(u, nr.Resource, nr.Role)
 	if err != nil {
 		return nil, err
+	}
+	if nr.BreakGlass && u.IsAgent() {
+		return nil, jitgate.Errorf(jitgate.EFORBIDDEN, "agents never break glass: %s must ask and wait for a decision", u.Name)
 	}
 	nr.Reason = strings.TrimSpace(nr.Reason)
 	in := policy.Input{
@@ -295,7 +298,7 @@ func (e *Engine) Submit(ctx context.Context, nr jitgate.NewRequest) (*jitgate.Re
 				g.ID, nr.Resource, nr.Role, g.EndsAt.Format(time.RFC3339))
 		}
 		r = &jitgate.Request{
-			Requester: u.Name, Resource: nr.Resource, Role: nr.Role, Duration: nr.Duration, Reason: nr.Reason,
+			Requester: u.Name, RequesterOwner: u.Owner, Resource: nr.Resource, Role: nr.Role, Duration: nr.Duration, Reason: nr.Reason,
 			StartAt: nr.StartAt.UTC(), BreakGlass: nr.BreakGlass, State: jitgate.RequestPending,
 			Policy: pol.Name, Steps: len(pol.Steps), CreatedAt: o.now, ExpiresAt: o.now.Add(pol.PendingTTL),
 		}
@@ -310,6 +313,9 @@ func (e *Engine) Submit(ctx context.Context, nr jitgate.NewRequest) (*jitgate.Re
 		if !r.StartAt.IsZero() {
 			details["start_at"] = stamp(r.StartAt)
 		}
+		if u.IsAgent() {
+			details["owner"] = u.Owner
+		}
 		if err := o.audit(u.Name, jitgate.ActionRequestCreated, r.ID, 0, details); err != nil {
 			return err
 		}
@@ -323,11 +329,11 @@ func (e *Engine) Submit(ctx context.Context, nr jitgate.NewRequest) (*jitgate.Re
 			if err := e.approve(o, pol, r, u.Name, "break-glass: activated without prior approval; review pending"); err != nil {
 				return err
 			}
-			o.emit(jitgate.Event{Kind: jitgate.EventBreakGlass, Request: r, Notify: e.approvers(ctx, pol, -1, u.Name)})
+			o.emit(jitgate.Event{Kind: jitgate.EventBreakGlass, Request: r, Notify: e.approvers(ctx, pol, -1, u.Name, u.Owner)})
 		case auto:
 			return e.approve(o, pol, r, SystemActor, "auto-approved by policy "+pol.Name)
 		default:
-			o.emit(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: e.approvers(ctx, pol, 0, u.Name)})
+			o.emit(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: e.approvers(ctx, pol, 0, u.Name, u.Owner)})
 		}
 		return nil
 	})
@@ -366,7 +372,7 @@ func (e *Engine) approve(o *op, pol *policy.Policy, r *jitgate.Request, actor, n
 			"by": dur(r.Duration), "ends_at": stamp(g.EndsAt)}); err != nil {
 			return err
 		}
-		o.emit(jitgate.Event{Kind: jitgate.EventGrantExtended, Grant: g, Request: r, Notify: []string{g.User}})
+		o.emit(jitgate.Event{Kind: jitgate.EventGrantExtended, Grant: g, Request: r, Notify: holders(g)})
 	} else {
 		// The clock starts at activation: approval, or the requested start if that is later.
 		start := o.now
@@ -374,7 +380,7 @@ func (e *Engine) approve(o *op, pol *policy.Policy, r *jitgate.Request, actor, n
 			start = r.StartAt
 		}
 		g = &jitgate.Grant{
-			RequestID: r.ID, User: r.Requester, Resource: r.Resource, Role: r.Role, Policy: r.Policy,
+			RequestID: r.ID, User: r.Requester, Owner: r.RequesterOwner, Resource: r.Resource, Role: r.Role, Policy: r.Policy,
 			State: jitgate.GrantScheduled, BreakGlass: r.BreakGlass, StartsAt: start, EndsAt: start.Add(r.Duration),
 			Provision: jitgate.ProvisionStatus{State: jitgate.ProvisionStateNone},
 		}
@@ -387,7 +393,7 @@ func (e *Engine) approve(o *op, pol *policy.Policy, r *jitgate.Request, actor, n
 		action := jitgate.ActionGrantScheduled
 		if g.State == jitgate.GrantActive {
 			action = jitgate.ActionGrantActivated
-			o.emit(jitgate.Event{Kind: jitgate.EventGrantStarted, Grant: g, Request: r, Notify: []string{g.User}})
+			o.emit(jitgate.Event{Kind: jitgate.EventGrantStarted, Grant: g, Request: r, Notify: holders(g)})
 		}
 		if err := o.audit(actor, action, r.ID, g.ID, map[string]string{
 			"user": g.User, "resource": g.Resource, "role": g.Role, "starts_at": stamp(g.StartsAt), "ends_at": stamp(g.EndsAt)}); err != nil {
@@ -402,8 +408,24 @@ func (e *Engine) approve(o *op, pol *policy.Policy, r *jitgate.Request, actor, n
 	if err := o.audit(actor, jitgate.ActionRequestApproved, r.ID, g.ID, map[string]string{"note": note}); err != nil {
 		return err
 	}
-	o.emit(jitgate.Event{Kind: jitgate.EventRequestDecided, Request: r, Grant: g, Notify: []string{r.Requester}})
+	o.emit(jitgate.Event{Kind: jitgate.EventRequestDecided, Request: r, Grant: g, Notify: requesters(r)})
 	return nil
+}
+
+// holders lists who hears about g: its holder and, for an agent's grant, the agent's owner.
+func holders(g *jitgate.Grant) []string {
+	if g.Owner != "" {
+		return []string{g.User, g.Owner}
+	}
+	return []string{g.User}
+}
+
+// requesters lists who hears about r's decision: its requester and an agent's owner.
+func requesters(r *jitgate.Request) []string {
+	if r.RequesterOwner != "" {
+		return []string{r.Requester, r.RequesterOwner}
+	}
+	return []string{r.Requester}
 }
 
 // capExtension refuses an extension by d that would make g last longer than the policy's
@@ -462,7 +484,7 @@ func (e *Engine) end(o *op, g *jitgate.Grant, state jitgate.GrantState, actor, r
 			return err
 		}
 	}
-	o.emit(jitgate.Event{Kind: jitgate.EventGrantEnded, Grant: g, Notify: []string{g.User}})
+	o.emit(jitgate.Event{Kind: jitgate.EventGrantEnded, Grant: g, Notify: holders(g)})
 	return nil
 }
 
@@ -499,6 +521,10 @@ func (e *Engine) Review(ctx context.Context, id int64, d jitgate.Decision, comme
 	if d != jitgate.Approve && d != jitgate.Deny {
 		return nil, jitgate.Errorf(jitgate.EINVALID, "decision must be %q or %q", jitgate.Approve, jitgate.Deny)
 	}
+	if u.IsAgent() {
+		// Whatever its groups and whatever a policy says: an agent asks, people decide.
+		return nil, jitgate.Errorf(jitgate.EFORBIDDEN, "%s is an agent; agents never approve or deny", u.Name)
+	}
 	comment = strings.TrimSpace(comment)
 	if d == jitgate.Deny && comment == "" {
 		return nil, jitgate.Errorf(jitgate.EINVALID, "a deny needs a comment saying why")
@@ -524,7 +550,7 @@ func (e *Engine) Review(ctx context.Context, id int64, d jitgate.Decision, comme
 		}
 		// Reviewing is an explicit act on a known id: say plainly that the caller may not,
 		// rather than pretending the request does not exist.
-		if !pol.IsApprover(u) {
+		if !pol.IsApproverFor(u, r.RequesterOwner) {
 			return jitgate.Errorf(jitgate.EFORBIDDEN, "%s is not an approver of policy %s", u.Name, pol.Name)
 		}
 		switch {
@@ -552,7 +578,7 @@ func (e *Engine) Review(ctx context.Context, id int64, d jitgate.Decision, comme
 }
 
 func (e *Engine) review(ctx context.Context, o *op, pol *policy.Policy, u *jitgate.User, r *jitgate.Request, d jitgate.Decision, comment string) error {
-	if !pol.CanApprove(u, r.Requester, r.Step) {
+	if !pol.CanApprove(u, r.Requester, r.RequesterOwner, r.Step) {
 		return jitgate.Errorf(jitgate.EFORBIDDEN, "%s is not an approver at step %d of policy %s (needs %s)",
 			u.Name, r.Step+1, pol.Name, pol.Steps[r.Step].String())
 	}
@@ -597,7 +623,7 @@ func (e *Engine) review(ctx context.Context, o *op, pol *policy.Policy, u *jitga
 		if err := o.audit(u.Name, jitgate.ActionRequestStepPassed, r.ID, 0, map[string]string{"step": fmt.Sprint(r.Step)}); err != nil {
 			return err
 		}
-		o.emit(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: e.approvers(ctx, pol, r.Step, r.Requester)})
+		o.emit(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: e.approvers(ctx, pol, r.Step, r.Requester, r.RequesterOwner)})
 		return nil
 	}
 	return e.approve(o, pol, r, u.Name, fmt.Sprintf("approved by %s", strings.Join(slices.Sorted(mapKeys(approvals)), ", ")))
@@ -651,10 +677,10 @@ func (e *Engine) Cancel(ctx context.Context, id int64) (*jitgate.Request, error)
 		if r, err = o.tx.GetRequest(id, true); err != nil {
 			return err
 		}
-		if !e.canSee(u, r.Requester, e.pol.Policy(r.Policy)) {
+		if !e.canSee(u, r.Requester, r.RequesterOwner, e.pol.Policy(r.Policy)) {
 			return jitgate.Errorf(jitgate.ENOTFOUND, "request %d not found", id)
 		}
-		if u.Name != r.Requester && !e.pol.IsAdmin(u.Name) {
+		if u.Name != r.Requester && (r.RequesterOwner == "" || u.Name != r.RequesterOwner) && !e.pol.IsAdmin(u.Name) {
 			return jitgate.Errorf(jitgate.EFORBIDDEN, "only %s or an admin may cancel request %d", r.Requester, id)
 		}
 		return e.finish(o, r, jitgate.RequestCancelled, u.Name, "cancelled by "+u.Name)
@@ -679,7 +705,7 @@ func (e *Engine) Extend(ctx context.Context, grantID int64, d time.Duration, rea
 			return err
 		}
 		if g.User != u.Name {
-			if !e.canSee(u, g.User, e.pol.Policy(g.Policy)) {
+			if !e.canSee(u, g.User, g.Owner, e.pol.Policy(g.Policy)) {
 				return jitgate.Errorf(jitgate.ENOTFOUND, "grant %d not found", grantID)
 			}
 			return jitgate.Errorf(jitgate.EFORBIDDEN, "only %s may extend grant %d", g.User, grantID)
@@ -706,7 +732,7 @@ func (e *Engine) Extend(ctx context.Context, grantID int64, d time.Duration, rea
 			return jitgate.Errorf(jitgate.ECONFLICT, "extension request %d for grant %d is already pending", pending[0].ID, g.ID)
 		}
 		r = &jitgate.Request{
-			Requester: u.Name, Resource: g.Resource, Role: g.Role, Duration: d, Reason: reason,
+			Requester: u.Name, RequesterOwner: u.Owner, Resource: g.Resource, Role: g.Role, Duration: d, Reason: reason,
 			ExtendsGrant: g.ID, State: jitgate.RequestPending, Policy: pol.Name, Steps: len(pol.Steps),
 			CreatedAt: o.now, ExpiresAt: o.now.Add(pol.PendingTTL),
 		}
@@ -730,7 +756,7 @@ func (e *Engine) Extend(ctx context.Context, grantID int64, d time.Duration, rea
 		if auto {
 			return e.approve(o, pol, r, SystemActor, "auto-approved by policy "+pol.Name)
 		}
-		o.emit(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: e.approvers(ctx, pol, 0, u.Name)})
+		o.emit(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: e.approvers(ctx, pol, 0, u.Name, u.Owner)})
 		return nil
 	})
 	if err != nil {
@@ -759,7 +785,7 @@ func (e *Engine) Revoke(ctx context.Context, grantID int64, reason string) (*jit
 			return err
 		}
 		pol := e.pol.Policy(g.Policy)
-		if !e.canSee(u, g.User, pol) {
+		if !e.canSee(u, g.User, g.Owner, pol) {
 			return jitgate.Errorf(jitgate.ENOTFOUND, "grant %d not found", grantID)
 		}
 		if !g.State.Live() {
@@ -775,7 +801,9 @@ func (e *Engine) Revoke(ctx context.Context, grantID int64, reason string) (*jit
 }
 
 // canSee reports whether u may see (and so act on) a request or grant of owner under pol:
-// the owner, an admin, or an approver of the policy. Approvers may also revoke.
-func (e *Engine) canSee(u *jitgate.User, owner string, pol *policy.Policy) bool {
-	return u.Name == owner || e.isAdmin(u) || (pol != nil && pol.IsApprover(u))
+// the owner, the person who answers for an agent owner (agentOwner), an admin, or an approver
+// of the policy. Approvers may also revoke. An agent sees only its own.
+func (e *Engine) canSee(u *jitgate.User, owner, agentOwner string, pol *policy.Policy) bool {
+	return u.Name == owner || (agentOwner != "" && u.Name == agentOwner) || e.isAdmin(u) ||
+		(pol != nil && pol.IsApproverFor(u, agentOwner))
 }

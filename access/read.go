@@ -1,7 +1,9 @@
 package access
 
 import (
+	"cmp"
 	"context"
+	"slices"
 
 	"github.com/jitgate/jitgate"
 )
@@ -20,7 +22,7 @@ func (e *Engine) GetRequest(ctx context.Context, id int64) (*jitgate.Request, er
 	if err != nil {
 		return nil, err
 	}
-	if !e.canSee(u, r.Requester, e.pol.Policy(r.Policy)) {
+	if !e.canSee(u, r.Requester, r.RequesterOwner, e.pol.Policy(r.Policy)) {
 		return nil, jitgate.Errorf(jitgate.ENOTFOUND, "request %d not found", id)
 	}
 	return r, nil
@@ -40,7 +42,7 @@ func (e *Engine) GetGrant(ctx context.Context, id int64) (*jitgate.Grant, error)
 	if err != nil {
 		return nil, err
 	}
-	if !e.canSee(u, g.User, e.pol.Policy(g.Policy)) {
+	if !e.canSee(u, g.User, g.Owner, e.pol.Policy(g.Policy)) {
 		return nil, jitgate.Errorf(jitgate.ENOTFOUND, "grant %d not found", id)
 	}
 	return g, nil
@@ -80,19 +82,24 @@ func (e *Engine) ListRequests(ctx context.Context, q RequestQuery) ([]*jitgate.R
 	// The inbox: requests under the policies the caller approves for, not their own, pending
 	// (index requests_state_expires) or with an open break-glass review
 	// (index requests_post_review); which step the caller may approve is checked here.
-	approves := e.approverPolicies(u)
-	if len(approves) == 0 {
+	// The requests of the agents the caller answers for come from their own index, whatever
+	// policies the caller approves for (a step may name the requester's owner).
+	if u.IsAgent() {
 		return []*jitgate.Request{}, nil
 	}
 	want := f.Limit
 	if want <= 0 {
 		want = defaultListLimit
 	}
+	sels := []jitgate.RequestFilter{{State: jitgate.RequestPending, RequesterOwner: u.Name, Requester: f.Requester, Limit: want}}
+	if approves := e.approverPolicies(u); len(approves) > 0 {
+		sels = append(sels,
+			jitgate.RequestFilter{State: jitgate.RequestPending, Policies: approves, NotRequester: u.Name, Requester: f.Requester, Limit: want},
+			jitgate.RequestFilter{PostReviewOpen: true, Policies: approves, NotRequester: u.Name, Requester: f.Requester, Limit: want})
+	}
 	out := []*jitgate.Request{}
-	for _, sel := range []jitgate.RequestFilter{
-		{State: jitgate.RequestPending, Policies: approves, NotRequester: u.Name, Requester: f.Requester, Limit: want},
-		{PostReviewOpen: true, Policies: approves, NotRequester: u.Name, Requester: f.Requester, Limit: want},
-	} {
+	seen := map[int64]bool{}
+	for _, sel := range sels {
 		for len(out) < want {
 			var page []*jitgate.Request
 			err := e.store.View(ctx, func(tx jitgate.Tx) (err error) {
@@ -103,7 +110,8 @@ func (e *Engine) ListRequests(ctx context.Context, q RequestQuery) ([]*jitgate.R
 				return nil, err
 			}
 			for _, r := range page {
-				if len(out) < want && e.awaits(u, r) {
+				if len(out) < want && !seen[r.ID] && e.awaits(u, r) {
+					seen[r.ID] = true
 					out = append(out, r)
 				}
 			}
@@ -113,6 +121,7 @@ func (e *Engine) ListRequests(ctx context.Context, q RequestQuery) ([]*jitgate.R
 			sel.BeforeID = page[len(page)-1].ID
 		}
 	}
+	slices.SortFunc(out, func(a, b *jitgate.Request) int { return cmp.Compare(b.ID, a.ID) })
 	return out, nil
 }
 
@@ -146,9 +155,9 @@ func (e *Engine) awaits(u *jitgate.User, r *jitgate.Request) bool {
 		return false
 	}
 	if r.State == jitgate.RequestApproved && r.PostReviewOpen {
-		return pol.IsApprover(u)
+		return pol.IsApproverFor(u, r.RequesterOwner)
 	}
-	if r.State != jitgate.RequestPending || !pol.CanApprove(u, r.Requester, r.Step) {
+	if r.State != jitgate.RequestPending || !pol.CanApprove(u, r.Requester, r.RequesterOwner, r.Step) {
 		return false
 	}
 	for _, rv := range r.Reviews {

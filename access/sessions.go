@@ -51,7 +51,7 @@ func (e *Engine) IssueLogin(ctx context.Context, grantID int64, gateways ...stri
 			return err
 		}
 		if g.User != u.Name {
-			if !e.canSee(u, g.User, e.pol.Policy(g.Policy)) {
+			if !e.canSee(u, g.User, g.Owner, e.pol.Policy(g.Policy)) {
 				return jitgate.Errorf(jitgate.ENOTFOUND, "grant %d not found", grantID)
 			}
 			return jitgate.Errorf(jitgate.EFORBIDDEN, "only %s may get credentials for grant %d", g.User, grantID)

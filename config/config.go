@@ -39,10 +39,12 @@ const (
 // Config is the whole validated configuration.
 type Config struct {
 	// File is the path the config was read from, used in error messages.
-	File      string     `yaml:"-"`
-	Server    Server     `yaml:"server"`
-	Gateway   Gateway    `yaml:"gateway"`
-	Users     []User     `yaml:"users"`
+	File    string  `yaml:"-"`
+	Server  Server  `yaml:"server"`
+	Gateway Gateway `yaml:"gateway"`
+	Users   []User  `yaml:"users"`
+	// Agents are non-human requesters (AI agents, bots, CI jobs), each with an owner.
+	Agents    []Agent    `yaml:"agents"`
 	Resources []Resource `yaml:"resources"`
 	Policies  []Policy   `yaml:"policies"`
 	// Notifications configures who is told what, where.
@@ -53,6 +55,8 @@ type Config struct {
 	Audit Audit `yaml:"audit"`
 
 	pos positions
+	// agentNames holds the agents' names during validation.
+	agentNames map[string]bool
 }
 
 // Server configures the HTTP API and the store.
@@ -139,6 +143,19 @@ type User struct {
 	Groups []string `yaml:"groups"`
 	// Slack is the user's Slack member ID (U0123...), for mentions in Slack notifications.
 	Slack string `yaml:"slack"`
+}
+
+// Agent is a non-human requester: an AI agent, a bot or a CI job. It may request and use access
+// under the policies that name it (requesters.agents) and never approves. Its owner is the
+// person who answers for it: they may mint its API tokens, see and revoke its grants, and
+// approve its requests where a policy's step says `owner: true`.
+type Agent struct {
+	Name string `yaml:"name"`
+	// Owner is a user (of this file, or of the identity provider when OIDC is configured).
+	Owner  string   `yaml:"owner"`
+	Groups []string `yaml:"groups"`
+	// Description says what the agent is for; it is shown to approvers.
+	Description string `yaml:"description"`
 }
 
 // OIDC is an OpenID Connect provider users sign in with.
@@ -241,10 +258,17 @@ type Policy struct {
 	PendingTTLValue  time.Duration `yaml:"-"`
 }
 
-// Principals names users and groups.
+// Principals names users, groups and agents. Users and groups match people only; agents match
+// only by name under Agents ("*" for every agent), so an agent never slips into a policy
+// written for people through a group it shares with them.
 type Principals struct {
 	Users  []string `yaml:"users"`
 	Groups []string `yaml:"groups"`
+	// Agents names agents (requesters only; agents never approve), or "*" for every agent.
+	Agents []string `yaml:"agents"`
+	// Owner, in an approval step, makes the requester's owner an approver of that step: an
+	// agent's request then needs the approval of the person who answers for it.
+	Owner bool `yaml:"owner"`
 }
 
 // Approval lists the approval steps, run in order.

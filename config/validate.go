@@ -57,7 +57,43 @@ func (c *Config) validate() error {
 			groupMembers[g] = append(groupMembers[g], u.Name)
 		}
 	}
+	agents := map[string]bool{}
+	for i, a := range c.Agents {
+		p := fmt.Sprintf("agents.%d", i)
+		if !jitgate.ValidName(a.Name) {
+			return c.Errorf(p+".name", "invalid agent name %q (lower-case letters, digits, '_', '.', '@', '-'; at most 63)", a.Name)
+		}
+		if users[a.Name] || agents[a.Name] {
+			return c.Errorf(p+".name", "duplicate name %q: users and agents share one namespace", a.Name)
+		}
+		agents[a.Name] = true
+		for j, g := range a.Groups {
+			if !jitgate.ValidName(g) {
+				return c.Errorf(fmt.Sprintf("%s.groups.%d", p, j), "invalid group name %q", g)
+			}
+		}
+		if len(a.Description) > 200 || strings.IndexFunc(a.Description, unicode.IsControl) >= 0 {
+			return c.Errorf(p+".description", "at most 200 characters, no control characters")
+		}
+	}
+	for i, a := range c.Agents {
+		p := fmt.Sprintf("agents.%d.owner", i)
+		switch {
+		case a.Owner == "":
+			return c.Errorf(p, "missing: every agent needs a user who answers for it")
+		case agents[a.Owner]:
+			return c.Errorf(p, "%q is an agent; an agent's owner is a person", a.Owner)
+		case !jitgate.ValidName(a.Owner):
+			return c.Errorf(p, "invalid user name %q", a.Owner)
+		case !users[a.Owner] && c.OIDC == nil:
+			return c.Errorf(p, "unknown user %q", a.Owner)
+		}
+	}
+	c.agentNames = agents
 	for i, a := range c.Server.Admins {
+		if agents[a] {
+			return c.Errorf(fmt.Sprintf("server.admins.%d", i), "%q is an agent; agents are never admins", a)
+		}
 		if !users[a] {
 			return c.Errorf(fmt.Sprintf("server.admins.%d", i), "unknown user %q", a)
 		}
@@ -318,12 +354,21 @@ func (c *Config) validatePolicy(i int, names map[string]bool, users map[string]b
 	}
 	names[po.Name] = true
 
-	if len(po.Requesters.Users)+len(po.Requesters.Groups) == 0 {
-		return c.Errorf(p+".requesters", "name at least one user or group")
+	if len(po.Requesters.Users)+len(po.Requesters.Groups)+len(po.Requesters.Agents) == 0 {
+		return c.Errorf(p+".requesters", "name at least one user, group or agent")
+	}
+	if po.Requesters.Owner {
+		return c.Errorf(p+".requesters.owner", "owner names the requester's owner as an approver; it belongs in an approval step")
 	}
 	if err := c.checkPrincipals(p+".requesters", po.Requesters, users); err != nil {
 		return err
 	}
+	for j, a := range po.Requesters.Agents {
+		if a != "*" && !c.agentNames[a] {
+			return c.Errorf(fmt.Sprintf("%s.requesters.agents.%d", p, j), "unknown agent %q", a)
+		}
+	}
+	peopleRequest := len(po.Requesters.Users)+len(po.Requesters.Groups) > 0
 	if len(po.Resources) == 0 {
 		return c.Errorf(p+".resources", "name at least one resource (or \"*\")")
 	}
@@ -385,8 +430,14 @@ func (c *Config) validatePolicy(i int, names map[string]bool, users map[string]b
 	for j := range po.Approval.Steps {
 		st := &po.Approval.Steps[j]
 		sp := fmt.Sprintf("%s.approval.steps.%d", p, j)
-		if len(st.Approvers.Users)+len(st.Approvers.Groups) == 0 {
-			return c.Errorf(sp+".approvers", "name at least one approver user or group")
+		if len(st.Approvers.Agents) > 0 {
+			return c.Errorf(sp+".approvers.agents", "agents never approve")
+		}
+		if len(st.Approvers.Users)+len(st.Approvers.Groups) == 0 && !st.Approvers.Owner {
+			return c.Errorf(sp+".approvers", "name at least one approver user or group, or owner: true")
+		}
+		if st.Approvers.Owner && peopleRequest && len(st.Approvers.Users)+len(st.Approvers.Groups) == 0 {
+			return c.Errorf(sp+".approvers.owner", "people have no owner, so this step could never pass for the policy's user and group requesters: make the policy's requesters agents only, or add approver users or groups")
 		}
 		if err := c.checkPrincipals(sp+".approvers", st.Approvers, users); err != nil {
 			return err
@@ -408,6 +459,9 @@ func (c *Config) validatePolicy(i int, names map[string]bool, users map[string]b
 				eligible[u] = true
 			}
 		}
+		if st.Approvers.Owner {
+			eligible[" owner"] = true // the requester's owner: one more person
+		}
 		if len(eligible) < st.Min {
 			return c.Errorf(sp+".min", "needs %d distinct approvers but only %d users are eligible", st.Min, len(eligible))
 		}
@@ -428,6 +482,9 @@ func (c *Config) validatePolicy(i int, names map[string]bool, users map[string]b
 
 func (c *Config) checkPrincipals(p string, pr Principals, users map[string]bool) error {
 	for j, u := range pr.Users {
+		if c.agentNames[u] {
+			return c.Errorf(fmt.Sprintf("%s.users.%d", p, j), "%q is an agent: name it under agents (requesters only; agents never approve)", u)
+		}
 		if !users[u] {
 			return c.Errorf(fmt.Sprintf("%s.users.%d", p, j), "unknown user %q", u)
 		}
@@ -463,11 +520,14 @@ func (c *Config) DomainResources() []*jitgate.Resource {
 	return out
 }
 
-// Directory returns the static users as a jitgate.Directory.
+// Directory returns the static users and the agents as a jitgate.Directory.
 func (c *Config) Directory() jitgate.Directory {
 	d := StaticDirectory{}
 	for _, u := range c.Users {
 		d[u.Name] = &jitgate.User{Name: u.Name, Groups: slices.Clone(u.Groups)}
+	}
+	for _, a := range c.Agents {
+		d[a.Name] = &jitgate.User{Name: a.Name, Groups: slices.Clone(a.Groups), Kind: jitgate.PrincipalAgent, Owner: a.Owner}
 	}
 	return d
 }

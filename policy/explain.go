@@ -81,9 +81,11 @@ func fmtDur(d time.Duration) string {
 
 // StepExplanation lists a step's approvers and the users who qualify (the requester excluded).
 type StepExplanation struct {
-	Min      int      `json:"min"`
-	Users    []string `json:"users,omitempty"`
-	Groups   []string `json:"groups,omitempty"`
+	Min    int      `json:"min"`
+	Users  []string `json:"users,omitempty"`
+	Groups []string `json:"groups,omitempty"`
+	// Owner says the requester's owner approves at this step too.
+	Owner    bool     `json:"owner,omitempty"`
 	Eligible []string `json:"eligible"`
 }
 
@@ -110,9 +112,9 @@ func (s *Set) Explain(u *jitgate.User, users []*jitgate.User, resource, role str
 	}
 	for i := range p.Steps {
 		st := &p.Steps[i]
-		se := StepExplanation{Min: st.Min, Users: st.Users, Groups: st.Groups, Eligible: []string{}}
+		se := StepExplanation{Min: st.Min, Users: st.Users, Groups: st.Groups, Owner: st.Owner, Eligible: []string{}}
 		for _, x := range users {
-			if x.Name != u.Name && st.Has(x) {
+			if x.Name != u.Name && st.Has(x, u.Owner) {
 				se.Eligible = append(se.Eligible, x.Name)
 			}
 		}

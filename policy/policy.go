@@ -44,15 +44,25 @@ type Policy struct {
 	program cel.Program
 }
 
-// Step is one approval step: Min distinct approvers from Users and Groups.
+// Step is one approval step: Min distinct approvers from Users, Groups and, with Owner, the
+// requester's owner.
 type Step struct {
 	Users  []string
 	Groups []string
-	Min    int
+	// Owner makes the owner of an agent requester an approver of the step.
+	Owner bool
+	Min   int
 }
 
-// Has reports whether u is an approver of the step.
-func (s *Step) Has(u *jitgate.User) bool {
+// Has reports whether u is an approver of the step for a request whose requester's owner is
+// owner (empty when a person asked). An agent is never an approver, whatever its groups.
+func (s *Step) Has(u *jitgate.User, owner string) bool {
+	if u.IsAgent() {
+		return false
+	}
+	if s.Owner && owner != "" && u.Name == owner {
+		return true
+	}
 	if slices.Contains(s.Users, u.Name) {
 		return true
 	}
@@ -62,6 +72,9 @@ func (s *Step) Has(u *jitgate.User) bool {
 // String describes the step's approvers, e.g. "1 of users [dave] or groups [sre]".
 func (s *Step) String() string {
 	var parts []string
+	if s.Owner {
+		parts = append(parts, "the requester's owner")
+	}
 	if len(s.Users) > 0 {
 		parts = append(parts, "users "+strings.Join(s.Users, ", "))
 	}
@@ -86,6 +99,10 @@ type Request struct {
 type Requester struct {
 	Name   string   `cel:"name"`
 	Groups []string `cel:"groups"`
+	// Kind is "user" or "agent".
+	Kind string `cel:"kind"`
+	// Owner is an agent's owner; empty for a person.
+	Owner string `cel:"owner"`
 }
 
 // newEnv returns the CEL environment policies are compiled in: `request`, `requester` and
@@ -124,7 +141,7 @@ func Compile(cfg *config.Config) (*Set, error) {
 			AutoApprove:   strings.TrimSpace(cp.AutoApprove),
 		}
 		for _, st := range cp.Approval.Steps {
-			p.Steps = append(p.Steps, Step{Users: st.Approvers.Users, Groups: st.Approvers.Groups, Min: st.Min})
+			p.Steps = append(p.Steps, Step{Users: st.Approvers.Users, Groups: st.Approvers.Groups, Owner: st.Approvers.Owner, Min: st.Min})
 		}
 		if cp.BreakGlass != nil && cp.BreakGlass.Allowed {
 			p.BreakGlass = cp.BreakGlass.MaxDurationValue
@@ -180,8 +197,12 @@ func (p *Policy) covers(u *jitgate.User, resource, role string) bool {
 	return p.IsRequester(u) && matches(p.Resources, resource) && matches(p.Roles, role)
 }
 
-// IsRequester reports whether u is among the policy's requesters.
+// IsRequester reports whether u is among the policy's requesters. People match by user and
+// group; agents only by name (or "*") under requesters.agents.
 func (p *Policy) IsRequester(u *jitgate.User) bool {
+	if u.IsAgent() {
+		return slices.Contains(p.Requesters.Agents, u.Name) || slices.Contains(p.Requesters.Agents, "*")
+	}
 	return slices.Contains(p.Requesters.Users, u.Name) || slices.ContainsFunc(p.Requesters.Groups, u.InGroup)
 }
 
@@ -277,7 +298,7 @@ func (p *Policy) AutoApproved(in Input) (bool, error) {
 			Resource: in.Resource, Role: in.Role, Duration: in.Duration, Reason: in.Reason,
 			Start: in.Start, BreakGlass: in.BreakGlass, Extension: in.Extension,
 		},
-		"requester": Requester{Name: in.Requester.Name, Groups: groups},
+		"requester": Requester{Name: in.Requester.Name, Groups: groups, Kind: in.Requester.KindName(), Owner: in.Requester.Owner},
 		"now":       in.Now,
 	})
 	if err != nil {
@@ -287,19 +308,25 @@ func (p *Policy) AutoApproved(in Input) (bool, error) {
 	return ok && b, nil
 }
 
-// CanApprove reports whether u may approve at step (0-based) of a request by requester. The
-// requester never approves their own request.
-func (p *Policy) CanApprove(u *jitgate.User, requester string, step int) bool {
+// CanApprove reports whether u may approve at step (0-based) of a request by requester, whose
+// owner is owner (empty when a person asked). The requester never approves their own request,
+// and an agent never approves anything.
+func (p *Policy) CanApprove(u *jitgate.User, requester, owner string, step int) bool {
 	if u.Name == requester || step < 0 || step >= len(p.Steps) {
 		return false
 	}
-	return p.Steps[step].Has(u)
+	return p.Steps[step].Has(u, owner)
 }
 
-// IsApprover reports whether u is an approver at any step.
-func (p *Policy) IsApprover(u *jitgate.User) bool {
+// IsApprover reports whether u is an approver at any step through the users and groups the
+// policy names (an owner's right to approve is per request; see IsApproverFor).
+func (p *Policy) IsApprover(u *jitgate.User) bool { return p.IsApproverFor(u, "") }
+
+// IsApproverFor reports whether u is an approver at any step of a request whose requester's
+// owner is owner.
+func (p *Policy) IsApproverFor(u *jitgate.User, owner string) bool {
 	for i := range p.Steps {
-		if p.Steps[i].Has(u) {
+		if p.Steps[i].Has(u, owner) {
 			return true
 		}
 	}

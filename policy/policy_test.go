@@ -134,12 +134,12 @@ func TestCanApprove(t *testing.T) {
 		{alice, 0, false}, {bob, 2, false}, {bob, -1, false},
 	}
 	for _, c := range cases {
-		if got := admin.CanApprove(c.u, "alice", c.step); got != c.want {
+		if got := admin.CanApprove(c.u, "alice", "", c.step); got != c.want {
 			t.Errorf("%s at step %d: %v", c.u.Name, c.step, got)
 		}
 	}
 	// The requester never approves their own request, whatever their groups.
-	if set.Policy("engineers-read").CanApprove(bob, "bob", 0) {
+	if set.Policy("engineers-read").CanApprove(bob, "bob", "", 0) {
 		t.Error("bob approves his own request")
 	}
 }
@@ -159,7 +159,7 @@ func TestCELErrorsNameFileLine(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = policy.Compile(cfg)
-		if err == nil || !strings.Contains(err.Error(), "fixture.yaml:33: policies.0.auto_approve:") || !strings.Contains(err.Error(), c.want) {
+		if err == nil || !strings.Contains(err.Error(), "fixture.yaml:38: policies.0.auto_approve:") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v", c.expr, err)
 		}
 	}

@@ -147,18 +147,19 @@ func inList(col string, vals []string) (string, []any) {
 	return col + " IN (?" + strings.Repeat(", ?", len(vals)-1) + ")", args
 }
 
-// visible adds v's restriction: rows whose ownerCol is v.Owner or whose policyCol (a column,
-// or a subquery's) is one of v.Policies.
-func (w *where) visible(v *jitgate.Visibility, ownerCol, policyCol string) {
+// visible adds v's restriction: rows whose ownerCol is v.Owner, whose agentOwnerCol is v.Owner
+// (an agent's work, seen by the person who answers for it), or whose policyCol (a column, or a
+// subquery's) is one of v.Policies.
+func (w *where) visible(v *jitgate.Visibility, ownerCol, agentOwnerCol, policyCol string) {
 	if v == nil {
 		return
 	}
-	if len(v.Policies) == 0 {
-		w.add(ownerCol+" = ?", v.Owner)
-		return
+	cond, args := "("+ownerCol+" = ? OR "+agentOwnerCol+" = ?", []any{v.Owner, v.Owner}
+	if len(v.Policies) > 0 {
+		in, inArgs := inList(policyCol, v.Policies)
+		cond, args = cond+" OR "+in, append(args, inArgs...)
 	}
-	cond, args := inList(policyCol, v.Policies)
-	w.add("("+ownerCol+" = ? OR "+cond+")", append([]any{v.Owner}, args...)...)
+	w.add(cond+")", args...)
 }
 
 func (w *where) String() string {
@@ -170,7 +171,7 @@ func (w *where) String() string {
 
 // ---- requests ----
 
-const requestCols = `id, requester, resource, role, duration_ns, reason, start_at, break_glass,
+const requestCols = `id, requester, requester_owner, resource, role, duration_ns, reason, start_at, break_glass,
 	extends_grant, state, policy, step, steps, created_at, expires_at, decided_at, decided_by,
 	decision_note, post_review_open, grant_id, version`
 
@@ -201,7 +202,7 @@ func scanRequest(sc scanner) (*jitgate.Request, error) {
 		start, created, exp, decided sql.NullInt64
 		state                        string
 	)
-	err := sc.Scan(&r.ID, &r.Requester, &r.Resource, &r.Role, &dur, &r.Reason, &start, &r.BreakGlass,
+	err := sc.Scan(&r.ID, &r.Requester, &r.RequesterOwner, &r.Resource, &r.Role, &dur, &r.Reason, &start, &r.BreakGlass,
 		&r.ExtendsGrant, &state, &r.Policy, &r.Step, &r.Steps, &created, &exp, &decided, &r.DecidedBy,
 		&r.DecisionNote, &r.PostReviewOpen, &r.GrantID, &r.Version)
 	if err != nil {
@@ -215,11 +216,11 @@ func scanRequest(sc scanner) (*jitgate.Request, error) {
 
 func (t *txn) InsertRequest(r *jitgate.Request) error {
 	r.Version = 1
-	return t.queryRow(`INSERT INTO requests (requester, resource, role, duration_ns, reason, start_at,
+	return t.queryRow(`INSERT INTO requests (requester, requester_owner, resource, role, duration_ns, reason, start_at,
 		break_glass, extends_grant, state, policy, step, steps, created_at, expires_at, decided_at,
 		decided_by, decision_note, post_review_open, grant_id, version)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-		r.Requester, r.Resource, r.Role, int64(r.Duration), r.Reason, ts(r.StartAt), r.BreakGlass,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		r.Requester, r.RequesterOwner, r.Resource, r.Role, int64(r.Duration), r.Reason, ts(r.StartAt), r.BreakGlass,
 		r.ExtendsGrant, string(r.State), r.Policy, r.Step, r.Steps, ts(r.CreatedAt), ts(r.ExpiresAt),
 		ts(r.DecidedAt), r.DecidedBy, r.DecisionNote, r.PostReviewOpen, r.GrantID, r.Version).Scan(&r.ID)
 }
@@ -258,9 +259,12 @@ func (t *txn) UpdateRequest(r *jitgate.Request) error {
 
 func (t *txn) ListRequests(f jitgate.RequestFilter) ([]*jitgate.Request, error) {
 	var w where
-	w.visible(f.Visible, "requester", "policy")
+	w.visible(f.Visible, "requester", "requester_owner", "policy")
 	if f.NotRequester != "" {
 		w.add("requester <> ?", f.NotRequester)
+	}
+	if f.RequesterOwner != "" {
+		w.add("requester_owner = ?", f.RequesterOwner)
 	}
 	if len(f.Policies) > 0 {
 		w.in("policy", f.Policies)
@@ -342,7 +346,7 @@ func scanReview(sc scanner) (*jitgate.Review, error) {
 
 // ---- grants ----
 
-const grantCols = `id, request_id, user_name, resource, role, policy, state, break_glass, starts_at,
+const grantCols = `id, request_id, user_name, owner, resource, role, policy, state, break_glass, starts_at,
 	ends_at, activated_at, ended_at, end_reason, ended_by, extensions, prov_state, prov_attempts,
 	prov_error, prov_next_at, prov_verified_at, prov_receipt, prov_claimed_by, version`
 
@@ -352,7 +356,7 @@ func scanGrant(sc scanner) (*jitgate.Grant, error) {
 		state, prov                                        string
 		starts, ends, activated, ended, provNext, verified sql.NullInt64
 	)
-	err := sc.Scan(&g.ID, &g.RequestID, &g.User, &g.Resource, &g.Role, &g.Policy, &state, &g.BreakGlass,
+	err := sc.Scan(&g.ID, &g.RequestID, &g.User, &g.Owner, &g.Resource, &g.Role, &g.Policy, &state, &g.BreakGlass,
 		&starts, &ends, &activated, &ended, &g.EndReason, &g.EndedBy, &g.Extensions, &prov,
 		&g.Provision.Attempts, &g.Provision.LastError, &provNext, &verified, &g.Provision.Receipt, &g.Provision.ClaimedBy, &g.Version)
 	if err != nil {
@@ -367,11 +371,11 @@ func scanGrant(sc scanner) (*jitgate.Grant, error) {
 
 func (t *txn) InsertGrant(g *jitgate.Grant) error {
 	g.Version = 1
-	return t.queryRow(`INSERT INTO grants (request_id, user_name, resource, role, policy, state,
+	return t.queryRow(`INSERT INTO grants (request_id, user_name, owner, resource, role, policy, state,
 		break_glass, starts_at, ends_at, activated_at, ended_at, end_reason, ended_by, extensions,
 		prov_state, prov_attempts, prov_error, prov_next_at, prov_verified_at, prov_receipt, prov_claimed_by, version)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-		g.RequestID, g.User, g.Resource, g.Role, g.Policy, string(g.State), g.BreakGlass,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		g.RequestID, g.User, g.Owner, g.Resource, g.Role, g.Policy, string(g.State), g.BreakGlass,
 		ts(g.StartsAt), ts(g.EndsAt), ts(g.ActivatedAt), ts(g.EndedAt), g.EndReason, g.EndedBy,
 		g.Extensions, string(g.Provision.State), g.Provision.Attempts, g.Provision.LastError,
 		ts(g.Provision.NextAt), ts(g.Provision.VerifiedAt), g.Provision.Receipt, g.Provision.ClaimedBy, g.Version).Scan(&g.ID)
@@ -407,7 +411,7 @@ func (t *txn) UpdateGrant(g *jitgate.Grant) error {
 
 func (t *txn) ListGrants(f jitgate.GrantFilter) ([]*jitgate.Grant, error) {
 	var w where
-	w.visible(f.Visible, "user_name", "policy")
+	w.visible(f.Visible, "user_name", "owner", "policy")
 	switch {
 	case f.State != "":
 		w.add("state = ?", string(f.State))
@@ -787,7 +791,8 @@ func (t *txn) EndSession(s *jitgate.Session) error {
 
 func (t *txn) ListSessions(f jitgate.SessionFilter) ([]*jitgate.Session, error) {
 	var w where
-	w.visible(f.Visible, "user_name", "(SELECT g.policy FROM grants g WHERE g.id = sessions.grant_id)")
+	w.visible(f.Visible, "user_name", "(SELECT g.owner FROM grants g WHERE g.id = sessions.grant_id)",
+		"(SELECT g.policy FROM grants g WHERE g.id = sessions.grant_id)")
 	if f.Live {
 		w.add("ended_at IS NULL")
 	}

@@ -32,6 +32,11 @@ users:
   - {name: erin, groups: [sre, security]}
   - {name: frank, groups: [security]}
   - {name: carol, groups: [admins]}
+agents:
+  # triage-bot shares the sre group with the approvers of engineers-read, and ci-bot the
+  # engineering group with its requesters: neither may approve or request through them.
+  - {name: triage-bot, owner: alice, groups: [sre]}
+  - {name: ci-bot, owner: bob, groups: [engineering]}
 resources:
   - name: app-db
     kind: postgres
@@ -73,6 +78,24 @@ policies:
       steps:
         - approvers: {groups: [sre]}
         - approvers: {groups: [security]}
+  - name: agents-read
+    requesters: {agents: ["*"]}
+    resources: [app-db]
+    roles: [read]
+    max_duration: 15m
+    approval:
+      steps:
+        - approvers: {owner: true}
+    auto_approve: 'requester.kind == "agent" && requester.owner == "bob" && request.duration <= duration("5m")'
+  - name: agents-write
+    requesters: {agents: [triage-bot]}
+    resources: [app-db]
+    roles: [write]
+    max_duration: 15m
+    approval:
+      steps:
+        - approvers: {owner: true}
+        - approvers: {groups: [sre]}
 `
 
 // T0 is where the fixture clock starts.
