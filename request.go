@@ -148,6 +148,20 @@ const (
 	ProvisionStateRevoked  ProvisionState = "revoked"
 )
 
+// RequesterLabel names the requester for people to read: "triage-bot (agent of alice)" for an
+// agent, the plain name for a person.
+func (r *Request) RequesterLabel() string { return agentLabel(r.Requester, r.RequesterOwner) }
+
+// HolderLabel names the grant's holder as RequesterLabel does.
+func (g *Grant) HolderLabel() string { return agentLabel(g.User, g.Owner) }
+
+func agentLabel(name, owner string) string {
+	if owner == "" {
+		return name
+	}
+	return name + " (agent of " + owner + ")"
+}
+
 // Grant is the time-bound access an approved request creates.
 type Grant struct {
 	ID        int64  `json:"id"`

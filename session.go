@@ -24,12 +24,15 @@ type SessionCredential struct {
 
 // Session is one connection through the gateway under a grant.
 type Session struct {
-	ID         int64     `json:"id"`
-	GrantID    int64     `json:"grant_id"`
-	User       string    `json:"user"`
-	Resource   string    `json:"resource"`
-	Role       string    `json:"role"`
-	ClientAddr string    `json:"client_addr"`
+	ID         int64  `json:"id"`
+	GrantID    int64  `json:"grant_id"`
+	User       string `json:"user"`
+	Resource   string `json:"resource"`
+	Role       string `json:"role"`
+	ClientAddr string `json:"client_addr"`
+	// Owner is the owner of an agent holder, from its grant; it is recorded in the
+	// session.started audit event (sessions listed from the store leave it empty).
+	Owner      string    `json:"owner,omitempty"`
 	StartedAt  time.Time `json:"started_at"`
 	EndedAt    time.Time `json:"ended_at,omitzero"`
 	EndReason  string    `json:"end_reason,omitempty"`

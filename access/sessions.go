@@ -200,8 +200,12 @@ func (gs *GatewayService) StartSession(ctx context.Context, s *jitgate.Session) 
 		if err := o.tx.InsertSession(s); err != nil {
 			return err
 		}
+		details := map[string]string{"resource": s.Resource, "role": s.Role, "client": s.ClientAddr}
+		if s.Owner != "" {
+			details["owner"] = s.Owner
+		}
 		o.audits = append(o.audits, &jitgate.AuditEvent{Time: o.now, Actor: s.User, Action: jitgate.ActionSessionStarted,
-			GrantID: s.GrantID, SessionID: s.ID, Details: map[string]string{"resource": s.Resource, "role": s.Role, "client": s.ClientAddr}})
+			GrantID: s.GrantID, SessionID: s.ID, Details: details})
 		return nil
 	})
 }

@@ -265,8 +265,8 @@ func (n *Notifier) CheckExpiring(ctx context.Context) {
 		}
 		n.warned[g.ID] = g.EndsAt
 		n.Post(&Message{ID: fmt.Sprintf("%s:%d:%d", KindGrantExpiring, g.ID, g.EndsAt.Unix()), Kind: KindGrantExpiring,
-			Recipients: []string{g.User}, Grant: g, URL: n.link("grants", g.ID),
-			Title: fmt.Sprintf("Your access to %s/%s ends in %s", g.Resource, g.Role, jitgate.FormatDuration(left.Round(time.Second))),
+			Recipients: holders(g), Grant: g, URL: n.link("grants", g.ID),
+			Title: fmt.Sprintf("%s to %s/%s ends in %s", whose(g), g.Resource, g.Role, jitgate.FormatDuration(left.Round(time.Second))),
 			Text:  fmt.Sprintf("Grant %d ends at %s. Need more time? jitgate extend g%d --by 30m --reason \"...\"", g.ID, g.EndsAt.Format(time.RFC3339), g.ID)})
 	}
 	for id := range n.warned {
@@ -274,6 +274,31 @@ func (n *Notifier) CheckExpiring(ctx context.Context) {
 			delete(n.warned, id)
 		}
 	}
+}
+
+// whose starts a grant message: "Your access", or for an agent's grant (whose owner hears of
+// it too) "triage-bot's access (agent of alice)".
+func whose(g *jitgate.Grant) string {
+	if g.Owner == "" {
+		return "Your access"
+	}
+	return fmt.Sprintf("%s's access (agent of %s)", g.User, g.Owner)
+}
+
+// agentOf is " by triage-bot (agent of alice)" for an agent's request, empty for a person's.
+func agentOf(name, owner string) string {
+	if owner == "" {
+		return ""
+	}
+	return fmt.Sprintf(" by %s (agent of %s)", name, owner)
+}
+
+// holders are who hear of a grant: its holder, and an agent's owner.
+func holders(g *jitgate.Grant) []string {
+	if g.Owner != "" {
+		return []string{g.User, g.Owner}
+	}
+	return []string{g.User}
 }
 
 func (n *Notifier) link(kind string, id int64) string {
@@ -300,12 +325,12 @@ func (n *Notifier) message(ev jitgate.Event) *Message {
 		}
 		return &Message{ID: fmt.Sprintf("%s:%d:%d", KindRequestPending, r.ID, r.Step), Kind: KindRequestPending, Recipients: recipients,
 			Request: r, URL: n.link("requests", r.ID),
-			Title: fmt.Sprintf("%s %s %s/%s for %s%s", r.Requester, what, r.Resource, r.Role, jitgate.FormatDuration(r.Duration), step),
+			Title: fmt.Sprintf("%s %s %s/%s for %s%s", r.RequesterLabel(), what, r.Resource, r.Role, jitgate.FormatDuration(r.Duration), step),
 			Text:  fmt.Sprintf("Reason: %s\nReview: jitgate approve %d  |  jitgate deny %d --comment \"...\"", textsafe.Text(r.Reason), r.ID, r.ID)}
 	case jitgate.EventBreakGlass:
 		return &Message{ID: fmt.Sprintf("%s:%d", KindBreakGlass, r.ID), Kind: KindBreakGlass, Recipients: recipients, Urgent: true,
 			Request: r, Grant: g, URL: n.link("requests", r.ID),
-			Title: fmt.Sprintf("BREAK-GLASS: %s took %s/%s for %s", r.Requester, r.Resource, r.Role, jitgate.FormatDuration(r.Duration)),
+			Title: fmt.Sprintf("BREAK-GLASS: %s took %s/%s for %s", r.RequesterLabel(), r.Resource, r.Role, jitgate.FormatDuration(r.Duration)),
 			Text:  fmt.Sprintf("Reason: %s\nAccess is already active. An after-the-fact review is required: jitgate approve %d, or deny it (which revokes the grant).", textsafe.Text(r.Reason), r.ID)}
 	case jitgate.EventRequestDecided:
 		text := textsafe.Text(r.DecisionNote)
@@ -314,12 +339,12 @@ func (n *Notifier) message(ev jitgate.Event) *Message {
 		}
 		return &Message{ID: fmt.Sprintf("%s:%d:%s", KindRequestDecided, r.ID, r.State), Kind: KindRequestDecided, Recipients: recipients,
 			Request: r, Grant: g, URL: n.link("requests", r.ID),
-			Title: fmt.Sprintf("Request %d for %s/%s was %s", r.ID, r.Resource, r.Role, strings.ReplaceAll(string(r.State), "_", " ")),
+			Title: fmt.Sprintf("Request %d%s for %s/%s was %s", r.ID, agentOf(r.Requester, r.RequesterOwner), r.Resource, r.Role, strings.ReplaceAll(string(r.State), "_", " ")),
 			Text:  text}
 	case jitgate.EventGrantStarted:
 		return &Message{ID: fmt.Sprintf("%s:%d", KindGrantStarted, g.ID), Kind: KindGrantStarted, Recipients: recipients, Grant: g,
 			URL:   n.link("grants", g.ID),
-			Title: fmt.Sprintf("Your access to %s/%s is active until %s", g.Resource, g.Role, g.EndsAt.Format(time.RFC3339)),
+			Title: fmt.Sprintf("%s to %s/%s is active until %s", whose(g), g.Resource, g.Role, g.EndsAt.Format(time.RFC3339)),
 			Text:  fmt.Sprintf("Grant %d. Connect with: jitgate connect %s --role %s", g.ID, g.Resource, g.Role)}
 	case jitgate.EventGrantEnded:
 		how := "expired"
@@ -328,7 +353,7 @@ func (n *Notifier) message(ev jitgate.Event) *Message {
 		}
 		return &Message{ID: fmt.Sprintf("%s:%d", KindGrantEnded, g.ID), Kind: KindGrantEnded, Recipients: recipients, Grant: g,
 			URL:   n.link("grants", g.ID),
-			Title: fmt.Sprintf("Your access to %s/%s %s", g.Resource, g.Role, how),
+			Title: fmt.Sprintf("%s to %s/%s %s", whose(g), g.Resource, g.Role, how),
 			Text:  fmt.Sprintf("Grant %d ended: %s. Live sessions were closed.", g.ID, textsafe.Text(g.EndReason))}
 	case jitgate.EventRevocationUnverified:
 		return &Message{ID: fmt.Sprintf("%s:%d:%d", KindRevocationUnverified, g.ID, g.Provision.Attempts), Kind: KindRevocationUnverified,

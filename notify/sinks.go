@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/internal/signing"
 )
 
@@ -26,6 +27,14 @@ type Slack struct {
 
 // Name is "slack".
 func (s *Slack) Name() string { return "slack" }
+
+// requester names r's requester, with the owner who answers for an agent.
+func (s *Slack) requester(r *jitgate.Request) string {
+	if r.RequesterOwner == "" {
+		return s.mention(r.Requester)
+	}
+	return fmt.Sprintf("%s (agent of %s)", s.mention(r.Requester), s.mention(r.RequesterOwner))
+}
 
 func (s *Slack) mention(user string) string {
 	if id := s.Members[user]; id != "" {
@@ -99,7 +108,7 @@ func (s *Slack) blocks(m *Message) *SlackMessage {
 	if r := m.Request; r != nil {
 		fields = append(fields,
 			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Request*\n#%d (%s)", r.ID, strings.ReplaceAll(string(r.State), "_", " "))},
-			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Requester*\n%s", s.mention(r.Requester))},
+			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Requester*\n%s", s.requester(r))},
 			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Access*\n%s/%s", r.Resource, r.Role)},
 			SlackText{Type: "mrkdwn", Text: fmt.Sprintf("*Duration*\n%s", r.Duration)})
 	} else if g := m.Grant; g != nil {

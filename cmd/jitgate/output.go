@@ -122,7 +122,7 @@ func printRequests(w io.Writer, rs []*jitgate.Request, now time.Time) error {
 		if r.State == jitgate.RequestPending {
 			step = fmt.Sprintf("%d/%d", r.Step+1, r.Steps)
 		}
-		t.row(r.ID, r.State, r.Requester, r.Resource, role, jitgate.FormatDuration(r.Duration), step, requestWhen(r, now), truncate(r.Reason, 40))
+		t.row(r.ID, r.State, r.RequesterLabel(), r.Resource, role, jitgate.FormatDuration(r.Duration), step, requestWhen(r, now), truncate(r.Reason, 40))
 	}
 	return t.flush()
 }
@@ -134,7 +134,7 @@ func printGrants(w io.Writer, gs []*jitgate.Grant, now time.Time) error {
 		if g.Provision.LastError != "" {
 			prov += fmt.Sprintf(" (failing after %d attempts: %s)", g.Provision.Attempts, truncate(g.Provision.LastError, 40))
 		}
-		t.row(g.ID, g.State, g.User, g.Resource, g.Role, grantWhen(g, now), prov)
+		t.row(g.ID, g.State, g.HolderLabel(), g.Resource, g.Role, grantWhen(g, now), prov)
 	}
 	return t.flush()
 }
@@ -179,7 +179,7 @@ func dash(n int64) string {
 func printRequest(w io.Writer, r *jitgate.Request, g *jitgate.Grant, now time.Time) {
 	fmt.Fprintf(w, "Request %d: %s\n", r.ID, r.State)
 	kv := newTable(w, "", "")
-	kv.row("Requester", r.Requester)
+	kv.row("Requester", r.RequesterLabel())
 	kv.row("Access", fmt.Sprintf("%s/%s for %s", r.Resource, r.Role, jitgate.FormatDuration(r.Duration)))
 	if r.ExtendsGrant != 0 {
 		kv.row("Extends", fmt.Sprintf("grant %d", r.ExtendsGrant))
@@ -225,7 +225,7 @@ func printRequest(w io.Writer, r *jitgate.Request, g *jitgate.Grant, now time.Ti
 func printGrant(w io.Writer, g *jitgate.Grant, now time.Time) {
 	fmt.Fprintf(w, "Grant %d: %s\n", g.ID, g.State)
 	kv := newTable(w, "", "")
-	kv.row("User", g.User)
+	kv.row("User", g.HolderLabel())
 	kv.row("Access", g.Resource+"/"+g.Role)
 	kv.row("Window", fmt.Sprintf("%s → %s", g.StartsAt.Local().Format(time.RFC3339), g.EndsAt.Local().Format(time.RFC3339)))
 	kv.row("When", grantWhen(g, now))

@@ -333,7 +333,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 		fail(erServerShutdown, "08S01", "jitgate is shutting down")
 		return
 	}
-	s.info = &jitgate.Session{GrantID: grant.ID, User: grant.User, Resource: grant.Resource, Role: grant.Role, ClientAddr: conn.RemoteAddr().String()}
+	s.info = &jitgate.Session{GrantID: grant.ID, User: grant.User, Resource: grant.Resource, Role: grant.Role, ClientAddr: conn.RemoteAddr().String(), Owner: grant.Owner}
 	if err := g.opts.Engine.StartSession(ctx, s.info); err != nil {
 		s.tr.Remove()
 		u.conn.Close()

@@ -327,7 +327,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 		return
 	}
 	defer g.remove(s)
-	s.info = &jitgate.Session{GrantID: grant.ID, User: grant.User, Resource: grant.Resource, Role: grant.Role, ClientAddr: conn.RemoteAddr().String()}
+	s.info = &jitgate.Session{GrantID: grant.ID, User: grant.User, Resource: grant.Resource, Role: grant.Role, ClientAddr: conn.RemoteAddr().String(), Owner: grant.Owner}
 	if err := g.opts.Engine.StartSession(ctx, s.info); err != nil {
 		u.conn.Close()
 		fatal(be, "08006", "jitgate: cannot record the session; refusing it")
