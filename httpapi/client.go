@@ -269,6 +269,11 @@ func (c *Client) Credentials(ctx context.Context, grantID int64) (*Credentials, 
 	return &out, c.do(ctx, "POST", "/v1/grants/"+id(grantID)+"/credentials", nil, nil, &out)
 }
 
+// RecordToolCall records one MCP tool call of the caller in the audit log.
+func (c *Client) RecordToolCall(ctx context.Context, tc access.ToolCall) error {
+	return c.do(ctx, http.MethodPost, "/v1/audit/tool-calls", nil, tc, nil)
+}
+
 // Sessions lists gateway sessions.
 func (c *Client) Sessions(ctx context.Context, f jitgate.SessionFilter) ([]*jitgate.Session, error) {
 	v := url.Values{}

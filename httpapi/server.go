@@ -59,6 +59,10 @@ func (s *Server) GatewayFor(kind string) *GatewayInfo { return s.gateways[kind] 
 // Mount serves h for every path the API does not own (the web UI at /).
 func (s *Server) Mount(h http.Handler) { s.mux.Handle("/", h) }
 
+// Handle serves h at pattern (the MCP endpoint at /mcp): h authenticates its callers itself.
+// Call it before serving.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
 // Gateway returns where the PostgreSQL gateway listens, or nil.
 func (s *Server) Gateway() *GatewayInfo { return s.gateways[jitgate.KindPostgres] }
 
@@ -180,6 +184,13 @@ func (s *Server) routes(reg *prometheus.Registry) {
 		return s.engine.Extend(r.Context(), id, by, b.Reason)
 	})
 	s.apiStatus("POST /v1/grants/{id}/credentials", http.StatusCreated, s.credentials)
+	s.apiStatus("POST /v1/audit/tool-calls", http.StatusCreated, func(r *http.Request) (any, error) {
+		var tc access.ToolCall
+		if err := decode(r, &tc); err != nil {
+			return nil, err
+		}
+		return struct{}{}, s.engine.RecordToolCall(r.Context(), tc)
+	})
 	s.api("GET /v1/sessions", func(r *http.Request) (any, error) {
 		var f jitgate.SessionFilter
 		var err error
@@ -394,8 +405,11 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-func (s *Server) resources(r *http.Request) (any, error) {
-	rs, err := s.engine.Requestable(r.Context())
+func (s *Server) resources(r *http.Request) (any, error) { return s.resourceRoles(r.Context()) }
+
+// resourceRoles lists what the caller in ctx may request.
+func (s *Server) resourceRoles(ctx context.Context) ([]ResourceRole, error) {
+	rs, err := s.engine.Requestable(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -408,6 +422,9 @@ func (s *Server) resources(r *http.Request) (any, error) {
 		}
 		if x.Policy.BreakGlass > 0 {
 			rr.BreakGlassMax = jitgate.FormatDuration(x.Policy.BreakGlass)
+		}
+		for i := range x.Policy.Steps {
+			rr.Approval = append(rr.Approval, x.Policy.Steps[i].String())
 		}
 		out = append(out, rr)
 	}
@@ -586,7 +603,13 @@ func (s *Server) credentials(r *http.Request) (any, error) {
 	if err := decodeOptional(r, &struct{}{}); err != nil {
 		return nil, err
 	}
-	in, err := s.engine.IssueLogin(r.Context(), id, slices.Collect(maps.Keys(s.gateways))...)
+	return s.issueCredentials(r.Context(), id)
+}
+
+// issueCredentials mints a login under grant id for the caller in ctx: a session credential
+// for the gateway where one serves the resource's kind.
+func (s *Server) issueCredentials(ctx context.Context, id int64) (*Credentials, error) {
+	in, err := s.engine.IssueLogin(ctx, id, slices.Collect(maps.Keys(s.gateways))...)
 	if err != nil {
 		return nil, err
 	}

@@ -72,6 +72,8 @@ type ResourceRole struct {
 	Steps         int    `json:"approval_steps"`
 	AutoApprove   string `json:"auto_approve,omitempty"`
 	BreakGlassMax string `json:"break_glass_max,omitempty"`
+	// Approval describes each approval step, e.g. "1 of groups sre".
+	Approval []string `json:"approval,omitempty"`
 }
 
 // AuditPage is the response to GET /v1/audit: events oldest first, or newest first with

@@ -124,6 +124,8 @@ func TestScripts(t *testing.T) {
 				"setjson":     setJSON,
 				"storeexec":   storeExec,
 				"crashtrials": crashTrials,
+				"mcpcall":     mcpCall,
+				"mcphttp":     mcpHTTP,
 			},
 		})
 	})

@@ -23,6 +23,7 @@ import (
 	mygateway "github.com/jitgate/jitgate/gateway/mysql"
 	pggateway "github.com/jitgate/jitgate/gateway/postgres"
 	"github.com/jitgate/jitgate/httpapi"
+	"github.com/jitgate/jitgate/mcp"
 	"github.com/jitgate/jitgate/policy"
 	"github.com/jitgate/jitgate/store"
 	"github.com/jitgate/jitgate/web"
@@ -218,6 +219,7 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 		return err
 	}
 	api.Mount(ui)
+	api.Handle("/mcp", mcp.NewHTTPHandler(mcp.New(mcp.Options{Backend: api.Local(), Log: log}), rt.engine.Authenticate))
 	notifier, err := newNotifier(rt, log, reg)
 	if err != nil {
 		ln.Close()
