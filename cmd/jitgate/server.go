@@ -319,7 +319,7 @@ func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath stri
 	myGW *httpapi.GatewayInfo, myDemo demoSetup) error {
 	local := jitgate.NewOperatorContext(ctx, "dev-server")
 	tokens := map[string]string{}
-	for _, u := range []string{"alice", "bob", "carol"} {
+	for _, u := range []string{"alice", "bob", "carol", "triage-bot"} {
 		tok, _, err := rt.engine.CreateToken(local, u, 24*time.Hour, "jitgate server --dev")
 		if err != nil {
 			return err
@@ -329,7 +329,8 @@ func (a *app) printDevTour(ctx context.Context, rt *runtime, url, storePath stri
 	w := a.stdout
 	fmt.Fprintf(w, `
 jitgate dev server on %s (store %s)
-Demo users: alice (engineering, requests access), bob (sre, approves), carol (admin).
+Demo users: alice (engineering, requests access), bob (sre, approves), carol (admin);
+the AI agent triage-bot (alice answers for it and approves its requests).
 Web UI: open %s and sign in as any of them with a click (--dev only).
 No jitgate on your PATH? Run: go install ./cmd/jitgate
 `, url, storePath, url)
@@ -363,10 +364,11 @@ In another terminal:
   alias as-alice='JITGATE_TOKEN=%s jitgate'
   alias as-bob='JITGATE_TOKEN=%s jitgate'
   alias as-carol='JITGATE_TOKEN=%s jitgate'
+  alias as-bot='JITGATE_TOKEN=%s jitgate'
 
   as-alice resources                                       # what alice may request
   as-alice request demo-db --role read --for 10m --reason "check an order"   # auto-approved
-`, url, tokens["alice"], tokens["bob"], tokens["carol"])
+`, url, tokens["alice"], tokens["bob"], tokens["carol"], tokens["triage-bot"])
 	if gw != nil {
 		fmt.Fprint(w, `  as-alice connect demo-db -- -c "SELECT * FROM orders"   # psql through the gateway
 `)
@@ -383,23 +385,33 @@ In another terminal:
   as-alice extend 2 --by 30m --reason "needs longer"
   as-bob revoke 1 --reason "done"
 `)
+	agentRequest := 4 // after two requests and an extension
 	if myOK {
 		fmt.Fprint(w, `  as-alice request demo-mysql --role read --for 10m --reason "same on MariaDB"   # auto-approved
   as-alice connect demo-mysql -- -e "SELECT * FROM orders"   # the mariadb client through the MySQL gateway
 `)
+		agentRequest++
 	}
+	fmt.Fprintf(w, `  as-bot request demo-db --role read --for 10m --reason "INC-7: orders stuck"   # an agent asks; alice decides
+  as-alice approve %d
+  as-bot grants --active
+`, agentRequest)
 	if gw != nil {
 		fmt.Fprint(w, `  as-alice request demo-db --role read --for 20s --reason "watch it end"
   as-alice connect demo-db --role read -- -c "SELECT pg_sleep(60)"   # cut off at the grant's end
   as-carol sessions                                        # every session and how it ended
 `)
 	}
-	fmt.Fprint(w, `  as-carol audit --tail 10                                 # every step (and statement), newest last
+	fmt.Fprintf(w, `  as-carol audit --tail 10                                 # every step (and statement), newest last
   as-carol audit --verify
+
+AI agents: an MCP client (an IDE, a desktop assistant) runs triage-bot's tools with
+  JITGATE_SERVER=%s JITGATE_TOKEN=<the as-bot token above> jitgate mcp
+or speaks streamable HTTP to %s/mcp with "Authorization: Bearer <that token>".
 
 Tokens expire in 24h. Stop the server with Ctrl-C.
 
-`)
+`, url, url)
 	return nil
 }
 
