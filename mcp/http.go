@@ -28,8 +28,21 @@ const DefaultSessionIdle = 30 * time.Minute
 // Tools run as that user through s's Backend, which must take the caller from ctx (the
 // server's httpapi.Local).
 func NewHTTPHandler(s *Server, authenticate Authenticator) http.Handler {
+	// DNS-rebinding protection (a loopback listener refusing other Host names) guards servers
+	// that trust whoever reaches them; every request here needs the caller's token, which a
+	// rebound page does not have, and a reverse proxy in front of jitgate sends its own Host.
 	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk },
-		&sdk.StreamableHTTPOptions{SessionTimeout: DefaultSessionIdle, Logger: s.log})
+		&sdk.StreamableHTTPOptions{SessionTimeout: DefaultSessionIdle, Logger: s.log, DisableLocalhostProtection: true})
+	// A tool call may wait up to MaxWait for a decision (and a stream stays open while the
+	// session lives): past the server's write timeout, for authenticated callers only.
+	long := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d := MaxWait + s.o.QueryTimeout + time.Minute
+		if r.Method == http.MethodGet {
+			d = DefaultSessionIdle
+		}
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+		h.ServeHTTP(w, r)
+	})
 	verify := func(ctx context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
 		u, err := authenticate(ctx, token)
 		if err != nil {
@@ -42,5 +55,5 @@ func NewHTTPHandler(s *Server, authenticate Authenticator) http.Handler {
 		return &auth.TokenInfo{UserID: u.Name, Expiration: time.Now().Add(time.Minute),
 			Extra: map[string]any{callerKey: u}}, nil
 	}
-	return auth.RequireBearerToken(verify, nil)(h)
+	return auth.RequireBearerToken(verify, nil)(long)
 }

@@ -131,7 +131,10 @@ func newStack(t *testing.T, withMySQL bool) *stack {
 		api.SetGatewayFor(jitgate.KindMySQL, serve(t, my.Serve, "require"))
 	}
 	api.Handle("/mcp", mcp.NewHTTPHandler(mcp.New(mcp.Options{Backend: api.Local(), PollInterval: 20 * time.Millisecond}), eng.Authenticate))
-	srv := httptest.NewServer(api)
+	// The server's own timeouts, short: a long tool call must outlive them (see TestLongWait).
+	srv := httptest.NewUnstartedServer(api)
+	srv.Config.ReadTimeout, srv.Config.WriteTimeout = time.Second, 2*time.Second
+	srv.Start()
 	t.Cleanup(srv.Close)
 
 	token := func(who, user string) string {
@@ -578,4 +581,19 @@ func TestMySQLQuery(t *testing.T) {
 		}
 		waitStatements(t, s, req.Grant.GrantID, "SELECT id, name FROM items", "INSERT INTO items")
 	})
+}
+
+// A wait longer than the HTTP server's write timeout still gets its answer over HTTP.
+func TestLongWait(t *testing.T) {
+	s := newStack(t, false)
+	cs := s.connect(t, "http", s.agent, nil)
+	req := call[mcp.RequestView](t, cs, mcp.ToolRequestAccess, map[string]any{"resource": "app-db", "role": "read", "duration": "5m", "reason": "INC-4"})
+	go func() {
+		time.Sleep(3 * time.Second) // past the server's 2 s write timeout
+		s.bob.Review(context.Background(), req.RequestID, jitgate.Approve, "")
+	}()
+	v := call[mcp.RequestView](t, cs, mcp.ToolWaitForDecision, map[string]any{"request_id": req.RequestID, "timeout": "1m"})
+	if v.State != "approved" {
+		t.Fatalf("after the wait: %+v", v)
+	}
 }
