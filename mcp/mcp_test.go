@@ -18,16 +18,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/access"
-	"github.com/jitgate/jitgate/config"
 	"github.com/jitgate/jitgate/gateway"
 	"github.com/jitgate/jitgate/gateway/mysql"
 	"github.com/jitgate/jitgate/gateway/postgres"
 	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/internal/clocktest"
 	"github.com/jitgate/jitgate/internal/testdb"
+	"github.com/jitgate/jitgate/internal/testenv"
 	"github.com/jitgate/jitgate/mcp"
 	"github.com/jitgate/jitgate/policy"
-	"github.com/jitgate/jitgate/store"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -84,7 +83,6 @@ const mysqlPolicy = `  - name: agents-shop
 
 type stack struct {
 	eng   *access.Engine
-	store *store.DB
 	clock *clocktest.Clock
 	url   string
 	mcp   *mcp.Server // the stdio side's server, over the REST API
@@ -101,21 +99,9 @@ func newStack(t *testing.T, withMySQL bool) *stack {
 		t.Setenv("JG_GWMY_PASSWORD", testdb.MySQLUpstreamPassword)
 		myRes, myPol = fmt.Sprintf(mysqlResource, myAddr), mysqlPolicy
 	}
-	cfg, err := config.Parse("mcp.yaml", []byte(fmt.Sprintf(stackConfig, pgAddr, pgDB, myRes, myPol)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := policy.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(context.Background(), testdb.SQLite(t).DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	clk := clocktest.New(time.Now())
-	eng := access.New(access.Options{Store: st, Policies: set, Directory: cfg.Directory(), Clock: clk})
+	eng, set, dir := testenv.Build(t, fmt.Sprintf(stackConfig, pgAddr, pgDB, myRes, myPol), testdb.SQLite(t), clk,
+		func(*policy.Set) map[string]jitgate.Provisioner { return nil })
 	api := httpapi.New(eng, nil, prometheus.NewRegistry())
 
 	pg := postgres.New(postgres.Options{Engine: eng.GatewayService(), Upstream: postgres.ConfigUpstream(set, nil), InsecurePlaintext: true})
@@ -138,7 +124,7 @@ func newStack(t *testing.T, withMySQL bool) *stack {
 	t.Cleanup(srv.Close)
 
 	token := func(who, user string) string {
-		u, err := cfg.Directory().LookupUser(context.Background(), who)
+		u, err := dir.LookupUser(context.Background(), who)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +134,7 @@ func newStack(t *testing.T, withMySQL bool) *stack {
 		}
 		return secret
 	}
-	s := &stack{eng: eng, store: st, clock: clk, url: srv.URL, agent: token("alice", "triage-bot"), bob: httpapi.NewClient(srv.URL, token("carol", "bob"))}
+	s := &stack{eng: eng, clock: clk, url: srv.URL, agent: token("alice", "triage-bot"), bob: httpapi.NewClient(srv.URL, token("carol", "bob"))}
 	s.mcp = mcp.New(mcp.Options{Backend: httpapi.NewClient(srv.URL, s.agent), PollInterval: 20 * time.Millisecond})
 	return s
 }
@@ -387,11 +373,8 @@ func waitStatements(t *testing.T, s *stack, grant int64, texts ...string) {
 
 func audit(t *testing.T, s *stack) []*jitgate.AuditEvent {
 	t.Helper()
-	var evs []*jitgate.AuditEvent
-	if err := s.store.View(context.Background(), func(tx jitgate.Tx) (err error) {
-		evs, err = tx.ListAudit(jitgate.AuditFilter{})
-		return err
-	}); err != nil {
+	evs, err := s.eng.AuditEvents(jitgate.NewOperatorContext(context.Background(), "test"), jitgate.AuditFilter{Limit: 10000})
+	if err != nil {
 		t.Fatal(err)
 	}
 	return evs
