@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -110,7 +111,70 @@ func New(o Options) *Server {
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "jitgate", Title: "jitgate just-in-time access", Version: o.Version},
 		&sdk.ServerOptions{Instructions: instructions})
 	s.addTools()
+	s.sdk.AddReceivingMiddleware(s.auditRejected)
 	return s
+}
+
+type recordedKey struct{}
+
+// auditRejected turns a handler's panic into an error, and records the tool calls that never reach a tool: those the SDK refuses for
+// arguments that do not fit the tool's schema, and calls of tools that do not exist. The
+// tools record their own calls (see tool) and mark them done here.
+func (s *Server) auditRejected(next sdk.MethodHandler) sdk.MethodHandler {
+	return func(ctx context.Context, method string, req sdk.Request) (res sdk.Result, err error) {
+		// A bug in a tool must not take the server (and every other session) down with it.
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("mcp: a handler panicked", "method", method, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				res, err = nil, errors.New("jitgate failed internally handling "+method)
+			}
+		}()
+		call, ok := req.(*sdk.CallToolRequest)
+		if method != "tools/call" || !ok || call.Params == nil {
+			return next(ctx, method, req)
+		}
+		recorded := new(bool)
+		res, err = next(context.WithValue(ctx, recordedKey{}, recorded), method, req)
+		if *recorded {
+			return res, err
+		}
+		tc := access.ToolCall{Tool: call.Params.Name, Arguments: string(call.Params.Arguments), Error: "refused before it ran"}
+		if !validTool(tc.Tool) {
+			tc.Tool, tc.Arguments = "unknown", clipText(call.Params.Name, 64)+" "+tc.Arguments
+		}
+		if r, ok := res.(*sdk.CallToolResult); ok && r != nil && r.IsError {
+			tc.Error = resultText(r)
+		} else if err != nil {
+			tc.Error = err.Error()
+		}
+		if rerr := s.o.Backend.RecordToolCall(context.WithoutCancel(callerContext(ctx, call)), tc); rerr != nil {
+			s.log.Error("mcp: recording a refused tool call failed", "err", rerr)
+		}
+		return res, err
+	}
+}
+
+// validTool reports whether name is one of the tools' names' shape (letters, digits, '_').
+func validTool(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, r := range name {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func resultText(r *sdk.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range r.Content {
+		if tc, ok := c.(*sdk.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
 }
 
 // MCP returns the SDK server, to run on a transport.
@@ -178,6 +242,9 @@ func apiError(err error) error {
 func tool[In, Out any](s *Server, name, description string, fn func(ctx context.Context, req *sdk.CallToolRequest, in In) (Out, link, error)) {
 	sdk.AddTool(s.sdk, &sdk.Tool{Name: name, Description: description},
 		func(ctx context.Context, req *sdk.CallToolRequest, in In) (*sdk.CallToolResult, Out, error) {
+			if done, ok := ctx.Value(recordedKey{}).(*bool); ok {
+				*done = true
+			}
 			ctx = callerContext(ctx, req)
 			out, ln, err := fn(ctx, req, in)
 			err = apiError(err)

@@ -419,6 +419,23 @@ func TestExpiryAndBadArguments(t *testing.T) {
 		} {
 			toolError(t, cs, c.tool, c.args, c.want)
 		}
+		// Calls the SDK refuses before a tool runs (schema, unknown tool) are audited too.
+		cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "drop_everything", Arguments: map[string]any{}})
+		refused := map[string]bool{}
+		for _, ev := range audit(t, s) {
+			if ev.Action == access.ActionToolCalled && ev.Details["outcome"] == "error" {
+				refused[ev.Details["tool"]+": "+ev.Details["error"]] = true
+			}
+		}
+		for _, want := range []string{`query: validating "arguments": validating root: required: missing properties: ["sql"]`, "drop_everything: "} {
+			found := false
+			for k := range refused {
+				found = found || strings.HasPrefix(k, want)
+			}
+			if !found {
+				t.Errorf("no audit event for the refused call %q in %v", want, refused)
+			}
+		}
 		// The grant ends: the engine's clock passes its end.
 		s.clock.Advance(11 * time.Minute)
 		if _, err := s.eng.Tick(context.Background()); err != nil {
