@@ -104,14 +104,16 @@ func newStack(t *testing.T, withMySQL bool) *stack {
 		func(*policy.Set) map[string]jitgate.Provisioner { return nil })
 	api := httpapi.New(eng, nil, prometheus.NewRegistry())
 
-	pg := postgres.New(postgres.Options{Engine: eng.GatewayService(), Upstream: postgres.ConfigUpstream(set, nil), InsecurePlaintext: true})
+	// Both gateways with TLS, as deployed (the MCP server does not verify their certificate,
+	// like sslmode=require).
+	tlsCfg, err := gateway.SelfSigned("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := postgres.New(postgres.Options{Engine: eng.GatewayService(), Upstream: postgres.ConfigUpstream(set, nil), TLS: tlsCfg})
 	t.Cleanup(func() { pg.Close() })
-	api.SetGatewayFor(jitgate.KindPostgres, serve(t, pg.Serve, "disable"))
+	api.SetGatewayFor(jitgate.KindPostgres, serve(t, pg.Serve, "require"))
 	if withMySQL {
-		tlsCfg, err := gateway.SelfSigned("127.0.0.1")
-		if err != nil {
-			t.Fatal(err)
-		}
 		my := mysql.New(mysql.Options{Engine: eng.GatewayService(), Upstream: mysql.ConfigUpstream(set, nil), TLS: tlsCfg})
 		t.Cleanup(func() { my.Close() })
 		api.SetGatewayFor(jitgate.KindMySQL, serve(t, my.Serve, "require"))
