@@ -3,6 +3,7 @@ package notify_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -227,6 +228,43 @@ func TestWhoIsTold(t *testing.T) {
 	}
 	if f.hook.badSigs != 0 {
 		t.Fatalf("%d bad signatures", f.hook.badSigs)
+	}
+}
+
+// An agent's request goes to its owner named as an agent's; its owner hears of its grant.
+func TestAgentRequestsNameTheOwner(t *testing.T) {
+	f := newFixture(t)
+	r, err := f.eng.Submit(f.as("triage-bot"), jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: 10 * time.Minute, Reason: "INC-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the owner's notice", func() bool { return len(f.hook.byKind(notify.KindRequestPending)) == 1 })
+	if got := f.hook.byKind(notify.KindRequestPending)[0]; !slices.Equal(got, []string{"alice"}) {
+		t.Fatalf("pending went to %v, want the owner", got)
+	}
+	if _, err := f.eng.Review(f.as("alice"), r.ID, jitgate.Approve, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the grant's start", func() bool { return len(f.hook.byKind(notify.KindGrantStarted)) == 1 })
+	if got := f.hook.byKind(notify.KindGrantStarted)[0]; !slices.Equal(got, []string{"alice", "triage-bot"}) {
+		t.Fatalf("grant.started went to %v", got)
+	}
+	waitFor(t, "slack", func() bool { return len(f.slack.texts()) >= 3 })
+	texts := strings.Join(f.slack.texts(), "\n")
+	for _, want := range []string{
+		"@alice triage-bot (agent of alice) requests app-db/read for 10m",
+		"Request 1 by triage-bot (agent of alice) for app-db/read was approved",
+		"triage-bot's access (agent of alice) to app-db/read is active until",
+	} {
+		if !strings.Contains(texts, want) {
+			t.Errorf("slack lacks %q in:\n%s", want, texts)
+		}
+	}
+	f.slack.mu.Lock()
+	defer f.slack.mu.Unlock()
+	fields := fmt.Sprint(f.slack.posts[0].Blocks)
+	if !strings.Contains(fields, "*Requester*\ntriage-bot (agent of alice)") && !strings.Contains(fields, "@triage-bot (agent of @alice)") {
+		t.Errorf("the requester field does not name the owner: %s", fields)
 	}
 }
 
