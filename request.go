@@ -155,6 +155,19 @@ func (r *Request) RequesterLabel() string { return agentLabel(r.Requester, r.Req
 // HolderLabel names the grant's holder as RequesterLabel does.
 func (g *Grant) HolderLabel() string { return agentLabel(g.User, g.Owner) }
 
+// Answerable lists who hears of r's decision: its requester and, for an agent, its owner.
+func (r *Request) Answerable() []string { return withOwner(r.Requester, r.RequesterOwner) }
+
+// Holders lists who hears of g: its holder and, for an agent's grant, the agent's owner.
+func (g *Grant) Holders() []string { return withOwner(g.User, g.Owner) }
+
+func withOwner(name, owner string) []string {
+	if owner != "" {
+		return []string{name, owner}
+	}
+	return []string{name}
+}
+
 func agentLabel(name, owner string) string {
 	if owner == "" {
 		return name

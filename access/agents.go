@@ -39,7 +39,7 @@ func (e *Engine) RecordToolCall(ctx context.Context, tc ToolCall) error {
 	if err != nil {
 		return err
 	}
-	if !validToolName(tc.Tool) {
+	if !ValidToolName(tc.Tool) {
 		return jitgate.Errorf(jitgate.EINVALID, "field \"tool\" must be 1 to 64 letters, digits and '_'")
 	}
 	if tc.RequestID < 0 || tc.GrantID < 0 {
@@ -62,7 +62,9 @@ func (e *Engine) RecordToolCall(ctx context.Context, tc ToolCall) error {
 	})
 }
 
-func validToolName(s string) bool {
+// ValidToolName reports whether s can name a tool in the audit: 1 to 64 ASCII letters, digits
+// and '_'.
+func ValidToolName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}

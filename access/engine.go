@@ -372,7 +372,7 @@ func (e *Engine) approve(o *op, pol *policy.Policy, r *jitgate.Request, actor, n
 			"by": dur(r.Duration), "ends_at": stamp(g.EndsAt)}); err != nil {
 			return err
 		}
-		o.emit(jitgate.Event{Kind: jitgate.EventGrantExtended, Grant: g, Request: r, Notify: holders(g)})
+		o.emit(jitgate.Event{Kind: jitgate.EventGrantExtended, Grant: g, Request: r, Notify: g.Holders()})
 	} else {
 		// The clock starts at activation: approval, or the requested start if that is later.
 		start := o.now
@@ -393,7 +393,7 @@ func (e *Engine) approve(o *op, pol *policy.Policy, r *jitgate.Request, actor, n
 		action := jitgate.ActionGrantScheduled
 		if g.State == jitgate.GrantActive {
 			action = jitgate.ActionGrantActivated
-			o.emit(jitgate.Event{Kind: jitgate.EventGrantStarted, Grant: g, Request: r, Notify: holders(g)})
+			o.emit(jitgate.Event{Kind: jitgate.EventGrantStarted, Grant: g, Request: r, Notify: g.Holders()})
 		}
 		if err := o.audit(actor, action, r.ID, g.ID, map[string]string{
 			"user": g.User, "resource": g.Resource, "role": g.Role, "starts_at": stamp(g.StartsAt), "ends_at": stamp(g.EndsAt)}); err != nil {
@@ -408,24 +408,8 @@ func (e *Engine) approve(o *op, pol *policy.Policy, r *jitgate.Request, actor, n
 	if err := o.audit(actor, jitgate.ActionRequestApproved, r.ID, g.ID, map[string]string{"note": note}); err != nil {
 		return err
 	}
-	o.emit(jitgate.Event{Kind: jitgate.EventRequestDecided, Request: r, Grant: g, Notify: requesters(r)})
+	o.emit(jitgate.Event{Kind: jitgate.EventRequestDecided, Request: r, Grant: g, Notify: r.Answerable()})
 	return nil
-}
-
-// holders lists who hears about g: its holder and, for an agent's grant, the agent's owner.
-func holders(g *jitgate.Grant) []string {
-	if g.Owner != "" {
-		return []string{g.User, g.Owner}
-	}
-	return []string{g.User}
-}
-
-// requesters lists who hears about r's decision: its requester and an agent's owner.
-func requesters(r *jitgate.Request) []string {
-	if r.RequesterOwner != "" {
-		return []string{r.Requester, r.RequesterOwner}
-	}
-	return []string{r.Requester}
 }
 
 // capExtension refuses an extension by d that would make g last longer than the policy's
@@ -484,7 +468,7 @@ func (e *Engine) end(o *op, g *jitgate.Grant, state jitgate.GrantState, actor, r
 			return err
 		}
 	}
-	o.emit(jitgate.Event{Kind: jitgate.EventGrantEnded, Grant: g, Notify: holders(g)})
+	o.emit(jitgate.Event{Kind: jitgate.EventGrantEnded, Grant: g, Notify: g.Holders()})
 	return nil
 }
 

@@ -139,7 +139,7 @@ func (s *Server) auditRejected(next sdk.MethodHandler) sdk.MethodHandler {
 			return res, err
 		}
 		tc := access.ToolCall{Tool: call.Params.Name, Arguments: string(call.Params.Arguments), Error: "refused before it ran"}
-		if !validTool(tc.Tool) {
+		if !access.ValidToolName(tc.Tool) {
 			tc.Tool, tc.Arguments = "unknown", clipText(call.Params.Name, 64)+" "+tc.Arguments
 		}
 		if r, ok := res.(*sdk.CallToolResult); ok && r != nil && r.IsError {
@@ -152,19 +152,6 @@ func (s *Server) auditRejected(next sdk.MethodHandler) sdk.MethodHandler {
 		}
 		return res, err
 	}
-}
-
-// validTool reports whether name is one of the tools' names' shape (letters, digits, '_').
-func validTool(name string) bool {
-	if name == "" || len(name) > 64 {
-		return false
-	}
-	for _, r := range name {
-		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 func resultText(r *sdk.CallToolResult) string {

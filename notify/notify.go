@@ -265,7 +265,7 @@ func (n *Notifier) CheckExpiring(ctx context.Context) {
 		}
 		n.warned[g.ID] = g.EndsAt
 		n.Post(&Message{ID: fmt.Sprintf("%s:%d:%d", KindGrantExpiring, g.ID, g.EndsAt.Unix()), Kind: KindGrantExpiring,
-			Recipients: holders(g), Grant: g, URL: n.link("grants", g.ID),
+			Recipients: g.Holders(), Grant: g, URL: n.link("grants", g.ID),
 			Title: fmt.Sprintf("%s to %s/%s ends in %s", whose(g), g.Resource, g.Role, jitgate.FormatDuration(left.Round(time.Second))),
 			Text:  fmt.Sprintf("Grant %d ends at %s. Need more time? jitgate extend g%d --by 30m --reason \"...\"", g.ID, g.EndsAt.Format(time.RFC3339), g.ID)})
 	}
@@ -291,14 +291,6 @@ func agentOf(name, owner string) string {
 		return ""
 	}
 	return fmt.Sprintf(" by %s (agent of %s)", name, owner)
-}
-
-// holders are who hear of a grant: its holder, and an agent's owner.
-func holders(g *jitgate.Grant) []string {
-	if g.Owner != "" {
-		return []string{g.User, g.Owner}
-	}
-	return []string{g.User}
 }
 
 func (n *Notifier) link(kind string, id int64) string {
