@@ -98,6 +98,20 @@ type Tx interface {
 	// Due returns the ids of work due at or before now, at most limit of each kind, and the
 	// earliest due time of anything not yet due (zero if nothing is scheduled).
 	Due(now time.Time, limit int) (*DueWork, error)
+
+	// Announce queues a change notice that the other server instances on this store receive
+	// when the transaction commits, and never if it rolls back (PostgreSQL NOTIFY). Where one
+	// process owns the store (SQLite) it does nothing.
+	Announce(payload string) error
+}
+
+// Announcements is implemented by stores that carry change notices between the server
+// instances that share them (see Tx.Announce).
+type Announcements interface {
+	// Listen calls fn with the payload of every notice committed by any instance (this one
+	// included), in commit order, until ctx ends or the connection fails; it returns the
+	// reason. ready is called once it listens.
+	Listen(ctx context.Context, ready func(), fn func(payload string)) error
 }
 
 // DueWork is what the scheduler has to do now.
@@ -210,6 +224,10 @@ type Event struct {
 	Grant   *Grant   // set for grant events; for grant.ended its EndReason says why
 	// Notify lists who should hear of it, e.g. every approver on break-glass.
 	Notify []string
+	// Remote marks a change made by another server instance on the same store, announced to
+	// this one: the instance that made it has done its effects (notifications); this one only
+	// acts on what it holds (gateway sessions).
+	Remote bool
 }
 
 // NewRequest is what a requester asks for.

@@ -82,6 +82,11 @@ type Engine struct {
 	log     *slog.Logger
 	// instance is this process as a server instance (registered by Run).
 	instance jitgate.Instance
+	// installID is the store's installation id, read once (under mu).
+	installID string
+	// listenReady is closed once the engine first receives other instances' change notices.
+	listenReady chan struct{}
+	listenOnce  sync.Once
 
 	wake chan struct{}
 
@@ -99,7 +104,8 @@ func New(o Options) *Engine {
 		backoff: o.Backoff, provTO: o.ProvisionTimeout, provPar: o.ProvisionConcurrency,
 		recon: o.ReconcileInterval, cps: o.Checkpoints, log: o.Logger,
 		wake: make(chan struct{}, 1), subs: map[int]func(jitgate.Event){},
-		instance: jitgate.Instance{ID: newInstanceID(), Host: hostname(), PID: os.Getpid(), StartedAt: time.Now().UTC()},
+		instance:    jitgate.Instance{ID: newInstanceID(), Host: hostname(), PID: os.Getpid(), StartedAt: time.Now().UTC()},
+		listenReady: make(chan struct{}),
 	}
 	if e.clock == nil {
 		e.clock = jitgate.SystemClock{}
@@ -199,6 +205,9 @@ func (e *Engine) write(ctx context.Context, fn func(o *op) error) error {
 		err = e.store.Tx(ctx, func(tx jitgate.Tx) error {
 			o.tx = tx
 			if err := fn(o); err != nil {
+				return err
+			}
+			if err := e.announce(o); err != nil {
 				return err
 			}
 			return tx.AppendAudit(o.audits...)

@@ -23,12 +23,14 @@ const (
 
 // Run runs the scheduler until ctx ends: it catches up with everything overdue at once, then
 // sleeps until the next due time (or until a change wakes it) and does it again. Beside it, the
-// drift reconciler runs at start-up and every ReconcileInterval.
+// drift reconciler runs at start-up and every ReconcileInterval, and the other instances'
+// change notices are received (see Listening).
 func (e *Engine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); e.reconcileLoop(ctx) }()
 	go func() { defer wg.Done(); e.runInstance(ctx) }()
+	go func() { defer wg.Done(); e.followAnnouncements(ctx) }()
 	defer wg.Wait()
 	for {
 		next, err := e.Tick(ctx)

@@ -161,6 +161,9 @@ func (n *Notifier) Wait() { n.wg.Wait() }
 // Handle turns an engine event into messages and queues them. It never blocks: subscribe it
 // to the engine (engine.Subscribe(n.Handle)).
 func (n *Notifier) Handle(ev jitgate.Event) {
+	if ev.Remote {
+		return // the instance that made the change tells people about it
+	}
 	if m := n.message(ev); m != nil {
 		n.Post(m)
 	}

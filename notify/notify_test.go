@@ -268,6 +268,19 @@ func TestAgentRequestsNameTheOwner(t *testing.T) {
 	}
 }
 
+// A change another server instance announced was told to people there: it is not told twice.
+func TestRemoteEventsAreNotRetold(t *testing.T) {
+	f := newFixture(t)
+	r := &jitgate.Request{ID: 7, Requester: "alice", Resource: "app-db", Role: "read", Duration: time.Hour, Steps: 1}
+	f.n.Handle(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: []string{"bob"}, Remote: true})
+	f.n.Handle(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: []string{"bob"}})
+	waitFor(t, "the local event's message", func() bool { return len(f.hook.byKind(notify.KindRequestPending)) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	if n := len(f.hook.byKind(notify.KindRequestPending)); n != 1 {
+		t.Fatalf("%d messages, want the local event's only", n)
+	}
+}
+
 // A failing receiver is retried; a dead one never holds up or fails the request flow, and the
 // loss shows in the stats.
 func TestDeliveryFailures(t *testing.T) {
