@@ -196,3 +196,10 @@ func TestParseDuration(t *testing.T) {
 		}
 	}
 }
+
+// The deployment example stays a valid configuration.
+func TestDeployExampleIsValid(t *testing.T) {
+	if _, err := config.Load("../deploy/jitgate.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
