@@ -99,6 +99,19 @@ type Tx interface {
 	// earliest due time of anything not yet due (zero if nothing is scheduled).
 	Due(now time.Time, limit int) (*DueWork, error)
 
+	// EnqueueOutbox stores items to be delivered (sets their IDs where inserted). An item
+	// whose Key is already in the outbox is left out: the message was queued once already.
+	EnqueueOutbox(items []*OutboxItem) error
+	// ClaimOutbox claims, for by until until, at most limit due items of sink (next attempt at
+	// or before now, not claimed by a live lease), oldest first, skipping rows another
+	// transaction holds.
+	ClaimOutbox(sink, by string, now, until time.Time, limit int) ([]*OutboxItem, error)
+	// FinishOutbox records an attempt's outcome: delivered at now; or failed with lastErr, to
+	// be tried again at next (or given up when next is zero).
+	FinishOutbox(id int64, delivered bool, now, next time.Time, lastErr string) error
+	// PurgeOutbox deletes the items delivered or given up before before, returning how many.
+	PurgeOutbox(before time.Time) (int64, error)
+
 	// Announce queues a change notice that the other server instances on this store receive
 	// when the transaction commits, and never if it rolls back (PostgreSQL NOTIFY). Where one
 	// process owns the store (SQLite) it does nothing.
@@ -278,4 +291,20 @@ func NewContext(ctx context.Context, u *User) context.Context {
 func UserFromContext(ctx context.Context) *User {
 	u, _ := ctx.Value(ctxKey{}).(*User)
 	return u
+}
+
+// OutboxItem is one message for one notification sink, kept in the store until delivered:
+// written in the transaction of the change that caused it, delivered by whichever server
+// instance claims it, retried with backoff, and left to another instance when its claimer dies.
+type OutboxItem struct {
+	ID int64 `json:"id"`
+	// Key makes an item unique: the message's id and the sink's.
+	Key     string `json:"key"`
+	Sink    string `json:"sink"`
+	Payload string `json:"payload"`
+	// Attempts counts failed deliveries so far.
+	Attempts  int       `json:"attempts"`
+	CreatedAt time.Time `json:"created_at"`
+	// NextAt is when it is due; zero once delivered or given up.
+	NextAt time.Time `json:"next_at,omitzero"`
 }

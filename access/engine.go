@@ -82,6 +82,8 @@ type Engine struct {
 	log     *slog.Logger
 	// instance is this process as a server instance (registered by Run).
 	instance jitgate.Instance
+	// effects, if set, turns events into outbox items in their change's transaction.
+	effects Effects
 	// installID is the store's installation id, read once (under mu).
 	installID string
 	// listenReady is closed once the engine first receives other instances' change notices.
@@ -208,6 +210,9 @@ func (e *Engine) write(ctx context.Context, fn func(o *op) error) error {
 				return err
 			}
 			if err := e.announce(o); err != nil {
+				return err
+			}
+			if err := e.enqueueEffects(o); err != nil {
 				return err
 			}
 			return tx.AppendAudit(o.audits...)

@@ -9,6 +9,9 @@ package notify
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -75,8 +78,15 @@ type Options struct {
 	Grants GrantLister
 	Clock  jitgate.Clock
 	Logger *slog.Logger
-	// Queue is each sink's queue length (default 1000); a full queue drops new messages.
-	Queue int
+	// Outbox stores the messages until delivered (required with sinks: the engine).
+	Outbox Outbox
+	// Lease is how long a claimed message is this instance's to deliver (default 1m): longer
+	// than a send's timeout (10s), and how long a dead instance's claims wait before another
+	// instance takes them.
+	Lease time.Duration
+	// Poll is how often the workers look for due messages besides being woken (default 1s):
+	// messages stored by other instances, and retries coming due.
+	Poll time.Duration
 	// Attempts bounds the deliveries of one message (default 8); Backoff is the wait after the
 	// nth failure (default 1s doubling to 1m).
 	Attempts int
@@ -85,25 +95,42 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
-// Notifier turns engine events into messages and delivers them.
-type Notifier struct {
-	o      Options
-	queues []*queue
+// Outbox is where messages wait until delivered (the engine's, in the store): written with
+// the change that caused them, claimed by one server instance at a time, retried, and left to
+// another instance when the one delivering dies.
+type Outbox interface {
+	EnqueueOutbox(ctx context.Context, items []*jitgate.OutboxItem) error
+	ClaimOutbox(ctx context.Context, sink string, lease time.Duration, limit int) ([]*jitgate.OutboxItem, error)
+	FinishOutbox(ctx context.Context, id int64, delivered bool, next time.Time, lastErr string) error
+	PurgeOutbox(ctx context.Context, keep time.Duration) (int64, error)
+}
 
-	sent, failed, dropped    *prometheus.CounterVec
-	nSent, nFailed, nDropped atomic.Int64
+// OutboxKeep is how long delivered and given-up messages stay in the outbox (for a look at
+// what was sent, and so that a warning is not queued twice) before they are purged.
+const OutboxKeep = 7 * 24 * time.Hour
+
+// Notifier turns engine events into messages, stores them in the outbox (see Effects), and
+// delivers them to its sinks.
+type Notifier struct {
+	o     Options
+	sinks []*sinkRef
+
+	sent, failed   *prometheus.CounterVec
+	nSent, nFailed atomic.Int64
 
 	mu     sync.Mutex
 	warned map[int64]time.Time // grant → the end it was warned about
 	wg     sync.WaitGroup
 }
 
-type queue struct {
+// sinkRef is a sink with the id its outbox items carry, and the signal that some are due.
+type sinkRef struct {
+	id   string
 	sink Sink
-	ch   chan *Message
+	kick chan struct{}
 }
 
-// New returns a Notifier; Start runs its workers.
+// New returns a Notifier; Start runs its workers. o.Outbox is required when there are sinks.
 func New(o Options) *Notifier {
 	if o.Clock == nil {
 		o.Clock = jitgate.SystemClock{}
@@ -111,8 +138,11 @@ func New(o Options) *Notifier {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Queue <= 0 {
-		o.Queue = 1000
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.Lease <= 0 {
+		o.Lease = time.Minute
 	}
 	if o.Attempts <= 0 {
 		o.Attempts = 8
@@ -126,16 +156,25 @@ func New(o Options) *Notifier {
 			Name: "jitgate_notifications_sent_total", Help: "Notifications delivered, by sink and kind."}, []string{"sink", "kind"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jitgate_notifications_failed_total", Help: "Notifications given up after every retry failed, by sink and kind."}, []string{"sink", "kind"}),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "jitgate_notifications_dropped_total", Help: "Notifications dropped because a sink's queue was full, by sink and kind."}, []string{"sink", "kind"}),
 	}
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(n.sent, n.failed, n.dropped)
+		o.Registerer.MustRegister(n.sent, n.failed)
 	}
-	for _, s := range o.Sinks {
-		n.queues = append(n.queues, &queue{sink: s, ch: make(chan *Message, o.Queue)})
+	for i, s := range o.Sinks {
+		n.sinks = append(n.sinks, &sinkRef{id: SinkID(s, i), sink: s, kick: make(chan struct{}, 1)})
 	}
 	return n
+}
+
+// SinkID names a sink in the outbox: its kind and a digest of where it delivers (so that a
+// message queued for one webhook is never sent to another after the config changed), or its
+// place in the list for sinks that do not say where.
+func SinkID(s Sink, i int) string {
+	if w, ok := s.(interface{ Target() string }); ok {
+		sum := sha256.Sum256([]byte(w.Target()))
+		return s.Name() + ":" + hex.EncodeToString(sum[:6])
+	}
+	return fmt.Sprintf("%s:%d", s.Name(), i)
 }
 
 // Start runs the delivery workers and the expiry watcher until ctx ends; Wait waits for them.
@@ -149,88 +188,171 @@ func (n *Notifier) Start(ctx context.Context) {
 
 // StartWorkers runs only the delivery workers (tests drive CheckExpiring by hand).
 func (n *Notifier) StartWorkers(ctx context.Context) {
-	for _, q := range n.queues {
+	for _, sr := range n.sinks {
 		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.deliver(ctx, q) }()
+		go func() { defer n.wg.Done(); n.deliver(ctx, sr) }()
+	}
+	if len(n.sinks) > 0 {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.purge(ctx) }()
+	}
+}
+
+// purge deletes old delivered and given-up messages every hour (any instance may; it is
+// idempotent).
+func (n *Notifier) purge(ctx context.Context) {
+	for {
+		if k, err := n.o.Outbox.PurgeOutbox(ctx, OutboxKeep); err != nil && ctx.Err() == nil {
+			n.o.Logger.Warn("cannot purge the outbox", "err", err)
+		} else if k > 0 {
+			n.o.Logger.Info("outbox purged", "messages", k)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
 	}
 }
 
 // Wait returns once the workers started by Start have stopped.
 func (n *Notifier) Wait() { n.wg.Wait() }
 
-// Handle turns an engine event into messages and queues them. It never blocks: subscribe it
-// to the engine (engine.Subscribe(n.Handle)).
-func (n *Notifier) Handle(ev jitgate.Event) {
+// Effects returns the outbox items of ev: its message for each sink. Give it to the engine
+// (engine.SetEffects(n.Effects)), which stores them in the change's transaction. A change
+// announced by another instance has none here: that instance stored them.
+func (n *Notifier) Effects(ev jitgate.Event) []*jitgate.OutboxItem {
 	if ev.Remote {
-		return // the instance that made the change tells people about it
+		return nil
 	}
-	if m := n.message(ev); m != nil {
-		n.Post(m)
+	m := n.message(ev)
+	if m == nil {
+		return nil
 	}
+	return n.items(m)
 }
 
-// Post queues m on every sink, dropping it (and counting that) where a queue is full.
-func (n *Notifier) Post(m *Message) {
+func (n *Notifier) items(m *Message) []*jitgate.OutboxItem {
 	if m.Time.IsZero() {
 		m.Time = n.o.Clock.Now().UTC()
 	}
-	for _, q := range n.queues {
+	payload, err := json.Marshal(m)
+	if err != nil {
+		n.o.Logger.Error("notification cannot be encoded", "kind", m.Kind, "id", m.ID, "err", err)
+		return nil
+	}
+	now := time.Now()
+	var out []*jitgate.OutboxItem
+	for _, sr := range n.sinks {
+		out = append(out, &jitgate.OutboxItem{Key: m.ID + "|" + sr.id, Sink: sr.id, Payload: string(payload), CreatedAt: now, NextAt: now})
+	}
+	return out
+}
+
+// Handle wakes the delivery workers after a change committed (subscribe it to the engine:
+// engine.Subscribe(n.Handle)). It never blocks.
+func (n *Notifier) Handle(ev jitgate.Event) {
+	if ev.Remote {
+		return // the instance that made the change delivers its messages
+	}
+	n.kick()
+}
+
+func (n *Notifier) kick() {
+	for _, sr := range n.sinks {
 		select {
-		case q.ch <- m:
+		case sr.kick <- struct{}{}:
 		default:
-			n.dropped.WithLabelValues(q.sink.Name(), m.Kind).Inc()
-			n.nDropped.Add(1)
-			n.o.Logger.Error("notification dropped: queue full", "sink", q.sink.Name(), "kind", m.Kind, "id", m.ID)
 		}
 	}
 }
 
-// Stats returns how many messages were delivered, given up and dropped, over all sinks.
-func (n *Notifier) Stats() (sent, failed, dropped int64) {
-	return n.nSent.Load(), n.nFailed.Load(), n.nDropped.Load()
+// Post stores m in the outbox for every sink (once: an m.ID queued before is left out, so
+// several instances may post the same warning) and wakes the workers.
+func (n *Notifier) Post(m *Message) {
+	items := n.items(m)
+	if len(items) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.o.Outbox.EnqueueOutbox(ctx, items); err != nil {
+		n.o.Logger.Error("notification not stored", "kind", m.Kind, "id", m.ID, "err", err)
+		return
+	}
+	n.kick()
 }
 
-func (n *Notifier) deliver(ctx context.Context, q *queue) {
+// Stats returns how many messages this instance delivered and gave up, over all sinks.
+func (n *Notifier) Stats() (sent, failed int64) {
+	return n.nSent.Load(), n.nFailed.Load()
+}
+
+// deliver claims sr's due messages from the outbox and sends them, until ctx ends; it looks
+// again when woken and every Poll (messages other instances stored, retries coming due).
+func (n *Notifier) deliver(ctx context.Context, sr *sinkRef) {
+	const batch = 20
 	for {
+		items, err := n.o.Outbox.ClaimOutbox(ctx, sr.id, n.o.Lease, batch)
+		if err != nil && ctx.Err() == nil {
+			n.o.Logger.Warn("cannot claim notifications; retrying", "sink", sr.sink.Name(), "err", err)
+		}
+		for _, it := range items {
+			n.send(ctx, sr, it)
+		}
+		if len(items) == batch {
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case m := <-q.ch:
-			n.send(ctx, q.sink, m)
+		case <-sr.kick:
+		case <-time.After(n.o.Poll):
 		}
 	}
 }
 
-// send delivers m with retries; it gives up after the configured attempts or when ctx ends.
-func (n *Notifier) send(ctx context.Context, s Sink, m *Message) {
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := s.Send(cctx, m)
-		cancel()
-		if err == nil {
-			n.sent.WithLabelValues(s.Name(), m.Kind).Inc()
-			n.nSent.Add(1)
-			return
-		}
-		if attempt >= n.o.Attempts || ctx.Err() != nil {
-			n.failed.WithLabelValues(s.Name(), m.Kind).Inc()
-			n.nFailed.Add(1)
-			n.o.Logger.Error("notification failed; giving up", "sink", s.Name(), "kind", m.Kind, "id", m.ID, "attempts", attempt, "err", err)
-			return
-		}
-		wait := n.o.Backoff(attempt)
-		n.o.Logger.Warn("notification failed; will retry", "sink", s.Name(), "kind", m.Kind, "id", m.ID, "attempt", attempt, "in", wait, "err", err)
-		// Retry waits are real time (Options.Backoff shortens them in tests); the clock is for
-		// the grants' times.
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			n.failed.WithLabelValues(s.Name(), m.Kind).Inc()
-			n.nFailed.Add(1)
-			return
-		case <-t.C:
-		}
+// send makes one delivery attempt of it and records the outcome: delivered, due again after
+// the backoff, or given up after the configured attempts. An attempt cut by shutdown is
+// recorded neither way: the claim's lease runs out and an instance delivers it then.
+func (n *Notifier) send(ctx context.Context, sr *sinkRef, it *jitgate.OutboxItem) {
+	var m Message
+	if err := json.Unmarshal([]byte(it.Payload), &m); err != nil {
+		n.finish(ctx, it, false, time.Time{}, "undecodable: "+err.Error())
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := sr.sink.Send(cctx, &m)
+	cancel()
+	if err == nil {
+		n.finish(ctx, it, true, time.Time{}, "")
+		n.sent.WithLabelValues(sr.sink.Name(), m.Kind).Inc()
+		n.nSent.Add(1)
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	attempt := it.Attempts + 1
+	if attempt >= n.o.Attempts {
+		n.finish(ctx, it, false, time.Time{}, err.Error())
+		n.failed.WithLabelValues(sr.sink.Name(), m.Kind).Inc()
+		n.nFailed.Add(1)
+		n.o.Logger.Error("notification failed; giving up", "sink", sr.sink.Name(), "kind", m.Kind, "id", m.ID, "attempts", attempt, "err", err)
+		return
+	}
+	wait := n.o.Backoff(attempt)
+	n.o.Logger.Warn("notification failed; will retry", "sink", sr.sink.Name(), "kind", m.Kind, "id", m.ID, "attempt", attempt, "in", wait, "err", err)
+	n.finish(ctx, it, false, time.Now().Add(wait), err.Error())
+}
+
+func (n *Notifier) finish(ctx context.Context, it *jitgate.OutboxItem, delivered bool, next time.Time, lastErr string) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := n.o.Outbox.FinishOutbox(fctx, it.ID, delivered, next, lastErr); err != nil {
+		// The claim's lease runs out and the message is tried again (a delivered one may be
+		// sent twice: receivers get its id to tell).
+		n.o.Logger.Error("cannot record a notification's delivery", "id", it.ID, "err", err)
 	}
 }
 

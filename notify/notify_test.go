@@ -126,11 +126,12 @@ func newFixture(t *testing.T) *fixture {
 			&notify.Webhook{URL: hookSrv.URL, Secret: f.hook.secret},
 		},
 		BaseURL: "https://jitgate.example.com/", ExpiryWarning: 10 * time.Minute, Clock: f.clk,
-		Backoff: func(int) time.Duration { return time.Millisecond },
+		Backoff: func(int) time.Duration { return time.Millisecond }, Outbox: eng, Poll: 10 * time.Millisecond,
 		Grants: func(ctx context.Context) ([]*jitgate.Grant, error) {
 			return eng.ListGrants(system, access.GrantQuery{Active: true})
 		},
 	})
+	eng.SetEffects(f.n.Effects)
 	eng.Subscribe(f.n.Handle)
 	ctx, cancel := context.WithCancel(context.Background())
 	// The workers only; the expiry watcher is driven by hand with CheckExpiring.
@@ -272,12 +273,11 @@ func TestAgentRequestsNameTheOwner(t *testing.T) {
 func TestRemoteEventsAreNotRetold(t *testing.T) {
 	f := newFixture(t)
 	r := &jitgate.Request{ID: 7, Requester: "alice", Resource: "app-db", Role: "read", Duration: time.Hour, Steps: 1}
-	f.n.Handle(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: []string{"bob"}, Remote: true})
-	f.n.Handle(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: []string{"bob"}})
-	waitFor(t, "the local event's message", func() bool { return len(f.hook.byKind(notify.KindRequestPending)) == 1 })
-	time.Sleep(50 * time.Millisecond)
-	if n := len(f.hook.byKind(notify.KindRequestPending)); n != 1 {
-		t.Fatalf("%d messages, want the local event's only", n)
+	if items := f.n.Effects(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: []string{"bob"}, Remote: true}); len(items) != 0 {
+		t.Fatalf("a remote event makes %d outbox items", len(items))
+	}
+	if items := f.n.Effects(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: []string{"bob"}}); len(items) != 2 {
+		t.Fatalf("a local event makes %d outbox items, want one per sink", len(items))
 	}
 }
 
@@ -309,31 +309,9 @@ func TestDeliveryFailures(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("requests took %s while slack was down", d)
 	}
-	waitFor(t, "the failures to be counted", func() bool { _, failed, _ := f.n.Stats(); return failed >= 2 })
-	if sent, _, _ := f.n.Stats(); sent < 4 { // the webhook got everything meanwhile
+	waitFor(t, "the failures to be counted", func() bool { _, failed := f.n.Stats(); return failed >= 2 })
+	if sent, _ := f.n.Stats(); sent < 4 { // the webhook got everything meanwhile
 		t.Fatalf("sent %v", sent)
-	}
-}
-
-// A full queue drops rather than blocks.
-func TestFullQueueDrops(t *testing.T) {
-	block := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
-	defer srv.Close()
-	defer close(block)
-	n := notify.New(notify.Options{Sinks: []notify.Sink{&notify.Webhook{URL: srv.URL, Secret: []byte("k")}}, Queue: 2, Attempts: 1})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() { cancel(); n.Wait() }()
-	n.StartWorkers(ctx)
-	start := time.Now()
-	for range 10 {
-		n.Post(&notify.Message{ID: "x", Kind: notify.KindGrantEnded, Title: "t"})
-	}
-	if time.Since(start) > time.Second {
-		t.Fatal("Post blocked")
-	}
-	if _, _, dropped := n.Stats(); dropped < 7 {
-		t.Fatalf("dropped %d of 10 with a queue of 2", dropped)
 	}
 }
 

@@ -28,6 +28,9 @@ type Slack struct {
 // Name is "slack".
 func (s *Slack) Name() string { return "slack" }
 
+// Target is where the sink delivers (for its outbox id; never logged: the URL is a secret).
+func (s *Slack) Target() string { return s.URL }
+
 // requester names r's requester, with the owner who answers for an agent.
 func (s *Slack) requester(r *jitgate.Request) string {
 	if r.RequesterOwner == "" {
@@ -164,6 +167,9 @@ type Webhook struct {
 }
 
 // Name is "webhook:" and the receiver's host.
+// Target is where the sink delivers (for its outbox id).
+func (w *Webhook) Target() string { return w.URL }
+
 func (w *Webhook) Name() string {
 	if u, err := url.Parse(w.URL); err == nil {
 		return "webhook:" + u.Host

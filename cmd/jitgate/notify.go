@@ -52,11 +52,12 @@ func newNotifier(rt *runtime, log *slog.Logger, reg prometheus.Registerer) (*not
 	}
 	system := jitgate.NewSystemContext(context.Background())
 	n := notify.New(notify.Options{
-		Sinks: sinks, BaseURL: nc.BaseURL, ExpiryWarning: nc.ExpiryWarningValue, Logger: log, Registerer: reg,
+		Sinks: sinks, BaseURL: nc.BaseURL, ExpiryWarning: nc.ExpiryWarningValue, Logger: log, Registerer: reg, Outbox: rt.engine,
 		Grants: func(ctx context.Context) ([]*jitgate.Grant, error) {
 			return rt.engine.ListGrants(system, access.GrantQuery{Active: true, Limit: 10000})
 		},
 	})
+	rt.engine.SetEffects(n.Effects)
 	rt.engine.Subscribe(n.Handle)
 	return n, nil
 }
