@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/access"
 	"github.com/jitgate/jitgate/gateway"
@@ -473,33 +472,8 @@ func TestQueryCapsStreamInBoundedMemory(t *testing.T) {
 		if !q.Truncated || q.RowCount != 4 {
 			t.Fatalf("byte cap: truncated=%v rows=%d", q.Truncated, q.RowCount)
 		}
-		waitGone(t, "mcp-cap-test")
+		testdb.WaitUpstreamQuery(t, "mcp-cap-test", false, 10*time.Second)
 	})
-}
-
-// waitGone waits until no backend of the test PostgreSQL runs a statement containing marker.
-func waitGone(t *testing.T, marker string) {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, testdb.PostgresURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var n int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`, marker).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d queries with %q still run upstream", n, marker)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // An agent's token on the REST API gets exactly the agent's rights: it may not approve (not

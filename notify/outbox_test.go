@@ -57,8 +57,8 @@ func (h *hookReceiver) ids() map[string]int {
 	return out
 }
 
-// Two instances deliver from one outbox: every message once, whichever instance stored it.
-func TestOutboxDeliversOnceAcrossInstances(t *testing.T) {
+// twoInstances starts two delivering instances on one PostgreSQL store and their webhook.
+func twoInstances(t *testing.T) (*hookReceiver, *instance, *instance) {
 	b := testdb.Postgres(t)
 	hook := &hookReceiver{secret: []byte("hook-secret")}
 	srv := httptest.NewServer(hook)
@@ -66,6 +66,12 @@ func TestOutboxDeliversOnceAcrossInstances(t *testing.T) {
 	a, c := newInstance(t, b, srv.URL, time.Minute), newInstance(t, b, srv.URL, time.Minute)
 	a.start(t)
 	c.start(t)
+	return hook, a, c
+}
+
+// Two instances deliver from one outbox: every message once, whichever instance stored it.
+func TestOutboxDeliversOnceAcrossInstances(t *testing.T) {
+	hook, a, c := twoInstances(t)
 	users := []string{"alice", "oscar", "bob"}
 	for i := range 30 {
 		in := []*instance{a, c}[i%2]
@@ -134,13 +140,7 @@ func TestOutboxOutlivesItsInstance(t *testing.T) {
 // Every instance watches for grants about to end; the owner is warned once, not once per
 // instance.
 func TestExpiryWarningOncePerGrant(t *testing.T) {
-	b := testdb.Postgres(t)
-	hook := &hookReceiver{secret: []byte("hook-secret")}
-	srv := httptest.NewServer(hook)
-	t.Cleanup(srv.Close)
-	a, c := newInstance(t, b, srv.URL, time.Minute), newInstance(t, b, srv.URL, time.Minute)
-	a.start(t)
-	c.start(t)
+	hook, a, c := twoInstances(t)
 	r, err := a.eng.Submit(a.as("alice"), jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: time.Hour, Reason: "x"})
 	if err != nil {
 		t.Fatal(err)

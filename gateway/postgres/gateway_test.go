@@ -389,26 +389,7 @@ func sleepUpstream(t *testing.T, conn *pgx.Conn) <-chan error {
 // waitActivity waits until a query containing text is (or is no longer) running upstream.
 func waitActivity(t *testing.T, text string, present bool) {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, testdb.PostgresURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		var n int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'jg_gw_%' AND state = 'active' AND query LIKE '%'||$1||'%'`, text).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if (n > 0) == present {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("upstream query %q present=%v after 3s (count %d)", text, !present, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testdb.WaitUpstreamQuery(t, text, present, 3*time.Second)
 }
 
 // A client's CancelRequest reaches the right upstream backend.

@@ -69,3 +69,30 @@ func PrepareUpstream() (addr, database string, err error) {
 	}
 	return u.Hostname() + ":" + port, strings.TrimPrefix(u.Path, "/"), nil
 }
+
+// WaitUpstreamQuery waits up to within until a statement containing text is running (present)
+// or no longer running (!present) in the test PostgreSQL as one of the gateway's upstream
+// roles (jg_gw_*), failing t otherwise.
+func WaitUpstreamQuery(t testing.TB, text string, present bool, within time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, PostgresURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(within)
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'jg_gw_%' AND state = 'active' AND query LIKE '%'||$1||'%'`, text).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if (n > 0) == present {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream query %q present=%v after %s (count %d)", text, !present, within, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
