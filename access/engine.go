@@ -82,6 +82,8 @@ type Engine struct {
 	log     *slog.Logger
 	// instance is this process as a server instance (registered by Run).
 	instance jitgate.Instance
+	// am is how far this instance has verified the audit chain (AuditCheck).
+	am auditMark
 	// effects, if set, turns events into outbox items in their change's transaction.
 	effects Effects
 	// installID is the store's installation id, read once (under mu).

@@ -27,7 +27,8 @@ const (
 // change notices are received (see Listening).
 func (e *Engine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); e.checkAuditAtStart(ctx) }()
 	go func() { defer wg.Done(); e.reconcileLoop(ctx) }()
 	go func() { defer wg.Done(); e.runInstance(ctx) }()
 	go func() { defer wg.Done(); e.followAnnouncements(ctx) }()

@@ -39,6 +39,8 @@ type Result struct {
 	// Checkpoint is the signed checkpoint the chain was also checked against (nil if none: the
 	// end of the chain could then have been cut or rewritten unnoticed).
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+
+	last Mark
 }
 
 // pageSize is how many events Verify reads per query.
@@ -47,11 +49,26 @@ const pageSize = 1000
 // Verify walks the whole chain in sequence order and reports the first event that was edited,
 // deleted or reordered, or a chain cut short of its recorded head.
 func Verify(ctx context.Context, s jitgate.Store) (*Result, error) {
+	return VerifyFrom(ctx, s, Mark{})
+}
+
+// Mark is a point of the chain already verified: event Seq, whose hash is Hash (the zero Mark
+// is the chain's start).
+type Mark struct {
+	Seq  int64  `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// Last returns the point of the chain a successful res verified up to.
+func (res *Result) Last() Mark { return res.last }
+
+// VerifyFrom is Verify for the events after from, which was verified before (by this process):
+// each is checked against its predecessor's hash, starting from from.Hash, and the end against
+// the recorded head. It reads only the events after from, so a page view can verify the new
+// events since the last view rather than the whole log; Verify checks everything.
+func VerifyFrom(ctx context.Context, s jitgate.Store, from Mark) (*Result, error) {
 	res := &Result{}
-	var (
-		prevSeq  int64
-		prevHash string
-	)
+	prevSeq, prevHash := from.Seq, from.Hash
 	bad := func(seq int64, problem, format string, args ...any) (*Result, error) {
 		res.FirstBad, res.Problem, res.Message = seq, problem, fmt.Sprintf(format, args...)
 		return res, nil
@@ -63,6 +80,9 @@ func Verify(ctx context.Context, s jitgate.Store) (*Result, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if from.Seq > res.HeadSeq {
+		return bad(res.HeadSeq+1, ProblemTruncated, "the chain's head records event %d, but event %d was verified before: events were deleted from the end", res.HeadSeq, from.Seq)
 	}
 	for {
 		var page []*jitgate.AuditEvent
@@ -99,6 +119,7 @@ func Verify(ctx context.Context, s jitgate.Store) (*Result, error) {
 		return bad(prevSeq, ProblemEdited, "event %d does not match the chain's recorded head", prevSeq)
 	}
 	res.OK = true
+	res.last = Mark{Seq: prevSeq, Hash: prevHash}
 	return res, nil
 }
 

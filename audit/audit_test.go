@@ -157,3 +157,45 @@ func TestVerifyAcrossStatementForms(t *testing.T) {
 		})
 	}
 }
+
+// VerifyFrom checks only what came after a verified mark, and still catches a new event that
+// was edited, a broken link to the mark, and a log cut below the mark.
+func TestVerifyFrom(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		ctx := context.Background()
+		s := chain(t, b)
+		full := verify(t, s)
+		mark := full.Last()
+		if !full.OK || mark.Seq != 5 || mark.Hash != full.HeadHash {
+			t.Fatalf("full: %+v, mark %+v", full, mark)
+		}
+		res, err := audit.VerifyFrom(ctx, s, mark)
+		if err != nil || !res.OK || res.Events != 0 || res.Last() != mark {
+			t.Fatalf("nothing new: %+v, %v", res, err)
+		}
+		for i := range 3 {
+			if err := s.Tx(ctx, func(tx jitgate.Tx) error {
+				return tx.AppendAudit(&jitgate.AuditEvent{Time: t0, Actor: "bob", Action: "request.created", RequestID: int64(10 + i)})
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err = audit.VerifyFrom(ctx, s, mark)
+		if err != nil || !res.OK || res.Events != 3 || res.Last().Seq != 8 {
+			t.Fatalf("three new: %+v, %v", res, err)
+		}
+		exec(t, s, `UPDATE audit_events SET actor = 'mallory' WHERE seq = 7`)
+		if res, _ := audit.VerifyFrom(ctx, s, mark); res.OK || res.FirstBad != 7 || res.Problem != audit.ProblemEdited {
+			t.Fatalf("edited new event: %+v", res)
+		}
+		// A mark whose hash is not the stored event's: the next event does not link to it.
+		if res, _ := audit.VerifyFrom(ctx, s, audit.Mark{Seq: 5, Hash: "forged"}); res.OK || res.Problem != audit.ProblemBadLink {
+			t.Fatalf("wrong mark: %+v", res)
+		}
+		exec(t, s, `DELETE FROM audit_events WHERE seq > 3`)
+		exec(t, s, `UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit_events WHERE seq = 3)`)
+		if res, _ := audit.VerifyFrom(ctx, s, mark); res.OK || res.Problem != audit.ProblemTruncated {
+			t.Fatalf("cut below the mark: %+v", res)
+		}
+	})
+}

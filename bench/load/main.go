@@ -12,6 +12,9 @@
 //   - revoke: revoke-to-session-closed latency across replicas: for each of -rounds grants, a
 //     session runs a query through replica B's PostgreSQL gateway while replica A revokes the
 //     grant; the time from the revoke call to the query's end is recorded.
+//   - audit: an audit log of -events events (in-process, on the store directly): the time and
+//     memory of a full verification, of a page view's verification of what is new since the
+//     last (the engine's AuditCheck), and of reading the newest page of events.
 //
 // The servers are the jitgate binary (-bin, or built into a temporary directory) on a new
 // SQLite file or a new PostgreSQL database on JITGATE_TEST_POSTGRES (default the local test
@@ -45,7 +48,8 @@ import (
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "cycles", "cycles or revoke")
+	flag.StringVar(&o.mode, "mode", "cycles", "cycles, revoke or audit")
+	flag.Int64Var(&o.events, "events", 1_000_000, "audit events (audit)")
 	flag.StringVar(&o.store, "store", "postgres", "sqlite or postgres")
 	flag.IntVar(&o.replicas, "replicas", 1, "server processes on the store (sqlite: 1)")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent API clients (cycles)")
@@ -63,6 +67,7 @@ type options struct {
 	mode, store, bin   string
 	replicas, clients  int
 	rounds             int
+	events             int64
 	duration           time.Duration
 	dir, dsn, cfg      string
 	upstream, database string
@@ -85,7 +90,7 @@ func run(o options) (err error) {
 	if o.store == "sqlite" && o.replicas != 1 {
 		return errors.New("a SQLite store has one server: -replicas 1")
 	}
-	if o.mode != "cycles" && o.mode != "revoke" {
+	if o.mode != "cycles" && o.mode != "revoke" && o.mode != "audit" {
 		return fmt.Errorf("unknown -mode %q", o.mode)
 	}
 	if o.mode == "revoke" && (o.store != "postgres" || o.replicas < 2) {
@@ -104,6 +109,12 @@ func run(o options) (err error) {
 			fmt.Fprintf(os.Stderr, "load: server logs kept in %s\n", o.dir)
 		}
 	}()
+	if o.mode == "audit" {
+		if err := o.openStore(); err != nil {
+			return err
+		}
+		return o.auditLog()
+	}
 	if o.bin == "" {
 		o.bin = filepath.Join(o.dir, "jitgate")
 		build := exec.Command("go", "build", "-o", o.bin, "./cmd/jitgate")
