@@ -22,6 +22,7 @@ import (
 	"github.com/jitgate/jitgate/config"
 	"github.com/jitgate/jitgate/gateway"
 	"github.com/jitgate/jitgate/gateway/mysql"
+	"github.com/jitgate/jitgate/internal/gwtest"
 	"github.com/jitgate/jitgate/internal/testdb"
 	"github.com/jitgate/jitgate/policy"
 	"github.com/jitgate/jitgate/store"
@@ -660,7 +661,7 @@ func testBadInputLeaksNothing(t *testing.T, relay string) {
 	e := newEnv(t, withRelay(relay), func(o *mysql.Options) { o.StartupTimeout = 300 * time.Millisecond })
 	_, secret := e.grant(t, "shop-db", "read", time.Hour)
 	time.Sleep(50 * time.Millisecond)
-	before, fdsBefore := runtime.NumGoroutine(), openFDs()
+	before, fdsBefore := runtime.NumGoroutine(), gwtest.OpenSockets()
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", e.addr)
 		if err != nil {
@@ -735,9 +736,9 @@ func testBadInputLeaksNothing(t *testing.T, relay string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for deadline := time.Now().Add(5 * time.Second); openFDs() > fdsBefore; {
+	for deadline := time.Now().Add(5 * time.Second); gwtest.OpenSockets() > fdsBefore; {
 		if time.Now().After(deadline) {
-			t.Fatalf("open files: %d before, %d after", fdsBefore, openFDs())
+			t.Fatalf("open sockets: %d before, %d after", fdsBefore, gwtest.OpenSockets())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -761,15 +762,6 @@ func TestUpstreamDown(t *testing.T) {
 	if err := db.Ping(); !strings.Contains(fmt.Sprint(err), "cannot connect to shop-db") {
 		t.Fatalf("upstream down: %v", err)
 	}
-}
-
-// openFDs counts the process's open file descriptors (-1 where /proc is missing).
-func openFDs() int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents)
 }
 
 // handshakeResponse is a HandshakeResponse41 sent without TLS (sequence 1).

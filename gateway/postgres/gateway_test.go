@@ -24,6 +24,7 @@ import (
 	"github.com/jitgate/jitgate/config"
 	"github.com/jitgate/jitgate/gateway"
 	"github.com/jitgate/jitgate/gateway/postgres"
+	"github.com/jitgate/jitgate/internal/gwtest"
 	"github.com/jitgate/jitgate/internal/testdb"
 	"github.com/jitgate/jitgate/policy"
 	"github.com/jitgate/jitgate/store"
@@ -469,7 +470,7 @@ func TestBadInputLeaksNothing(t *testing.T) { relays(t, testBadInputLeaksNothing
 func testBadInputLeaksNothing(t *testing.T, relay string) {
 	e := newEnv(t, withRelay(relay), func(o *postgres.Options) { o.StartupTimeout = 300 * time.Millisecond })
 	_, secret := e.grant(t, "read", time.Hour)
-	before, fdsBefore := runtime.NumGoroutine(), openFDs(t)
+	before, fdsBefore := runtime.NumGoroutine(), gwtest.OpenSockets()
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", e.addr)
 		if err != nil {
@@ -538,21 +539,12 @@ func testBadInputLeaksNothing(t *testing.T, relay string) {
 	}
 	// So do file descriptors: the event loop holds sockets outside Go's poller, and each
 	// session must close both of its own.
-	for deadline := time.Now().Add(5 * time.Second); openFDs(t) > fdsBefore; {
+	for deadline := time.Now().Add(5 * time.Second); gwtest.OpenSockets() > fdsBefore; {
 		if time.Now().After(deadline) {
-			t.Fatalf("open files: %d before, %d after", fdsBefore, openFDs(t))
+			t.Fatalf("open sockets: %d before, %d after", fdsBefore, gwtest.OpenSockets())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// openFDs counts the process's open file descriptors (-1 where /proc is missing).
-func openFDs(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents)
 }
 
 // startup encodes a startup packet with the given protocol version and parameters.
