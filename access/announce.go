@@ -3,19 +3,23 @@ package access
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/jitgate/jitgate"
 )
 
-// notice is a change notice between server instances on one store: a grant that ended or was
-// extended. It carries ids only; receivers read the grant from the store, the truth.
+// notice is a change notice between server instances on one store: grants that ended or were
+// extended. It carries ids only; receivers read each grant from the store, the truth.
 type notice struct {
 	Installation string            `json:"i"`
 	Origin       string            `json:"o"`
 	Kind         jitgate.EventKind `json:"k"`
-	Grant        int64             `json:"g"`
+	Grants       []int64           `json:"g"`
 }
+
+// noticeMax bounds the grants of one notice (PostgreSQL's payloads stop at 8,000 bytes).
+const noticeMax = 400
 
 // announced reports whether the other instances hear of events of kind: the ones that act on
 // what they hold (their gateway sessions and parked connections).
@@ -23,23 +27,36 @@ func announced(kind jitgate.EventKind) bool {
 	return kind == jitgate.EventGrantEnded || kind == jitgate.EventGrantExtended
 }
 
-// announce queues, in o's transaction, a notice of each of o's grant events the other
-// instances act on; they get them when it commits.
+// announce queues, in o's transaction, notices of o's grant events the other instances act
+// on (one per kind, for all of the transaction's grants); they get them when it commits.
 func (e *Engine) announce(o *op) error {
+	var kinds []jitgate.EventKind
+	grants := map[jitgate.EventKind][]int64{}
 	for _, ev := range o.events {
 		if ev.Grant == nil || !announced(ev.Kind) {
 			continue
 		}
-		inst, err := e.installation(o.tx)
-		if err != nil {
-			return err
+		if grants[ev.Kind] == nil {
+			kinds = append(kinds, ev.Kind)
 		}
-		b, err := json.Marshal(notice{Installation: inst, Origin: e.instance.ID, Kind: ev.Kind, Grant: ev.Grant.ID})
-		if err != nil {
-			return err
-		}
-		if err := o.tx.Announce(string(b)); err != nil {
-			return err
+		grants[ev.Kind] = append(grants[ev.Kind], ev.Grant.ID)
+	}
+	if len(kinds) == 0 {
+		return nil
+	}
+	inst, err := e.installation(o.tx)
+	if err != nil {
+		return err
+	}
+	for _, k := range kinds {
+		for ids := range slices.Chunk(grants[k], noticeMax) {
+			b, err := json.Marshal(notice{Installation: inst, Origin: e.instance.ID, Kind: k, Grants: ids})
+			if err != nil {
+				return err
+			}
+			if err := o.tx.Announce(string(b)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -95,24 +112,26 @@ func (e *Engine) onNotice(ctx context.Context, payload string) {
 	if err := json.Unmarshal([]byte(payload), &n); err != nil || n.Origin == e.instance.ID || !announced(n.Kind) {
 		return
 	}
-	var g *jitgate.Grant
+	var evs []jitgate.Event
 	err := e.store.View(ctx, func(tx jitgate.Tx) error {
 		// Channels are per database, not per schema: another installation's notice is not ours.
 		if inst, err := e.installation(tx); err != nil || inst != n.Installation {
 			return err
 		}
-		var err error
-		g, err = tx.GetGrant(n.Grant, false)
-		return err
+		for _, id := range n.Grants {
+			g, err := tx.GetGrant(id, false)
+			if err != nil {
+				return err
+			}
+			evs = append(evs, jitgate.Event{Kind: n.Kind, Grant: g, Remote: true})
+		}
+		return nil
 	})
 	if err != nil {
-		e.log.Warn("cannot read an announced grant; the gateway's sweep covers it", "grant", n.Grant, "err", err)
+		e.log.Warn("cannot read announced grants; the gateway's sweep covers them", "grants", n.Grants, "err", err)
 		return
 	}
-	if g == nil {
-		return
-	}
-	e.publish([]jitgate.Event{{Kind: n.Kind, Grant: g, Remote: true}})
+	e.publish(evs)
 }
 
 func (e *Engine) listening() { e.listenOnce.Do(func() { close(e.listenReady) }) }

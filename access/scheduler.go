@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 
 const (
 	// dueBatch is how many items of each kind one pass handles.
-	dueBatch = 100
+	dueBatch = 500
 	// maxSleep bounds the scheduler's sleep so it notices work another server instance
 	// scheduled on a shared PostgreSQL database.
 	maxSleep = 15 * time.Second
@@ -80,8 +81,12 @@ func (e *Engine) Tick(ctx context.Context) (time.Time, error) {
 		for _, id := range due.Activate {
 			errs = append(errs, e.activateDue(ctx, id))
 		}
-		for _, id := range due.Expire {
-			errs = append(errs, e.expireDue(ctx, id))
+		// Grants ending together end in batches: one transaction (one commit, one audit
+		// append) per batch rather than per grant. Ids are locked in ascending order, so two
+		// instances expiring the same grants wait for each other instead of deadlocking.
+		slices.Sort(due.Expire)
+		for ids := range slices.Chunk(due.Expire, expireBatch) {
+			errs = append(errs, e.expireDue(ctx, ids))
 		}
 		errs = append(errs, e.provisionAll(ctx, due.Provision))
 		if err := errors.Join(errs...); err != nil {
@@ -124,21 +129,31 @@ func (e *Engine) activateDue(ctx context.Context, id int64) error {
 			"user": g.User, "resource": g.Resource, "role": g.Role, "starts_at": stamp(g.StartsAt), "ends_at": stamp(g.EndsAt)}); err != nil {
 			return err
 		}
-		o.emit(jitgate.Event{Kind: jitgate.EventGrantStarted, Grant: g, Notify: []string{g.User}})
+		o.emit(jitgate.Event{Kind: jitgate.EventGrantStarted, Grant: g, Notify: g.Holders()})
 		return nil
 	})
 }
 
-func (e *Engine) expireDue(ctx context.Context, id int64) error {
+// expireBatch is how many grants one transaction expires.
+const expireBatch = 200
+
+// expireDue expires the grants ids whose end has come, in one transaction; each is re-checked
+// under its row lock (another instance, or a revoke, may have ended it first).
+func (e *Engine) expireDue(ctx context.Context, ids []int64) error {
 	return e.write(ctx, func(o *op) error {
-		g, err := o.tx.GetGrant(id, true)
-		if err != nil {
-			return err
+		for _, id := range ids {
+			g, err := o.tx.GetGrant(id, true)
+			if err != nil {
+				return err
+			}
+			if g.State != jitgate.GrantActive || o.now.Before(g.EndsAt) {
+				continue
+			}
+			if err := e.end(o, g, jitgate.GrantExpired, SystemActor, "expired"); err != nil {
+				return err
+			}
 		}
-		if g.State != jitgate.GrantActive || o.now.Before(g.EndsAt) {
-			return nil
-		}
-		return e.end(o, g, jitgate.GrantExpired, SystemActor, "expired")
+		return nil
 	})
 }
 

@@ -12,6 +12,9 @@
 //   - revoke: revoke-to-session-closed latency across replicas: for each of -rounds grants, a
 //     session runs a query through replica B's PostgreSQL gateway while replica A revokes the
 //     grant; the time from the revoke call to the query's end is recorded.
+//   - expiry: -grants grants (default 10,000) ending at the same instant, with -replicas
+//     engines running on the store (in this process): the time until every one is expired
+//     and its grant.expired event written.
 //   - audit: an audit log of -events events (in-process, on the store directly): the time and
 //     memory of a full verification, of a page view's verification of what is new since the
 //     last (the engine's AuditCheck), and of reading the newest page of events.
@@ -48,8 +51,9 @@ import (
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "cycles", "cycles, revoke or audit")
+	flag.StringVar(&o.mode, "mode", "cycles", "cycles, revoke, expiry or audit")
 	flag.Int64Var(&o.events, "events", 1_000_000, "audit events (audit)")
+	flag.IntVar(&o.grants, "grants", 10_000, "grants ending together (expiry)")
 	flag.StringVar(&o.store, "store", "postgres", "sqlite or postgres")
 	flag.IntVar(&o.replicas, "replicas", 1, "server processes on the store (sqlite: 1)")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent API clients (cycles)")
@@ -68,6 +72,7 @@ type options struct {
 	replicas, clients  int
 	rounds             int
 	events             int64
+	grants             int
 	duration           time.Duration
 	dir, dsn, cfg      string
 	upstream, database string
@@ -90,7 +95,7 @@ func run(o options) (err error) {
 	if o.store == "sqlite" && o.replicas != 1 {
 		return errors.New("a SQLite store has one server: -replicas 1")
 	}
-	if o.mode != "cycles" && o.mode != "revoke" && o.mode != "audit" {
+	if o.mode != "cycles" && o.mode != "revoke" && o.mode != "audit" && o.mode != "expiry" {
 		return fmt.Errorf("unknown -mode %q", o.mode)
 	}
 	if o.mode == "revoke" && (o.store != "postgres" || o.replicas < 2) {
@@ -109,9 +114,12 @@ func run(o options) (err error) {
 			fmt.Fprintf(os.Stderr, "load: server logs kept in %s\n", o.dir)
 		}
 	}()
-	if o.mode == "audit" {
+	if o.mode == "audit" || o.mode == "expiry" {
 		if err := o.openStore(); err != nil {
 			return err
+		}
+		if o.mode == "expiry" {
+			return o.expiry()
 		}
 		return o.auditLog()
 	}
