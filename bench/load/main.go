@@ -45,6 +45,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/access"
 	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/internal/testdb"
 )
@@ -54,6 +55,7 @@ func main() {
 	flag.StringVar(&o.mode, "mode", "cycles", "cycles, revoke, expiry or audit")
 	flag.Int64Var(&o.events, "events", 1_000_000, "audit events (audit)")
 	flag.IntVar(&o.grants, "grants", 10_000, "grants ending together (expiry)")
+	flag.DurationVar(&o.kill, "kill", 0, "cycles: SIGKILL the last replica this long into the run, then check that nothing was lost or done twice")
 	flag.StringVar(&o.store, "store", "postgres", "sqlite or postgres")
 	flag.IntVar(&o.replicas, "replicas", 1, "server processes on the store (sqlite: 1)")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent API clients (cycles)")
@@ -73,6 +75,8 @@ type options struct {
 	rounds             int
 	events             int64
 	grants             int
+	kill               time.Duration
+	hook               *hook
 	duration           time.Duration
 	dir, dsn, cfg      string
 	upstream, database string
@@ -86,9 +90,10 @@ type options struct {
 }
 
 type server struct {
-	url string
-	cmd *exec.Cmd
-	log *os.File
+	url  string
+	cmd  *exec.Cmd
+	log  *os.File
+	dead atomic.Bool
 }
 
 func run(o options) (err error) {
@@ -133,6 +138,16 @@ func run(o options) (err error) {
 	}
 	if err := o.openStore(); err != nil {
 		return err
+	}
+	if o.kill > 0 {
+		if o.mode != "cycles" || o.replicas < 2 {
+			return errors.New("-kill needs -mode cycles and -replicas 2 or more")
+		}
+		if o.hook, err = startHook(); err != nil {
+			return err
+		}
+		o.cleanup = append(o.cleanup, o.hook.close)
+		os.Setenv("JITGATE_LOAD_HOOK_SECRET", hookSecret)
 	}
 	if err := o.writeConfig(); err != nil {
 		return err
@@ -189,6 +204,10 @@ func (o *options) writeConfig() error {
 	if o.mode == "revoke" {
 		// Each replica's gateway listens on its own port (set per process below).
 		b.WriteString("gateway:\n  postgres:\n    addr: GATEWAY_ADDR\n    insecure_plaintext: true\n")
+	}
+	if o.hook != nil {
+		// Every message to a local receiver, to count deliveries.
+		fmt.Fprintf(&b, "notifications:\n  webhooks:\n    - {url: %q, secret_env: JITGATE_LOAD_HOOK_SECRET}\n", o.hook.url)
 	}
 	b.WriteString("users:\n  - {name: admin, groups: [admins]}\n  - {name: approver, groups: [sre]}\n")
 	for i := range o.clients {
@@ -349,19 +368,26 @@ func (o *options) cycles() error {
 		errs   atomic.Int64
 		first  error
 		wg     sync.WaitGroup
-		nsrv   = len(o.servers)
 		timing = func(d time.Duration) { mu.Lock(); lat = append(lat, d); mu.Unlock() }
 	)
 	start := time.Now()
+	if o.kill > 0 {
+		victim := o.servers[len(o.servers)-1]
+		time.AfterFunc(o.kill, func() {
+			victim.dead.Store(true)
+			victim.cmd.Process.Kill()
+			fmt.Fprintf(os.Stderr, "load: SIGKILLed %s after %s\n", victim.url, o.kill)
+		})
+	}
 	for i := range o.clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for k := 0; ctx.Err() == nil; k++ {
 				// Each call of a cycle on the next replica: a cycle crosses replicas.
-				req := client(o.servers[(i+k)%nsrv].url, o.requesters[i])
-				appr := client(o.servers[(i+k+1)%nsrv].url, o.approver)
-				rev := client(o.servers[(i+k+2)%nsrv].url, o.requesters[i])
+				req := client(o.pick(i+k), o.requesters[i])
+				appr := client(o.pick(i+k+1), o.approver)
+				rev := client(o.pick(i+k+2), o.requesters[i])
 				t0 := time.Now()
 				r, err := req.Submit(ctx, jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: time.Hour, Reason: "load"})
 				t1 := time.Now()
@@ -382,6 +408,9 @@ func (o *options) cycles() error {
 						first = err
 						mu.Unlock()
 					}
+					// A cycle cut short (its replica died) may have left a pending request or a
+					// live grant that the next submit would conflict with: clear them.
+					o.tidy(ctx, client(o.pick(i+k+3), o.requesters[i]))
 					continue
 				}
 				done.Add(1)
@@ -408,7 +437,34 @@ func (o *options) cycles() error {
 	if errs.Load() > 0 && done.Load() == 0 {
 		return errors.New("no cycle succeeded")
 	}
+	if o.kill > 0 {
+		return o.checkAfterKill()
+	}
 	return nil
+}
+
+// tidy cancels the caller's pending requests and revokes its live grants.
+func (o *options) tidy(ctx context.Context, c *httpapi.Client) {
+	if rs, err := c.ListRequests(ctx, access.RequestQuery{Mine: true, State: jitgate.RequestPending}); err == nil {
+		for _, r := range rs {
+			c.Cancel(ctx, r.ID)
+		}
+	}
+	if gs, err := c.ListGrants(ctx, access.GrantQuery{Mine: true, Active: true}); err == nil {
+		for _, g := range gs {
+			c.Revoke(ctx, g.ID, "load: tidy")
+		}
+	}
+}
+
+// pick returns the url of the n-th replica, skipping killed ones.
+func (o *options) pick(n int) string {
+	for k := range len(o.servers) {
+		if s := o.servers[(n+k)%len(o.servers)]; !s.dead.Load() {
+			return s.url
+		}
+	}
+	return o.servers[0].url
 }
 
 // revokes measures revoke-on-A to session-closed-on-B latency.
