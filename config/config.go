@@ -73,6 +73,14 @@ type Server struct {
 	// ReconcileInterval is how often the drift reconciler runs (default 1m).
 	ReconcileInterval      string        `yaml:"reconcile_interval"`
 	ReconcileIntervalValue time.Duration `yaml:"-"`
+	// DrainTimeout caps how long a graceful shutdown (SIGTERM or SIGINT) waits for the
+	// gateways' live sessions to end on their own or with their grants, after the listeners
+	// have closed (a load balancer then sends new connections to another instance). Empty
+	// (the default): no cap; each session ends at its grant's end at the latest. "0s": end
+	// them at once. A second signal ends them at once in any case.
+	DrainTimeout string `yaml:"drain_timeout"`
+	// DrainTimeoutValue is DrainTimeout parsed; negative for no cap.
+	DrainTimeoutValue time.Duration `yaml:"-"`
 }
 
 // Gateway configures the protocol gateways.

@@ -113,6 +113,8 @@ func TestErrors(t *testing.T) {
 		{"bad audit_flush", "    insecure_plaintext: true", "    insecure_plaintext: true\n    audit_flush: 0s", `8: gateway.postgres.audit_flush: want a duration from 1ms to 10s, got "0s"`},
 		{"bad relay", "    insecure_plaintext: true", "    insecure_plaintext: true\n    relay: threads", `8: gateway.postgres.relay: want loop or goroutines, got "threads"`},
 		{"bad reconcile interval", "  admins: [carol]", "  admins: [carol]\n  reconcile_interval: 10ms", `4: server.reconcile_interval: want a duration of at least 1s, got "10ms"`},
+		{"bad drain timeout", "  admins: [carol]", "  admins: [carol]\n  drain_timeout: soon", `4: server.drain_timeout: want a duration such as 10m (0s: end the sessions at once), got "soon"`},
+		{"negative drain timeout", "  admins: [carol]", "  admins: [carol]\n  drain_timeout: -1m", `4: server.drain_timeout: want a duration such as 10m (0s: end the sessions at once), got "-1m"`},
 		{"bad address", "address: db.internal:5432", "address: db.internal", `15: resources.0.address: want host:port, got "db.internal"`},
 		{"webhook without URL", "kind: postgres", "kind: webhook\n    secret_env: HOOK_KEY", `16: resources.0.address: a webhook resource needs an http(s) URL, got "db.internal:5432"`},
 		{"webhook without secret", "kind: postgres\n    address: db.internal:5432", "kind: webhook\n    address: https://hooks.internal/jit", "13: resources.0: a webhook resource needs secret_env or secret_file"},

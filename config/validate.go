@@ -38,6 +38,14 @@ func (c *Config) validate() error {
 		}
 		c.Server.ReconcileIntervalValue = d
 	}
+	c.Server.DrainTimeoutValue = -1
+	if c.Server.DrainTimeout != "" {
+		d, err := ParseDuration(c.Server.DrainTimeout)
+		if err != nil || d < 0 {
+			return c.Errorf("server.drain_timeout", "want a duration such as 10m (0s: end the sessions at once), got %q", c.Server.DrainTimeout)
+		}
+		c.Server.DrainTimeoutValue = d
+	}
 
 	users := map[string]bool{}
 	groupMembers := map[string][]string{}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"runtime"
@@ -114,6 +115,28 @@ func (c *Core[U]) Go(f func()) {
 		defer c.Conns.Done()
 		f()
 	}()
+}
+
+// Drain is the first half of a graceful shutdown: it stops accepting connections (a load
+// balancer then sends new ones to another instance), closes the parked upstream connections,
+// and waits until every connection has ended on its own (its client left, or its grant ended
+// or was revoked, which the registry still enforces: this instance's events, other instances'
+// change notices and the sweep keep working) or ctx is done. It returns how many sessions are
+// still live. Close afterwards ends those.
+func (c *Core[U]) Drain(ctx context.Context) int {
+	c.Entry.Close()
+	c.Pool.Close()
+	done := make(chan struct{})
+	go func() {
+		c.Entry.Wait()
+		c.Conns.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return c.Registry.Len()
 }
 
 // Close stops accepting connections, ends every session ("jitgate is shutting down"), waits

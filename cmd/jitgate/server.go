@@ -11,9 +11,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jitgate/jitgate"
@@ -265,7 +267,10 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 		}
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
+	// The engine and the notifier outlive the signal: during the drain they still end grants
+	// (and with them sessions) and deliver what that says.
+	stopping := ctx
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	if notifier != nil {
 		notifier.Start(ctx)
@@ -298,13 +303,18 @@ func (a *app) runServer(ctx context.Context, o serverOpts) error {
 		cancel()
 		wg.Wait()
 		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	case <-stopping.Done():
 	}
+	// A second signal ends the drain at once.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
 	log.Info("shutting down: finishing in-flight requests")
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	err = srv.Shutdown(sctx)
-	gws.Close() // ends every session and flushes the statement recorders
+	gws.Drain(log, rt.cfg.Server.DrainTimeoutValue, again)
+	gws.Close() // ends what the drain left and flushes the statement recorders
 	cancel()
 	wg.Wait()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -419,6 +429,62 @@ Tokens expire in 24h. Stop the server with Ctrl-C.
 type gateways struct {
 	pg *pggateway.Gateway
 	my *mygateway.Gateway
+}
+
+// Sessions returns the number of live sessions of every gateway.
+func (g *gateways) Sessions() int {
+	n := 0
+	if g.pg != nil {
+		n += g.pg.Sessions()
+	}
+	if g.my != nil {
+		n += g.my.Sessions()
+	}
+	return n
+}
+
+// Drain closes the gateways' listeners and waits until their sessions have ended on their
+// own or with their grants, for at most timeout (negative: no cap) and until a signal on
+// again; the engine keeps ending grants meanwhile. Close ends what is left.
+func (g *gateways) Drain(log *slog.Logger, timeout time.Duration, again <-chan os.Signal) {
+	n := g.Sessions()
+	if n == 0 || timeout == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	limit := "until each ends or its grant does"
+	if timeout > 0 {
+		limit = "for at most " + jitgate.FormatDuration(timeout) + " (server.drain_timeout)"
+	}
+	log.Info("draining: the gateways accept no new connections (other replicas take them); live sessions continue "+limit+
+		"; signal again to end them now", "sessions", n)
+	go func() {
+		select {
+		case <-again:
+			log.Warn("second signal: ending the live gateway sessions now")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var wg sync.WaitGroup
+	var pgLeft, myLeft int
+	if g.pg != nil {
+		wg.Go(func() { pgLeft = g.pg.Drain(ctx) })
+	}
+	if g.my != nil {
+		wg.Go(func() { myLeft = g.my.Drain(ctx) })
+	}
+	wg.Wait()
+	if rest := pgLeft + myLeft; rest > 0 {
+		log.Warn("drain over: ending the sessions still live", "sessions", rest)
+	} else {
+		log.Info("drained: every gateway session has ended")
+	}
 }
 
 // Close ends every session of each gateway and flushes their statement recorders.

@@ -143,6 +143,11 @@ func (g *Gateway) Serve(ln net.Listener) error { return g.core.Entry.Serve(ln, g
 // Ready returns nil while the gateway accepts connections; otherwise why not.
 func (g *Gateway) Ready() error { return g.core.Entry.Ready() }
 
+// Drain stops accepting connections and waits until every session has ended on its own or
+// with its grant, or ctx is done; it returns how many are still live (see gateway.Core.Drain).
+// Close afterwards ends those.
+func (g *Gateway) Drain(ctx context.Context) int { return g.core.Drain(ctx) }
+
 // Sessions returns the number of live sessions.
 func (g *Gateway) Sessions() int { return g.core.Registry.Len() }
 

@@ -161,6 +161,11 @@ func (g *Gateway) ServeConn(conn net.Conn) {
 // flushes the statement recorder and returns when all connection goroutines are gone.
 func (g *Gateway) Close() error { return g.core.Close() }
 
+// Drain stops accepting connections and waits until every session has ended on its own or
+// with its grant, or ctx is done; it returns how many are still live (see gateway.Core.Drain).
+// Close afterwards ends those.
+func (g *Gateway) Drain(ctx context.Context) int { return g.core.Drain(ctx) }
+
 // Sessions returns the number of live sessions.
 func (g *Gateway) Sessions() int { return g.core.Registry.Len() }
 
