@@ -37,8 +37,15 @@ type Tx interface {
 	// InsertGrant stores g and sets its ID and Version.
 	InsertGrant(g *Grant) error
 	GetGrant(id int64, lock bool) (*Grant, error)
+	// LockGrants reads the grants ids (in ascending id order, missing ones left out) and locks
+	// them for the transaction; with skipLocked, grants another transaction holds are left out
+	// rather than waited for (on PostgreSQL; SQLite has one writer at a time anyway).
+	LockGrants(ids []int64, skipLocked bool) ([]*Grant, error)
 	// UpdateGrant is UpdateRequest for grants.
 	UpdateGrant(g *Grant) error
+	// UpdateGrants is UpdateGrant for many grants, in a few statements: it fails with ErrStale
+	// unless every one of them still has its Version.
+	UpdateGrants(gs []*Grant) error
 	ListGrants(f GrantFilter) ([]*Grant, error)
 
 	// AppendAudit appends events, in order, to the hash chain: it sets each one's Seq,
@@ -168,8 +175,9 @@ type RequestFilter struct {
 	Resource  string
 	// PostReviewOpen selects break-glass requests still awaiting their after-the-fact review.
 	PostReviewOpen bool
-	// ExtendsGrant selects extension requests of one grant.
-	ExtendsGrant int64
+	// ExtendsGrant selects extension requests of one grant; ExtendsGrants of any of these.
+	ExtendsGrant  int64
+	ExtendsGrants []int64
 	// Limit caps the result; zero means the store's default (1000).
 	Limit int
 }

@@ -190,6 +190,107 @@ func TestGrantsAndDue(t *testing.T) {
 	})
 }
 
+// LockGrants reads several grants in one statement, in id order; on PostgreSQL, with
+// skipLocked, it leaves out the rows another transaction holds instead of waiting for them.
+// The extension requests of several grants come back in one query.
+func TestLockGrants(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		var ids []int64
+		var ext *jitgate.Request
+		tx(t, s, func(tx jitgate.Tx) error {
+			r := newRequest("alice")
+			if err := tx.InsertRequest(r); err != nil {
+				return err
+			}
+			for _, u := range []string{"alice", "bob", "carol"} {
+				g := &jitgate.Grant{RequestID: r.ID, User: u, Resource: "app-db", Role: "read", Policy: "p", State: jitgate.GrantActive,
+					StartsAt: t0, EndsAt: t0.Add(time.Hour), ActivatedAt: t0}
+				if err := tx.InsertGrant(g); err != nil {
+					return err
+				}
+				ids = append(ids, g.ID)
+			}
+			ext = newRequest("bob")
+			ext.ExtendsGrant = ids[1]
+			return tx.InsertRequest(ext)
+		})
+		tx(t, s, func(tx jitgate.Tx) error {
+			gs, err := tx.LockGrants([]int64{ids[2], ids[0], 999999, ids[1]}, false)
+			if err != nil {
+				return err
+			}
+			if len(gs) != 3 || gs[0].ID != ids[0] || gs[1].ID != ids[1] || gs[2].ID != ids[2] || gs[1].User != "bob" {
+				t.Fatalf("LockGrants = %+v", gs)
+			}
+			for _, g := range gs {
+				g.State, g.EndedAt, g.EndedBy, g.EndReason = jitgate.GrantExpired, t0.Add(time.Hour), "jitgate", "expired"
+				g.Provision = jitgate.ProvisionStatus{State: jitgate.ProvisionStateRevoking, NextAt: t0.Add(time.Hour), Attempts: 2}
+			}
+			if err := tx.UpdateGrants(gs); err != nil {
+				return err
+			}
+			again, err := tx.LockGrants(ids, false)
+			if err != nil {
+				return err
+			}
+			for i, g := range again {
+				if g.State != jitgate.GrantExpired || !g.EndedAt.Equal(t0.Add(time.Hour)) || g.EndReason != "expired" || g.Version != 2 ||
+					g.Provision.State != jitgate.ProvisionStateRevoking || g.Provision.Attempts != 2 || !g.Provision.NextAt.Equal(t0.Add(time.Hour)) ||
+					!g.StartsAt.Equal(t0) || g.User != gs[i].User || gs[i].Version != 2 {
+					t.Fatalf("after UpdateGrants: %+v", g)
+				}
+			}
+			gs[0].Version = 1 // stale
+			if err := tx.UpdateGrants(gs[:1]); !errors.Is(err, jitgate.ErrStale) {
+				t.Fatalf("UpdateGrants of a stale grant: %v", err)
+			}
+			rs, err := tx.ListRequests(jitgate.RequestFilter{ExtendsGrants: ids})
+			if err != nil {
+				return err
+			}
+			if len(rs) != 1 || rs[0].ID != ext.ID {
+				t.Fatalf("extension requests of %v: %+v", ids, rs)
+			}
+			if rs, err := tx.ListRequests(jitgate.RequestFilter{ExtendsGrants: []int64{}}); err != nil || len(rs) != 0 {
+				t.Fatalf("extension requests of no grants: %+v, %v", rs, err)
+			}
+			return nil
+		})
+		if b.Name != "postgres" {
+			return
+		}
+		held := make(chan struct{})
+		release := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- s.Tx(context.Background(), func(tx jitgate.Tx) error {
+				if _, err := tx.GetGrant(ids[1], true); err != nil {
+					return err
+				}
+				close(held)
+				<-release
+				return nil
+			})
+		}()
+		<-held
+		tx(t, s, func(tx jitgate.Tx) error {
+			gs, err := tx.LockGrants(ids, true)
+			if err != nil {
+				return err
+			}
+			if len(gs) != 2 || gs[0].ID != ids[0] || gs[1].ID != ids[2] {
+				t.Errorf("LockGrants skipping locked rows = %+v, want grants %d and %d", gs, ids[0], ids[2])
+			}
+			return nil
+		})
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 func TestAuditChain(t *testing.T) {
 	testdb.All(t, func(t *testing.T, b testdb.Backend) {
 		s := open(t, b)

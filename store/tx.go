@@ -138,6 +138,19 @@ func (w *where) in(col string, vals []string) {
 	w.add(cond, args...)
 }
 
+// inInts adds "col IN (...)" for vals (nothing matches when there are none).
+func (w *where) inInts(col string, vals []int64) {
+	if len(vals) == 0 {
+		w.add("1 = 0")
+		return
+	}
+	args := make([]any, len(vals))
+	for i, v := range vals {
+		args[i] = v
+	}
+	w.add(col+" IN (?"+strings.Repeat(", ?", len(vals)-1)+")", args...)
+}
+
 // inList returns "col IN (?, ?, ...)" and its arguments, for at least one value.
 func inList(col string, vals []string) (string, []any) {
 	args := make([]any, len(vals))
@@ -287,6 +300,9 @@ func (t *txn) ListRequests(f jitgate.RequestFilter) ([]*jitgate.Request, error) 
 	if f.ExtendsGrant != 0 {
 		w.add("extends_grant = ?", f.ExtendsGrant)
 	}
+	if f.ExtendsGrants != nil {
+		w.inInts("extends_grant", f.ExtendsGrants)
+	}
 	out, err := collect(t, scanRequest, `SELECT `+requestCols+` FROM requests`+w.String()+` ORDER BY id DESC LIMIT ?`,
 		append(w.args, limit(f.Limit))...)
 	if err != nil {
@@ -389,6 +405,19 @@ func (t *txn) GetGrant(id int64, lock bool) (*jitgate.Grant, error) {
 	return g, err
 }
 
+func (t *txn) LockGrants(ids []int64, skipLocked bool) ([]*jitgate.Grant, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var w where
+	w.inInts("id", ids)
+	lock := t.forUpdate(true)
+	if lock != "" && skipLocked {
+		lock += " SKIP LOCKED"
+	}
+	return collect(t, scanGrant, `SELECT `+grantCols+` FROM grants`+w.String()+` ORDER BY id`+lock, w.args...)
+}
+
 func (t *txn) UpdateGrant(g *jitgate.Grant) error {
 	res, err := t.exec(`UPDATE grants SET state = ?, starts_at = ?, ends_at = ?, activated_at = ?,
 		ended_at = ?, end_reason = ?, ended_by = ?, extensions = ?, prov_state = ?, prov_attempts = ?,
@@ -406,6 +435,84 @@ func (t *txn) UpdateGrant(g *jitgate.Grant) error {
 		return fmt.Errorf("grant %d: %w", g.ID, jitgate.ErrStale)
 	}
 	g.Version++
+	return nil
+}
+
+// grantUpdateChunks are the row counts of UpdateGrants' statements, largest first.
+var grantUpdateChunks = []int{100, 20, 5, 1}
+
+var grantUpdates sync.Map // rows → statement text
+
+// grantUpdate returns the statement that updates rows grants from a VALUES list: columns id,
+// version, then the updated ones in grantUpdateSet's order (VALUES columns are named
+// column1, column2... in both SQLite and PostgreSQL; the casts type the parameters).
+func grantUpdate(rows int) string {
+	if s, ok := grantUpdates.Load(rows); ok {
+		return s.(string)
+	}
+	var b strings.Builder
+	b.WriteString("UPDATE grants SET ")
+	for i, c := range grantUpdateSet {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = v.column%d", c.name, i+3)
+	}
+	b.WriteString(", version = grants.version + 1 FROM (VALUES ")
+	row := "(CAST(? AS BIGINT), CAST(? AS BIGINT)"
+	for _, c := range grantUpdateSet {
+		row += ", CAST(? AS " + c.typ + ")"
+	}
+	row += ")"
+	for i := range rows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(row)
+	}
+	b.WriteString(") AS v WHERE grants.id = v.column1 AND grants.version = v.column2")
+	s := b.String()
+	grantUpdates.Store(rows, s)
+	return s
+}
+
+// grantUpdateSet are the columns UpdateGrants sets, with their SQL types.
+var grantUpdateSet = []struct{ name, typ string }{
+	{"state", "TEXT"}, {"starts_at", "BIGINT"}, {"ends_at", "BIGINT"}, {"activated_at", "BIGINT"}, {"ended_at", "BIGINT"},
+	{"end_reason", "TEXT"}, {"ended_by", "TEXT"}, {"extensions", "BIGINT"}, {"prov_state", "TEXT"}, {"prov_attempts", "BIGINT"},
+	{"prov_error", "TEXT"}, {"prov_next_at", "BIGINT"}, {"prov_verified_at", "BIGINT"}, {"prov_receipt", "TEXT"},
+	{"prov_claimed_by", "TEXT"},
+}
+
+func (t *txn) UpdateGrants(gs []*jitgate.Grant) error {
+	for len(gs) > 0 {
+		n := grantUpdateChunks[len(grantUpdateChunks)-1]
+		for _, c := range grantUpdateChunks {
+			if len(gs) >= c {
+				n = c
+				break
+			}
+		}
+		args := make([]any, 0, n*(2+len(grantUpdateSet)))
+		for _, g := range gs[:n] {
+			args = append(args, g.ID, g.Version, string(g.State), ts(g.StartsAt), ts(g.EndsAt), ts(g.ActivatedAt), ts(g.EndedAt),
+				g.EndReason, g.EndedBy, g.Extensions, string(g.Provision.State), g.Provision.Attempts, g.Provision.LastError,
+				ts(g.Provision.NextAt), ts(g.Provision.VerifiedAt), g.Provision.Receipt, g.Provision.ClaimedBy)
+		}
+		res, err := t.exec(grantUpdate(n), args...)
+		if err != nil {
+			return err
+		}
+		if got, err := res.RowsAffected(); err != nil {
+			return err
+		} else if got != int64(n) {
+			return fmt.Errorf("%d of %d grants changed meanwhile: %w", int64(n)-got, n, jitgate.ErrStale)
+		}
+		for _, g := range gs[:n] {
+			g.Version++
+		}
+		gs = gs[n:]
+	}
 	return nil
 }
 
