@@ -93,6 +93,10 @@ type Engine struct {
 	listenOnce  sync.Once
 
 	wake chan struct{}
+	// provWake wakes Run's provisioning loop.
+	provWake chan struct{}
+	// ends batches the gateways' session ends (GatewayService.EndSession).
+	ends sessionEnds
 
 	mu     sync.RWMutex
 	subs   map[int]func(jitgate.Event)
@@ -107,7 +111,7 @@ func New(o Options) *Engine {
 		store: o.Store, pol: o.Policies, dir: o.Directory, clock: o.Clock, provs: o.Provisioners,
 		backoff: o.Backoff, provTO: o.ProvisionTimeout, provPar: o.ProvisionConcurrency,
 		recon: o.ReconcileInterval, cps: o.Checkpoints, log: o.Logger,
-		wake: make(chan struct{}, 1), subs: map[int]func(jitgate.Event){},
+		wake: make(chan struct{}, 1), provWake: make(chan struct{}, 1), subs: map[int]func(jitgate.Event){},
 		instance:    jitgate.Instance{ID: newInstanceID(), Host: hostname(), PID: os.Getpid(), StartedAt: time.Now().UTC()},
 		listenReady: make(chan struct{}),
 	}
@@ -173,6 +177,10 @@ func (e *Engine) kick() {
 	case e.wake <- struct{}{}:
 	default:
 	}
+	select {
+	case e.provWake <- struct{}{}:
+	default:
+	}
 }
 
 func (e *Engine) now() time.Time { return e.clock.Now().UTC() }
@@ -187,6 +195,15 @@ type op struct {
 	now    time.Time
 	audits []*jitgate.AuditEvent
 	events []jitgate.Event
+	// exts, when not nil, holds the pending extension requests of the grants the op ends,
+	// read for all of them at once (expireDue); end reads a grant's otherwise.
+	exts map[int64][]*jitgate.Request
+	// ended, when not nil, collects the grants end changed instead of updating each at once;
+	// the caller writes them with UpdateGrants (expireDue).
+	ended *[]*jitgate.Grant
+	// provDue is set when the op makes a provisioning attempt due now: write then wakes the
+	// provisioning loop.
+	provDue bool
 }
 
 func (o *op) emit(ev jitgate.Event) { o.events = append(o.events, ev) }
@@ -220,6 +237,12 @@ func (e *Engine) write(ctx context.Context, fn func(o *op) error) error {
 			return tx.AppendAudit(o.audits...)
 		})
 		if err == nil {
+			if o.provDue {
+				select {
+				case e.provWake <- struct{}{}:
+				default:
+				}
+			}
 			e.publish(o.events)
 			return nil
 		}
@@ -449,6 +472,7 @@ func (e *Engine) activate(o *op, g *jitgate.Grant) {
 	g.ActivatedAt = o.now
 	if p, ok := e.provs[g.Resource]; ok && p.Manages(g.Role) {
 		g.Provision = jitgate.ProvisionStatus{State: jitgate.ProvisionStateGranting, NextAt: o.now}
+		o.provDue = true
 	}
 }
 
@@ -464,8 +488,11 @@ func (e *Engine) end(o *op, g *jitgate.Grant, state jitgate.GrantState, actor, r
 		// Revoke even if granting never succeeded: provisioners' Revoke is idempotent, and a
 		// grant call may have half-succeeded.
 		g.Provision = jitgate.ProvisionStatus{State: jitgate.ProvisionStateRevoking, NextAt: o.now}
+		o.provDue = true
 	}
-	if err := o.tx.UpdateGrant(g); err != nil {
+	if o.ended != nil {
+		*o.ended = append(*o.ended, g)
+	} else if err := o.tx.UpdateGrant(g); err != nil {
 		return err
 	}
 	action := jitgate.ActionGrantExpired
@@ -475,9 +502,12 @@ func (e *Engine) end(o *op, g *jitgate.Grant, state jitgate.GrantState, actor, r
 	if err := o.audit(actor, action, g.RequestID, g.ID, map[string]string{"reason": reason, "ended_at": stamp(o.now)}); err != nil {
 		return err
 	}
-	exts, err := o.tx.ListRequests(jitgate.RequestFilter{State: jitgate.RequestPending, ExtendsGrant: g.ID})
-	if err != nil {
-		return err
+	exts := o.exts[g.ID]
+	if o.exts == nil {
+		var err error
+		if exts, err = o.tx.ListRequests(jitgate.RequestFilter{State: jitgate.RequestPending, ExtendsGrant: g.ID}); err != nil {
+			return err
+		}
 	}
 	for _, r := range exts {
 		if err := e.finish(o, r, jitgate.RequestCancelled, SystemActor, fmt.Sprintf("grant %d ended", g.ID)); err != nil {

@@ -27,6 +27,10 @@ type target struct {
 	concurrent int
 	peak       int
 	grants     int
+	// revokeGate, when set, holds every Revoke until it is closed; each Revoke first sends on
+	// revoking, if set.
+	revokeGate chan struct{}
+	revoking   chan int64
 }
 
 func (t *target) Manages(role string) bool { return t.roles[role] }
@@ -53,6 +57,15 @@ func (t *target) Grant(_ context.Context, g *jitgate.Grant) error {
 }
 
 func (t *target) Revoke(_ context.Context, g *jitgate.Grant) error {
+	t.mu.Lock()
+	gate, revoking := t.revokeGate, t.revoking
+	t.mu.Unlock()
+	if revoking != nil {
+		revoking <- g.ID
+	}
+	if gate != nil {
+		<-gate
+	}
 	defer t.enter()()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -170,6 +183,58 @@ func TestProvisioningRunsConcurrently(t *testing.T) {
 	}
 	if tg.peak < 2 {
 		t.Fatalf("peak concurrency %d", tg.peak)
+	}
+}
+
+// A provisioner that hangs (a target system that does not answer) holds up no grant's end:
+// Run expires grants while a revoke call is still waiting.
+func TestSlowProvisioningDoesNotHoldUpExpiry(t *testing.T) {
+	clk := clocktest.New(testenv.T0)
+	eng, tg, as := newTarget(t, clk)
+	ctx := context.Background()
+	first, err := eng.Submit(as("oscar"), jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: 10 * time.Minute, Reason: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := eng.Submit(as("alice"), jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: 20 * time.Minute, Reason: "x", BreakGlass: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	tg.mu.Lock()
+	tg.revokeGate, tg.revoking = gate, make(chan int64, 2)
+	tg.mu.Unlock()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { eng.Run(rctx); close(done) }()
+	defer func() { close(gate); cancel(); <-done }()
+	state := func(id int64) jitgate.GrantState {
+		g, err := eng.GetGrant(as("carol"), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.State
+	}
+	clk.Set(testenv.T0.Add(10*time.Minute + time.Second))
+	select {
+	case id := <-tg.revoking:
+		if id != first.GrantID {
+			t.Fatalf("revoking grant %d, want %d", id, first.GrantID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first grant's revoke never started")
+	}
+	clk.Set(testenv.T0.Add(20*time.Minute + time.Second))
+	for deadline := time.Now().Add(10 * time.Second); state(second.GrantID) != jitgate.GrantExpired; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second grant is still active while the first one's revoke hangs")
+		}
+	}
+	if s := state(first.GrantID); s != jitgate.GrantExpired {
+		t.Fatalf("first grant %s", s)
 	}
 }
 

@@ -28,14 +28,15 @@ const (
 // change notices are received (see Listening).
 func (e *Engine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); e.provisionLoop(ctx) }()
 	go func() { defer wg.Done(); e.checkAuditAtStart(ctx) }()
 	go func() { defer wg.Done(); e.reconcileLoop(ctx) }()
 	go func() { defer wg.Done(); e.runInstance(ctx) }()
 	go func() { defer wg.Done(); e.followAnnouncements(ctx) }()
 	defer wg.Wait()
 	for {
-		next, err := e.Tick(ctx)
+		next, err := e.tick(ctx, false)
 		wait := maxSleep
 		if err != nil {
 			if ctx.Err() != nil {
@@ -59,7 +60,11 @@ func (e *Engine) Run(ctx context.Context) error {
 // expires ended grants and runs due provisioning. It returns the next due time (zero if
 // nothing is scheduled). Tick is safe to run from several engines on one store: every
 // transition is made under a row lock and re-checked there, so it happens once.
-func (e *Engine) Tick(ctx context.Context) (time.Time, error) {
+func (e *Engine) Tick(ctx context.Context) (time.Time, error) { return e.tick(ctx, true) }
+
+// tick is Tick, with the provisioning attempts or without them (Run's provisioning loop runs
+// those, so that calls to remote systems never hold up the grants' ends).
+func (e *Engine) tick(ctx context.Context, provision bool) (time.Time, error) {
 	for {
 		now := e.now()
 		var due *jitgate.DueWork
@@ -70,6 +75,9 @@ func (e *Engine) Tick(ctx context.Context) (time.Time, error) {
 		})
 		if err != nil {
 			return time.Time{}, err
+		}
+		if !provision {
+			due.Provision = nil
 		}
 		if due.Empty() {
 			return due.Next, nil
@@ -85,12 +93,59 @@ func (e *Engine) Tick(ctx context.Context) (time.Time, error) {
 		// append) per batch rather than per grant. Ids are locked in ascending order, so two
 		// instances expiring the same grants wait for each other instead of deadlocking.
 		slices.Sort(due.Expire)
+		skipped := 0
 		for ids := range slices.Chunk(due.Expire, expireBatch) {
-			errs = append(errs, e.expireDue(ctx, ids))
+			n, err := e.expireDue(ctx, ids)
+			skipped += n
+			errs = append(errs, err)
 		}
 		errs = append(errs, e.provisionAll(ctx, due.Provision))
 		if err := errors.Join(errs...); err != nil {
 			return time.Time{}, err
+		}
+		if skipped > 0 && skipped == len(due.Expire) && len(due.TimedOut)+len(due.Activate)+len(due.Provision) == 0 {
+			// Everything due is in another instance's hands: wait for its commit (real time,
+			// whatever the engine's clock) rather than ask again at once.
+			select {
+			case <-ctx.Done():
+				return time.Time{}, ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// provisionLoop runs the due provisioning attempts beside Run's scheduler, until ctx ends.
+func (e *Engine) provisionLoop(ctx context.Context) {
+	for {
+		var due *jitgate.DueWork
+		err := e.store.View(ctx, func(tx jitgate.Tx) (err error) {
+			due, err = tx.Due(e.now(), dueBatch)
+			return err
+		})
+		wait := maxSleep
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			e.log.Error("provisioning pass failed; retrying", "err", err)
+			wait = time.Second
+		case len(due.Provision) > 0:
+			if err := e.provisionAll(ctx, due.Provision); err != nil && ctx.Err() == nil {
+				e.log.Error("provisioning pass failed; retrying", "err", err)
+				wait = time.Second
+				break
+			}
+			continue
+		case !due.Next.IsZero():
+			wait = min(max(due.Next.Sub(e.now()), 0), maxSleep)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.provWake:
+		case <-e.clock.After(wait):
 		}
 	}
 }
@@ -137,24 +192,46 @@ func (e *Engine) activateDue(ctx context.Context, id int64) error {
 // expireBatch is how many grants one transaction expires.
 const expireBatch = 200
 
-// expireDue expires the grants ids whose end has come, in one transaction; each is re-checked
-// under its row lock (another instance, or a revoke, may have ended it first).
-func (e *Engine) expireDue(ctx context.Context, ids []int64) error {
-	return e.write(ctx, func(o *op) error {
-		for _, id := range ids {
-			g, err := o.tx.GetGrant(id, true)
-			if err != nil {
-				return err
+// expireDue expires the grants ids whose end has come, in one transaction: their rows are
+// locked and read in one statement, and each is re-checked under its lock (another instance,
+// or a revoke, may have ended it first). Rows another transaction holds are skipped, not waited
+// for, so that two instances expiring the same grants work on different batches; it returns
+// how many were skipped (Tick comes back for them).
+func (e *Engine) expireDue(ctx context.Context, ids []int64) (skipped int, err error) {
+	err = e.write(ctx, func(o *op) error {
+		gs, err := o.tx.LockGrants(ids, true)
+		if err != nil {
+			return err
+		}
+		skipped = len(ids) - len(gs)
+		var due []*jitgate.Grant
+		var dueIDs []int64
+		for _, g := range gs {
+			if g.State == jitgate.GrantActive && !o.now.Before(g.EndsAt) {
+				due, dueIDs = append(due, g), append(dueIDs, g.ID)
 			}
-			if g.State != jitgate.GrantActive || o.now.Before(g.EndsAt) {
-				continue
-			}
+		}
+		if len(due) == 0 {
+			return nil
+		}
+		exts, err := o.tx.ListRequests(jitgate.RequestFilter{State: jitgate.RequestPending, ExtendsGrants: dueIDs, Limit: 10 * len(dueIDs)})
+		if err != nil {
+			return err
+		}
+		o.exts = make(map[int64][]*jitgate.Request, len(exts))
+		for _, r := range exts {
+			o.exts[r.ExtendsGrant] = append(o.exts[r.ExtendsGrant], r)
+		}
+		ended := make([]*jitgate.Grant, 0, len(due))
+		o.ended = &ended
+		for _, g := range due {
 			if err := e.end(o, g, jitgate.GrantExpired, SystemActor, "expired"); err != nil {
 				return err
 			}
 		}
-		return nil
+		return o.tx.UpdateGrants(ended)
 	})
+	return skipped, err
 }
 
 // provisionAll runs the due provisioning attempts ids, up to provPar at once: the calls wait on
