@@ -3,6 +3,7 @@
 //
 //	go run ./bench/load -mode cycles -store postgres -replicas 2 -clients 16 -seconds 10
 //	go run ./bench/load -mode revoke -replicas 2 -rounds 200
+//	go run ./bench/load -mode expiry -store postgres -replicas 2 -ephemeral 0
 //
 // Modes:
 //   - cycles: request cycles per second through the REST API: each of -clients clients
@@ -12,9 +13,12 @@
 //   - revoke: revoke-to-session-closed latency across replicas: for each of -rounds grants, a
 //     session runs a query through replica B's PostgreSQL gateway while replica A revokes the
 //     grant; the time from the revoke call to the query's end is recorded.
-//   - expiry: -grants grants (default 10,000) ending at the same instant, with -replicas
-//     engines running on the store (in this process): the time until every one is expired
-//     and its grant.expired event written.
+//   - expiry: -grants grants (default 10,000) ending at the same instant, -sessions of them
+//     (default 1,000) with a live gateway session, and -ephemeral more (default 1,000) with a
+//     per-grant jit_ user, on -replicas server processes and a throwaway PostgreSQL cluster as
+//     the database: the time from the end until every grant is expired, every client saw its
+//     session end, every session end is recorded, and every jit_ user is dropped and verified.
+//     With -kill, the last replica is SIGKILLed that long after the end (see expiry.go).
 //   - audit: an audit log of -events events (in-process, on the store directly): the time and
 //     memory of a full verification, of a page view's verification of what is new since the
 //     last (the engine's AuditCheck), and of reading the newest page of events.
@@ -55,7 +59,10 @@ func main() {
 	flag.StringVar(&o.mode, "mode", "cycles", "cycles, revoke, expiry or audit")
 	flag.Int64Var(&o.events, "events", 1_000_000, "audit events (audit)")
 	flag.IntVar(&o.grants, "grants", 10_000, "grants ending together (expiry)")
-	flag.DurationVar(&o.kill, "kill", 0, "cycles: SIGKILL the last replica this long into the run, then check that nothing was lost or done twice")
+	flag.IntVar(&o.sessions, "sessions", 1_000, "expiry: how many of the grants have a live gateway session")
+	flag.IntVar(&o.ephemeral, "ephemeral", 1_000, "expiry: grants of a provision: ephemeral role, ending with the others")
+	flag.DurationVar(&o.setup, "setup", 0, "expiry: time from the first grant's creation to their common end (default: from the counts)")
+	flag.DurationVar(&o.kill, "kill", 0, "cycles: SIGKILL the last replica this long into the run; expiry: this long after the grants' end; then check that nothing was lost or done twice")
 	flag.StringVar(&o.store, "store", "postgres", "sqlite or postgres")
 	flag.IntVar(&o.replicas, "replicas", 1, "server processes on the store (sqlite: 1)")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent API clients (cycles)")
@@ -75,6 +82,9 @@ type options struct {
 	rounds             int
 	events             int64
 	grants             int
+	sessions           int
+	ephemeral          int
+	setup              time.Duration
 	kill               time.Duration
 	hook               *hook
 	duration           time.Duration
@@ -119,12 +129,9 @@ func run(o options) (err error) {
 			fmt.Fprintf(os.Stderr, "load: server logs kept in %s\n", o.dir)
 		}
 	}()
-	if o.mode == "audit" || o.mode == "expiry" {
+	if o.mode == "audit" {
 		if err := o.openStore(); err != nil {
 			return err
-		}
-		if o.mode == "expiry" {
-			return o.expiry()
 		}
 		return o.auditLog()
 	}
@@ -139,9 +146,12 @@ func run(o options) (err error) {
 	if err := o.openStore(); err != nil {
 		return err
 	}
+	if o.mode == "expiry" {
+		return o.expiry()
+	}
 	if o.kill > 0 {
 		if o.mode != "cycles" || o.replicas < 2 {
-			return errors.New("-kill needs -mode cycles and -replicas 2 or more")
+			return errors.New("-kill needs -mode cycles or expiry and -replicas 2 or more")
 		}
 		if o.hook, err = startHook(); err != nil {
 			return err
@@ -279,7 +289,7 @@ func (o *options) mintTokens() error {
 
 // configFor writes replica i's config: the shared one with its own gateway address.
 func (o *options) configFor(i int) string {
-	if o.mode != "revoke" {
+	if o.mode != "revoke" && o.mode != "expiry" {
 		return o.cfg
 	}
 	for len(o.gatewayAddrs) <= i {
