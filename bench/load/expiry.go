@@ -380,10 +380,13 @@ func (o *options) expiry() error {
 		codeList = append(codeList, fmt.Sprintf("%s:%d", c, n))
 	}
 	slices.Sort(codeList)
-	fmt.Printf("expiry store=%s replicas=%d grants=%d sessions=%d ephemeral=%d kill=%s all_expired=%s sessions_closed=%s (p50 %s, p99 %s; %s) sessions_recorded=%s users_dropped=%s users_verified=%s upstream_backends_left=%d\n",
+	users := "users_dropped=- users_verified=-" // no ephemeral users: nothing to wait for
+	if o.ephemeral > 0 {
+		users = fmt.Sprintf("users_dropped=%s users_verified=%s", allDropped.Round(time.Millisecond), allVerified.Round(time.Millisecond))
+	}
+	fmt.Printf("expiry store=%s replicas=%d grants=%d sessions=%d ephemeral=%d kill=%s all_expired=%s sessions_closed=%s (p50 %s, p99 %s; %s) sessions_recorded=%s %s upstream_backends_left=%d\n",
 		o.store, o.replicas, o.grants, o.sessions, o.ephemeral, o.kill, allExpired.Round(time.Millisecond), allClosed.Round(time.Millisecond),
-		q(0.5), q(0.99), strings.Join(codeList, ","), allRecorded.Round(time.Millisecond), allDropped.Round(time.Millisecond),
-		allVerified.Round(time.Millisecond), upstreamLeft)
+		q(0.5), q(0.99), strings.Join(codeList, ","), allRecorded.Round(time.Millisecond), users, upstreamLeft)
 	out, err := exec.Command(o.bin, "audit", "--verify", "--config", o.cfg).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Audit chain OK") {
 		return fmt.Errorf("audit verify: %v: %s", err, out)

@@ -1,0 +1,56 @@
+package web_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/httpapi"
+	"github.com/jitgate/jitgate/internal/testdb"
+	"github.com/jitgate/jitgate/internal/testenv"
+	"github.com/jitgate/jitgate/policy"
+	"github.com/jitgate/jitgate/web"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// A web session started on one replica works on another on the same store (behind a load
+// balancer a browser's requests land anywhere), CSRF token included, and signing out on one
+// ends it on both.
+func TestWebSessionOnAnyReplica(t *testing.T) {
+	b := testdb.Postgres(t)
+	replica := func() string {
+		eng, _, _ := testenv.Build(t, testenv.Config, b, nil, func(*policy.Set) map[string]jitgate.Provisioner { return nil })
+		api := httpapi.New(eng, nil, prometheus.NewRegistry())
+		ui, err := web.New(web.Options{Engine: eng, DevUsers: []string{"alice"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		api.Mount(ui)
+		srv := httptest.NewServer(api)
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	a, bURL := replica(), replica()
+	c := browserless() // cookies are per host, not per port: both replicas see the session cookie
+	devSignIn(t, c, a, "alice")
+	page := fetch(t, c, bURL+"/request")
+	m := csrfField.FindStringSubmatch(page)
+	if m == nil || !strings.Contains(page, `value="app-db/read"`) {
+		t.Fatalf("replica B does not know the session started on A: %s", page)
+	}
+	resp, err := c.PostForm(bURL+"/request", url.Values{"csrf": {m[1]}, "access": {"app-db/read"}, "duration": {"1h"}, "reason": {"x"}})
+	if body(t, resp, err); resp.StatusCode != http.StatusSeeOther || !strings.Contains(resp.Header.Get("Location"), "Request+1") {
+		t.Fatalf("POST on B with A's session: %s %s", resp.Status, resp.Header.Get("Location"))
+	}
+	resp, err = c.PostForm(a+"/signout", url.Values{"csrf": {m[1]}})
+	if body(t, resp, err); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign out on A: %s", resp.Status)
+	}
+	resp, err = c.Get(bURL + "/inbox")
+	if body(t, resp, err); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/signin") {
+		t.Fatalf("B after signing out on A: %s %s", resp.Status, resp.Header.Get("Location"))
+	}
+}
