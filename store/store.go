@@ -160,7 +160,12 @@ func openSQLite(path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
+	// Keep every connection: opening one runs the pragmas, and a new connection prepares
+	// every statement again (database/sql's default keeps 2 idle, which under load made most
+	// of a request's cost opening connections and preparing statements).
 	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	db.SetConnMaxIdleTime(5 * time.Minute)
 	return &DB{db: db, dialect: SQLite, path: path, stmts: map[string]*sql.Stmt{}, wanted: map[string]bool{}}, nil
 }
 
