@@ -105,6 +105,9 @@ type Tx interface {
 	// Due returns the ids of work due at or before now, at most limit of each kind, and the
 	// earliest due time of anything not yet due (zero if nothing is scheduled).
 	Due(now time.Time, limit int) (*DueWork, error)
+	// DueProvisioning is Due for provisioning attempts alone: up to limit ids due at now, and
+	// when the next one is due after now (zero if none is).
+	DueProvisioning(now time.Time, limit int) ([]int64, time.Time, error)
 
 	// EnqueueOutbox stores items to be delivered (sets their IDs where inserted). An item
 	// whose Key is already in the outbox is left out: the message was queued once already.

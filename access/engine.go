@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -95,6 +97,10 @@ type Engine struct {
 	wake chan struct{}
 	// provWake wakes Run's provisioning loop.
 	provWake chan struct{}
+	// nextWake is when Run's scheduler will next look at the store by itself (Unix
+	// nanoseconds on the engine's clock); math.MinInt64 while it runs a pass or before it
+	// starts, so that every change wakes it then.
+	nextWake atomic.Int64
 	// ends batches the gateways' session ends (GatewayService.EndSession).
 	ends sessionEnds
 
@@ -115,6 +121,7 @@ func New(o Options) *Engine {
 		instance:    jitgate.Instance{ID: newInstanceID(), Host: hostname(), PID: os.Getpid(), StartedAt: time.Now().UTC()},
 		listenReady: make(chan struct{}),
 	}
+	e.nextWake.Store(math.MinInt64)
 	if e.clock == nil {
 		e.clock = jitgate.SystemClock{}
 	}
@@ -171,12 +178,22 @@ func (e *Engine) publish(evs []jitgate.Event) {
 	}
 }
 
-// kick wakes the scheduler so it looks at the store again now.
+// kick wakes the scheduler and the provisioning loop so they look at the store again now.
 func (e *Engine) kick() {
+	e.wakeScheduler()
+	e.wakeProvisioning()
+}
+
+// wakeScheduler wakes Run's scheduler now.
+func (e *Engine) wakeScheduler() {
 	select {
 	case e.wake <- struct{}{}:
 	default:
 	}
+}
+
+// wakeProvisioning wakes Run's provisioning loop now.
+func (e *Engine) wakeProvisioning() {
 	select {
 	case e.provWake <- struct{}{}:
 	default:
@@ -204,6 +221,17 @@ type op struct {
 	// provDue is set when the op makes a provisioning attempt due now: write then wakes the
 	// provisioning loop.
 	provDue bool
+	// due is the earliest time the op made something due for the scheduler (a pending
+	// request's timeout, a grant's start or end); write wakes the scheduler if that is before
+	// it would wake anyway.
+	due time.Time
+}
+
+// dueAt records that the op made work due at t (see op.due).
+func (o *op) dueAt(t time.Time) {
+	if o.due.IsZero() || t.Before(o.due) {
+		o.due = t
+	}
 }
 
 func (o *op) emit(ev jitgate.Event) { o.events = append(o.events, ev) }
@@ -238,10 +266,10 @@ func (e *Engine) write(ctx context.Context, fn func(o *op) error) error {
 		})
 		if err == nil {
 			if o.provDue {
-				select {
-				case e.provWake <- struct{}{}:
-				default:
-				}
+				e.wakeProvisioning()
+			}
+			if !o.due.IsZero() && o.due.UnixNano() < e.nextWake.Load() {
+				e.wakeScheduler()
 			}
 			e.publish(o.events)
 			return nil
@@ -347,6 +375,7 @@ func (e *Engine) Submit(ctx context.Context, nr jitgate.NewRequest) (*jitgate.Re
 		if err := o.tx.InsertRequest(r); err != nil {
 			return err
 		}
+		o.dueAt(r.ExpiresAt)
 		details := map[string]string{"resource": r.Resource, "role": r.Role, "duration": dur(r.Duration),
 			"reason": r.Reason, "policy": pol.Name}
 		if !r.StartAt.IsZero() {
@@ -379,7 +408,6 @@ func (e *Engine) Submit(ctx context.Context, nr jitgate.NewRequest) (*jitgate.Re
 	if err != nil {
 		return nil, err
 	}
-	e.kick()
 	return r, nil
 }
 
@@ -428,6 +456,11 @@ func (e *Engine) approve(o *op, pol *policy.Policy, r *jitgate.Request, actor, n
 		}
 		if err := o.tx.InsertGrant(g); err != nil {
 			return err
+		}
+		if g.State == jitgate.GrantActive {
+			o.dueAt(g.EndsAt)
+		} else {
+			o.dueAt(g.StartsAt)
 		}
 		action := jitgate.ActionGrantScheduled
 		if g.State == jitgate.GrantActive {
@@ -603,7 +636,6 @@ func (e *Engine) Review(ctx context.Context, id int64, d jitgate.Decision, comme
 	if after.err != nil {
 		return nil, after.err
 	}
-	e.kick()
 	return r, nil
 }
 
@@ -773,6 +805,7 @@ func (e *Engine) Extend(ctx context.Context, grantID int64, d time.Duration, rea
 		if err := o.tx.InsertRequest(r); err != nil {
 			return err
 		}
+		o.dueAt(r.ExpiresAt)
 		if err := o.audit(u.Name, jitgate.ActionRequestCreated, r.ID, g.ID, map[string]string{
 			"resource": r.Resource, "role": r.Role, "extends_grant": fmt.Sprint(g.ID), "duration": dur(d),
 			"reason": reason, "policy": pol.Name}); err != nil {
@@ -792,7 +825,6 @@ func (e *Engine) Extend(ctx context.Context, grantID int64, d time.Duration, rea
 	if err != nil {
 		return nil, err
 	}
-	e.kick()
 	return r, nil
 }
 
@@ -826,7 +858,6 @@ func (e *Engine) Revoke(ctx context.Context, grantID int64, reason string) (*jit
 	if err != nil {
 		return nil, err
 	}
-	e.kick()
 	return g, nil
 }
 

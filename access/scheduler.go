@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +37,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); e.followAnnouncements(ctx) }()
 	defer wg.Wait()
 	for {
+		// Changes committed from here on wake the scheduler (it may not see them in this
+		// pass); once it knows its next due time, only changes due before that do.
+		e.nextWake.Store(math.MinInt64)
 		next, err := e.tick(ctx, false)
 		wait := maxSleep
 		if err != nil {
@@ -47,6 +51,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		} else if !next.IsZero() {
 			wait = min(max(next.Sub(e.now()), 0), maxSleep)
 		}
+		e.nextWake.Store(e.now().Add(wait).UnixNano())
 		select {
 		case <-ctx.Done():
 			return nil
@@ -118,9 +123,12 @@ func (e *Engine) tick(ctx context.Context, provision bool) (time.Time, error) {
 // provisionLoop runs the due provisioning attempts beside Run's scheduler, until ctx ends.
 func (e *Engine) provisionLoop(ctx context.Context) {
 	for {
-		var due *jitgate.DueWork
+		var (
+			ids  []int64
+			next time.Time
+		)
 		err := e.store.View(ctx, func(tx jitgate.Tx) (err error) {
-			due, err = tx.Due(e.now(), dueBatch)
+			ids, next, err = tx.DueProvisioning(e.now(), dueBatch)
 			return err
 		})
 		wait := maxSleep
@@ -131,15 +139,15 @@ func (e *Engine) provisionLoop(ctx context.Context) {
 			}
 			e.log.Error("provisioning pass failed; retrying", "err", err)
 			wait = time.Second
-		case len(due.Provision) > 0:
-			if err := e.provisionAll(ctx, due.Provision); err != nil && ctx.Err() == nil {
+		case len(ids) > 0:
+			if err := e.provisionAll(ctx, ids); err != nil && ctx.Err() == nil {
 				e.log.Error("provisioning pass failed; retrying", "err", err)
 				wait = time.Second
 				break
 			}
 			continue
-		case !due.Next.IsZero():
-			wait = min(max(due.Next.Sub(e.now()), 0), maxSleep)
+		case !next.IsZero():
+			wait = min(max(next.Sub(e.now()), 0), maxSleep)
 		}
 		select {
 		case <-ctx.Done():

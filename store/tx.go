@@ -765,6 +765,20 @@ func (t *txn) Due(now time.Time, n int) (*jitgate.DueWork, error) {
 	return d, nil
 }
 
+func (t *txn) DueProvisioning(now time.Time, n int) ([]int64, time.Time, error) {
+	nowNS := now.UnixNano()
+	ids, err := collect(t, func(sc scanner) (id int64, err error) { return id, sc.Scan(&id) },
+		`SELECT id FROM grants WHERE prov_next_at IS NOT NULL AND prov_next_at <= ? ORDER BY prov_next_at LIMIT ?`, nowNS, n)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	var next sql.NullInt64
+	if err := t.queryRow(`SELECT MIN(prov_next_at) FROM grants WHERE prov_next_at IS NOT NULL AND prov_next_at > ?`, nowNS).Scan(&next); err != nil {
+		return nil, time.Time{}, err
+	}
+	return ids, fromTS(next), nil
+}
+
 // ---- tokens ----
 
 const tokenCols = `id, user_name, hash, description, created_by, created_at, expires_at, revoked_at`
