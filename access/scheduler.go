@@ -95,8 +95,10 @@ func (e *Engine) tick(ctx context.Context, provision bool) (time.Time, error) {
 			errs = append(errs, e.activateDue(ctx, id))
 		}
 		// Grants ending together end in batches: one transaction (one commit, one audit
-		// append) per batch rather than per grant. Ids are locked in ascending order, so two
-		// instances expiring the same grants wait for each other instead of deadlocking.
+		// append) per batch rather than per grant. Ids are locked in ascending order, and rows
+		// another transaction holds are skipped (another instance expiring them, or a revoke;
+		// the next pass sees them again), so two instances expiring the same grants take
+		// different batches and never deadlock.
 		slices.Sort(due.Expire)
 		skipped := 0
 		for ids := range slices.Chunk(due.Expire, expireBatch) {

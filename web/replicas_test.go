@@ -2,18 +2,11 @@ package web_test
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 
-	"github.com/jitgate/jitgate"
-	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/internal/testdb"
-	"github.com/jitgate/jitgate/internal/testenv"
-	"github.com/jitgate/jitgate/policy"
-	"github.com/jitgate/jitgate/web"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // A web session started on one replica works on another on the same store (behind a load
@@ -21,19 +14,8 @@ import (
 // ends it on both.
 func TestWebSessionOnAnyReplica(t *testing.T) {
 	b := testdb.Postgres(t)
-	replica := func() string {
-		eng, _, _ := testenv.Build(t, testenv.Config, b, nil, func(*policy.Set) map[string]jitgate.Provisioner { return nil })
-		api := httpapi.New(eng, nil, prometheus.NewRegistry())
-		ui, err := web.New(web.Options{Engine: eng, DevUsers: []string{"alice"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		api.Mount(ui)
-		srv := httptest.NewServer(api)
-		t.Cleanup(srv.Close)
-		return srv.URL
-	}
-	a, bURL := replica(), replica()
+	a, _, _ := uiServer(t, b, "alice")
+	bURL, _, _ := uiServer(t, b, "alice")
 	c := browserless() // cookies are per host, not per port: both replicas see the session cookie
 	devSignIn(t, c, a, "alice")
 	page := fetch(t, c, bURL+"/request")

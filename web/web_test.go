@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/access"
 	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/internal/testdb"
 	"github.com/jitgate/jitgate/internal/testenv"
@@ -24,16 +25,24 @@ import (
 // server runs the API with the UI, --dev users alice, bob and carol.
 func server(t *testing.T) string {
 	t.Helper()
-	eng, _, _ := testenv.Build(t, testenv.Config, testdb.SQLite(t), nil, func(*policy.Set) map[string]jitgate.Provisioner { return nil })
+	u, _, _ := uiServer(t, testdb.SQLite(t), "alice", "bob", "carol")
+	return u
+}
+
+// uiServer runs the API with the UI on a store on b, signing in devUsers with a click, and
+// returns its URL, its engine and its directory.
+func uiServer(t *testing.T, b testdb.Backend, devUsers ...string) (string, *access.Engine, jitgate.Directory) {
+	t.Helper()
+	eng, _, dir := testenv.Build(t, testenv.Config, b, nil, func(*policy.Set) map[string]jitgate.Provisioner { return nil })
 	api := httpapi.New(eng, nil, prometheus.NewRegistry())
-	ui, err := web.New(web.Options{Engine: eng, DevUsers: []string{"alice", "bob", "carol"}})
+	ui, err := web.New(web.Options{Engine: eng, DevUsers: devUsers})
 	if err != nil {
 		t.Fatal(err)
 	}
 	api.Mount(ui)
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	return srv.URL
+	return srv.URL, eng, dir
 }
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)

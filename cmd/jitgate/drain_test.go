@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/httpapi"
+	"github.com/jitgate/jitgate/internal/gwtest"
 	"github.com/jitgate/jitgate/internal/testdb"
 )
 
@@ -50,31 +50,13 @@ policies:
     auto_approve: 'true'
 `
 
-// lockedBuf collects a running process's output, readable while it runs.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // drainReplica is one `jitgate server` process of TestGracefulShutdownDrains.
 type drainReplica struct {
 	t         *testing.T
 	name      string
 	url, gw   string
 	cmd       *exec.Cmd
-	log       lockedBuf
+	log       gwtest.SyncBuffer
 	exited    chan error
 	exitError error
 }

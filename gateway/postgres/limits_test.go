@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,25 +18,13 @@ import (
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/gateway"
 	"github.com/jitgate/jitgate/gateway/postgres"
+	"github.com/jitgate/jitgate/internal/gwtest"
 )
-
-// syncBuffer is a log sink safe for the gateway's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // Wrong passwords are counted by reason, logged (not every one), audited as a burst, and a
 // source that keeps guessing is answered more slowly.
 func TestFailedLoginsAreAccounted(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &gwtest.SyncBuffer{}
 	e := newEnv(t, func(o *postgres.Options) {
 		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 		o.Limits = gateway.Limits{FailureThreshold: 5, MaxFailureDelay: 200 * time.Millisecond}
@@ -182,7 +168,7 @@ func TestOutOfFileDescriptors(t *testing.T) {
 	cmd.Env = append(os.Environ(), lowFDChild+"=1")
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
-	var stderr syncBuffer
+	var stderr gwtest.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,5 +1,6 @@
 // Package gwtest holds what the gateways' tests share: a scripted client connection for
-// fuzzing the login phase, an engine that refuses every credential, and loopback TCP pairs.
+// fuzzing the login phase, an engine that refuses every credential, loopback TCP pairs, and a
+// buffer for logs written from many goroutines.
 package gwtest
 
 import (
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,4 +129,25 @@ func OpenSockets() int {
 		}
 	}
 	return n
+}
+
+// SyncBuffer collects output written from several goroutines (a gateway's logs, a server
+// process's output), readable while it is written.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
