@@ -98,7 +98,7 @@ type Engine struct {
 	// provWake wakes Run's provisioning loop.
 	provWake chan struct{}
 	// nextWake is when Run's scheduler will next look at the store by itself (Unix
-	// nanoseconds on the engine's clock); math.MinInt64 while it runs a pass or before it
+	// nanoseconds on the engine's clock); math.MaxInt64 while it runs a pass or before it
 	// starts, so that every change wakes it then.
 	nextWake atomic.Int64
 	// ends batches the gateways' session ends (GatewayService.EndSession).
@@ -121,7 +121,7 @@ func New(o Options) *Engine {
 		instance:    jitgate.Instance{ID: newInstanceID(), Host: hostname(), PID: os.Getpid(), StartedAt: time.Now().UTC()},
 		listenReady: make(chan struct{}),
 	}
-	e.nextWake.Store(math.MinInt64)
+	e.nextWake.Store(math.MaxInt64)
 	if e.clock == nil {
 		e.clock = jitgate.SystemClock{}
 	}

@@ -39,7 +39,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	for {
 		// Changes committed from here on wake the scheduler (it may not see them in this
 		// pass); once it knows its next due time, only changes due before that do.
-		e.nextWake.Store(math.MinInt64)
+		e.nextWake.Store(math.MaxInt64)
 		next, err := e.tick(ctx, false)
 		wait := maxSleep
 		if err != nil {
