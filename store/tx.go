@@ -636,7 +636,9 @@ const auditCols = 11
 
 // auditChunks are the row counts of the audit INSERT statements, largest first
 // (auditMaxChunk).
-var auditChunks = []int{auditMaxChunk, 16, 1}
+// Writes append 1 to 4 events (a review that activates a grant: 3), so every size up to 4
+// has its statement: one INSERT per write.
+var auditChunks = []int{auditMaxChunk, 16, 4, 3, 2, 1}
 
 const auditMaxChunk = 128
 
