@@ -43,6 +43,12 @@ type Tx interface {
 	LockGrants(ids []int64, skipLocked bool) ([]*Grant, error)
 	// UpdateGrant is UpdateRequest for grants.
 	UpdateGrant(g *Grant) error
+	// Savepoint marks a point in the transaction; RollbackToSavepoint undoes what came after
+	// it (and clears PostgreSQL's failed-transaction state), ReleaseSavepoint forgets it. One
+	// savepoint at a time: several writes share a transaction, each within its own.
+	Savepoint() error
+	RollbackToSavepoint() error
+	ReleaseSavepoint() error
 	// UpdateGrants is UpdateGrant for many grants, in a few statements: it fails with ErrStale
 	// unless every one of them still has its Version.
 	UpdateGrants(gs []*Grant) error

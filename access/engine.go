@@ -49,6 +49,9 @@ type Options struct {
 	// ProvisionConcurrency is how many provisioner calls one scheduler pass runs at once, so
 	// that many grants ending together are all revoked quickly; defaults to 8.
 	ProvisionConcurrency int
+	// SeparateTransactions gives every write a transaction of its own, rather than letting
+	// writes made at the same time share one (group commit; for comparisons).
+	SeparateTransactions bool
 	// ReconcileInterval is how often Run looks for drift (jitgate-managed accounts that no live
 	// grant explains); it also does so at start-up. Defaults to one minute.
 	ReconcileInterval time.Duration
@@ -103,6 +106,9 @@ type Engine struct {
 	nextWake atomic.Int64
 	// ends batches the gateways' session ends (GatewayService.EndSession).
 	ends sessionEnds
+	// groups makes concurrent writes share transactions (group.go); grouped holds them.
+	groups  bool
+	grouped writeGroup
 
 	mu     sync.RWMutex
 	subs   map[int]func(jitgate.Event)
@@ -115,7 +121,7 @@ var _ jitgate.AccessService = (*Engine)(nil)
 func New(o Options) *Engine {
 	e := &Engine{
 		store: o.Store, pol: o.Policies, dir: o.Directory, clock: o.Clock, provs: o.Provisioners,
-		backoff: o.Backoff, provTO: o.ProvisionTimeout, provPar: o.ProvisionConcurrency,
+		backoff: o.Backoff, provTO: o.ProvisionTimeout, provPar: o.ProvisionConcurrency, groups: !o.SeparateTransactions,
 		recon: o.ReconcileInterval, cps: o.Checkpoints, log: o.Logger,
 		wake: make(chan struct{}, 1), provWake: make(chan struct{}, 1), subs: map[int]func(jitgate.Event){},
 		instance:    jitgate.Instance{ID: newInstanceID(), Host: hostname(), PID: os.Getpid(), StartedAt: time.Now().UTC()},
@@ -246,32 +252,29 @@ func (o *op) audit(actor, action string, reqID, grantID int64, details map[strin
 }
 
 // write runs fn in a store transaction, retrying when it lost a race (jitgate.ErrStale), and
-// publishes its events after it commits.
+// publishes its events after it commits. Writes made at the same time share a transaction
+// (see group.go).
 func (e *Engine) write(ctx context.Context, fn func(o *op) error) error {
+	if e.groups {
+		return e.writeGrouped(ctx, fn)
+	}
+	return e.writeAlone(ctx, fn)
+}
+
+// writeAlone runs fn in a store transaction of its own.
+func (e *Engine) writeAlone(ctx context.Context, fn func(o *op) error) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		o := &op{now: e.now()}
 		err = e.store.Tx(ctx, func(tx jitgate.Tx) error {
 			o.tx = tx
-			if err := fn(o); err != nil {
-				return err
-			}
-			if err := e.announce(o); err != nil {
-				return err
-			}
-			if err := e.enqueueEffects(o); err != nil {
+			if err := e.run(o, fn); err != nil {
 				return err
 			}
 			return tx.AppendAudit(o.audits...)
 		})
 		if err == nil {
-			if o.provDue {
-				e.wakeProvisioning()
-			}
-			if !o.due.IsZero() && o.due.UnixNano() < e.nextWake.Load() {
-				e.wakeScheduler()
-			}
-			e.publish(o.events)
+			e.committed(o)
 			return nil
 		}
 		if !errors.Is(err, jitgate.ErrStale) {
@@ -279,6 +282,29 @@ func (e *Engine) write(ctx context.Context, fn func(o *op) error) error {
 		}
 	}
 	return err
+}
+
+// run runs fn on o and adds its change notices and effects to the transaction.
+func (e *Engine) run(o *op, fn func(o *op) error) error {
+	if err := fn(o); err != nil {
+		return err
+	}
+	if err := e.announce(o); err != nil {
+		return err
+	}
+	return e.enqueueEffects(o)
+}
+
+// committed does what follows o's commit: wake the scheduler or the provisioning loop if o
+// made work due, and publish o's events.
+func (e *Engine) committed(o *op) {
+	if o.provDue {
+		e.wakeProvisioning()
+	}
+	if !o.due.IsZero() && o.due.UnixNano() < e.nextWake.Load() {
+		e.wakeScheduler()
+	}
+	e.publish(o.events)
 }
 
 func (e *Engine) caller(ctx context.Context) (*jitgate.User, error) {

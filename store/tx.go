@@ -405,6 +405,19 @@ func (t *txn) GetGrant(id int64, lock bool) (*jitgate.Grant, error) {
 	return g, err
 }
 
+func (t *txn) Savepoint() error           { return t.utility("SAVEPOINT jg_write") }
+func (t *txn) RollbackToSavepoint() error { return t.utility("ROLLBACK TO SAVEPOINT jg_write") }
+func (t *txn) ReleaseSavepoint() error    { return t.utility("RELEASE SAVEPOINT jg_write") }
+
+// utility runs a transaction control statement (never prepared).
+func (t *txn) utility(q string) error {
+	if t.tx == nil {
+		return errors.New("store: a savepoint outside a write transaction")
+	}
+	_, err := t.tx.ExecContext(t.ctx, q)
+	return err
+}
+
 func (t *txn) LockGrants(ids []int64, skipLocked bool) ([]*jitgate.Grant, error) {
 	if len(ids) == 0 {
 		return nil, nil
