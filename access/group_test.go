@@ -1,0 +1,102 @@
+package access_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/internal/testdb"
+	"github.com/jitgate/jitgate/internal/testenv"
+)
+
+// Writes made at the same time share transactions, yet each gets the result it would have
+// had alone: of ten identical requests exactly one is filed and the others are told it is
+// pending, refused writes leave nothing behind, and the audit chain holds exactly the writes
+// that succeeded, in a chain that verifies.
+func TestConcurrentWritesEachGetTheirOwnResult(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		env := testenv.New(t, b)
+		eng := env.Engine
+		alice, oscar, bob := env.As(t, "alice"), env.As(t, "oscar"), env.As(t, "bob")
+		// A grant for bob to review requests against, and one of oscar's to revoke.
+		g, err := eng.Submit(oscar, jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: 10 * time.Minute, Reason: "x"})
+		if err != nil || g.GrantID == 0 {
+			t.Fatalf("oscar's grant: %+v, %v", g, err)
+		}
+		const same = 10
+		var (
+			wg                      sync.WaitGroup
+			mu                      sync.Mutex
+			filed, pending, refused int
+			revoked, alreadyEnded   int
+		)
+		for range same {
+			wg.Go(func() {
+				_, err := eng.Submit(alice, jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: time.Hour, Reason: "same"})
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					filed++
+				case jitgate.ErrorCode(err) == jitgate.ECONFLICT:
+					pending++
+				default:
+					t.Errorf("duplicate request: %v", err)
+				}
+			})
+		}
+		for range 5 {
+			wg.Go(func() {
+				// No policy lets bob (sre) request anything: refused by the engine's own checks.
+				_, err := eng.Submit(bob, jitgate.NewRequest{Resource: "app-db", Role: "admin", Duration: time.Hour, Reason: "no"})
+				mu.Lock()
+				defer mu.Unlock()
+				if jitgate.ErrorCode(err) == jitgate.EFORBIDDEN {
+					refused++
+				} else {
+					t.Errorf("bob's request: %v", err)
+				}
+			})
+		}
+		for range 3 {
+			wg.Go(func() {
+				_, err := eng.Revoke(oscar, g.GrantID, "done")
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					revoked++
+				case jitgate.ErrorCode(err) == jitgate.ECONFLICT:
+					alreadyEnded++
+				default:
+					t.Errorf("revoke: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if filed != 1 || pending != same-1 || refused != 5 || revoked != 1 || alreadyEnded != 2 {
+			t.Fatalf("filed %d, pending %d, refused %d, revoked %d, already ended %d", filed, pending, refused, revoked, alreadyEnded)
+		}
+		admin := env.As(t, "carol")
+		evs, err := eng.AuditEvents(admin, jitgate.AuditFilter{Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := map[string]int{}
+		for _, e := range evs {
+			count[e.Action]++
+		}
+		// oscar's auto-approved request and alice's one; one revoke.
+		if count[jitgate.ActionRequestCreated] != 2 || count[jitgate.ActionGrantRevoked] != 1 {
+			t.Fatalf("audit actions: %v", count)
+		}
+		res, err := eng.VerifyAudit(admin)
+		if err != nil || !res.OK {
+			t.Fatalf("audit chain: %+v, %v", res, err)
+		}
+		if n := len(env.EventsOf(jitgate.EventRequestCreated)); n != 2 {
+			t.Fatalf("%d request.created events published, want 2", n)
+		}
+	})
+}
