@@ -113,6 +113,9 @@ func (e *Engine) runGroup(batch []*groupedWrite) {
 				if rerr := tx.RollbackToSavepoint(); rerr != nil {
 					return rerr
 				}
+				if rerr := tx.ReleaseSavepoint(); rerr != nil { // rolled back to, it stays until released
+					return rerr
+				}
 				// The engine's own refusals (not found, forbidden, invalid...) stand; anything
 				// else (a lost race, a store error) gets a transaction of its own, with the
 				// store's classification and retries.

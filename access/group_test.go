@@ -1,11 +1,16 @@
 package access_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/access"
 	"github.com/jitgate/jitgate/internal/testdb"
 	"github.com/jitgate/jitgate/internal/testenv"
 )
@@ -97,6 +102,62 @@ func TestConcurrentWritesEachGetTheirOwnResult(t *testing.T) {
 		}
 		if n := len(env.EventsOf(jitgate.EventRequestCreated)); n != 2 {
 			t.Fatalf("%d request.created events published, want 2", n)
+		}
+	})
+}
+
+// In a shared transaction a write that fails after writing leaves nothing behind (its
+// savepoint is rolled back) and does not undo the others; a write that fails with a store
+// error there is run again alone. Nothing is stored twice.
+func TestFailedWriteInAGroupLeavesNothing(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		env := testenv.New(t, b)
+		ctx := context.Background()
+		token := func(name string) *jitgate.Token {
+			return &jitgate.Token{User: "alice", Hash: "hash-" + name, Description: name, CreatedBy: "test",
+				CreatedAt: testenv.T0, ExpiresAt: testenv.T0.Add(time.Hour)}
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 30)
+		failed := make([]atomic.Bool, len(errs))
+		for i := range errs {
+			wg.Go(func() {
+				errs[i] = access.Write(env.Engine, ctx, func(tx jitgate.Tx) error {
+					if err := tx.InsertToken(token(fmt.Sprint(i))); err != nil {
+						return err
+					}
+					switch {
+					case i%3 == 1:
+						return jitgate.Errorf(jitgate.EINVALID, "write %d refused after writing", i)
+					case i%3 == 2 && !failed[i].Swap(true):
+						return errors.New("a store error") // run again alone: that run succeeds
+					}
+					return nil
+				})
+			})
+		}
+		wg.Wait()
+		var tokens []*jitgate.Token
+		if err := env.Store.View(ctx, func(tx jitgate.Tx) (err error) { tokens, err = tx.ListTokens("alice"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		have := map[string]bool{}
+		for _, tk := range tokens {
+			if have[tk.Description] {
+				t.Fatalf("token %s stored twice", tk.Description)
+			}
+			have[tk.Description] = true
+		}
+		for i, err := range errs {
+			// i%3 == 2 failed once with a store error: run again alone in a shared
+			// transaction (then it succeeds), or failed for good if it was alone already.
+			refused := i%3 == 1 || (i%3 == 2 && err != nil && err.Error() == "store: a store error")
+			if refused == (err == nil) || (i%3 == 1 && jitgate.ErrorCode(err) != jitgate.EINVALID) {
+				t.Errorf("write %d: %v", i, err)
+			}
+			if have[fmt.Sprint(i)] == refused {
+				t.Errorf("write %d: stored %v, failed %v", i, have[fmt.Sprint(i)], err)
+			}
 		}
 	})
 }
