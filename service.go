@@ -49,6 +49,10 @@ type Tx interface {
 	Savepoint() error
 	RollbackToSavepoint() error
 	ReleaseSavepoint() error
+	// LimitLockWaits makes a statement that waits longer than d for a row another
+	// transaction holds fail instead, for the rest of the transaction or until called again
+	// (zero: no limit). PostgreSQL's lock_timeout; SQLite has no row locks and ignores it.
+	LimitLockWaits(d time.Duration) error
 	// UpdateGrants is UpdateGrant for many grants, in a few statements: it fails with ErrStale
 	// unless every one of them still has its Version.
 	UpdateGrants(gs []*Grant) error

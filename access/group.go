@@ -16,12 +16,16 @@ import (
 // transaction: each runs within a savepoint of its own (its failure undoes only its part), in
 // the order they came, each seeing the ones before it as if they had committed; their audit
 // events are appended together, and one commit makes them durable. A write that fails in the
-// batch for a reason other than its own checks, and every write of a batch that fails as a
-// whole (a deadlock, a lost connection, the commit), is run again in a transaction of its own,
-// so each caller gets the result it would have had alone.
+// batch for a reason other than its own checks (a lost race, a row another instance holds),
+// and every write of a batch that fails as a whole (a lost connection, the commit), is run
+// again in a transaction of its own, on its caller's goroutine, so each caller gets the
+// result it would have had alone and the batches never wait long on other instances.
 
 // maxGroup caps the writes that share a transaction.
 const maxGroup = 32
+
+// groupLockWait is how long a write in a shared transaction may wait for a row lock.
+const groupLockWait = 100 * time.Millisecond
 
 // writeGroup queues writes for the combiner.
 type writeGroup struct {
@@ -50,8 +54,16 @@ func (e *Engine) writeGrouped(ctx context.Context, fn func(o *op) error) error {
 	if start {
 		go e.combine()
 	}
-	return <-w.done
+	if err := <-w.done; err != errRunAlone {
+		return err
+	}
+	// On the caller's goroutine, so that a write waiting on another instance's row holds up
+	// no other write.
+	return e.writeAlone(ctx, fn)
 }
+
+// errRunAlone tells a write's caller to run it in a transaction of its own.
+var errRunAlone = errors.New("run alone")
 
 // combine runs the queued writes, a batch per transaction, until none is left.
 func (e *Engine) combine() {
@@ -83,21 +95,19 @@ const (
 
 // runGroup runs batch in one transaction and reports to each write.
 func (e *Engine) runGroup(batch []*groupedWrite) {
-	if len(batch) == 1 {
-		w := batch[0]
-		if err := w.ctx.Err(); err != nil {
-			w.done <- err
-			return
-		}
-		w.done <- e.writeAlone(w.ctx, w.fn)
-		return
-	}
 	results := make([]groupResult, len(batch))
 	errs := make([]error, len(batch))
 	ops := make([]*op, len(batch))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := e.store.Tx(ctx, func(tx jitgate.Tx) error {
+		// A batch holds the rows of every write so far while the next one runs: waiting on a
+		// row another instance's batch holds could close a cycle that PostgreSQL breaks only
+		// after its deadlock timeout (a second). A write that would wait longer than this
+		// leaves the batch instead (its savepoint is rolled back) and runs alone afterwards.
+		if err := tx.LimitLockWaits(groupLockWait); err != nil {
+			return err
+		}
 		var audits []*jitgate.AuditEvent
 		for i, w := range batch {
 			ops[i], errs[i] = nil, nil
@@ -133,6 +143,11 @@ func (e *Engine) runGroup(batch []*groupedWrite) {
 			results[i], ops[i] = groupDone, o
 			audits = append(audits, o.audits...)
 		}
+		// Every writer takes the audit head last and holds it only to commit: waiting for it
+		// closes no cycle.
+		if err := tx.LimitLockWaits(0); err != nil {
+			return err
+		}
 		return tx.AppendAudit(audits...)
 	})
 	for i, w := range batch {
@@ -142,7 +157,7 @@ func (e *Engine) runGroup(batch []*groupedWrite) {
 		case err != nil || results[i] == groupAlone:
 			// The batch did not commit (then even a refusal may have rested on a write that
 			// never happened), or this write could not run in it.
-			w.done <- e.writeAlone(w.ctx, w.fn)
+			w.done <- errRunAlone
 		case results[i] == groupFailed:
 			w.done <- errs[i]
 		default:

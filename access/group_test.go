@@ -161,3 +161,67 @@ func TestFailedWriteInAGroupLeavesNothing(t *testing.T) {
 		}
 	})
 }
+
+// A write that needs a row another transaction (another instance) holds leaves the shared
+// transaction after a short wait and waits alone: the other writes go on meanwhile.
+func TestWriteWaitingOnALockHoldsUpNoOther(t *testing.T) {
+	env := testenv.New(t, testdb.Postgres(t))
+	ctx := context.Background()
+	r, err := env.Engine.Submit(env.As(t, "oscar"), jitgate.NewRequest{Resource: "app-db", Role: "read", Duration: 10 * time.Minute, Reason: "x"})
+	if err != nil || r.GrantID == 0 {
+		t.Fatalf("oscar's grant: %+v, %v", r, err)
+	}
+	held, release, holderDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		holderDone <- env.Store.Tx(ctx, func(tx jitgate.Tx) error {
+			if _, err := tx.GetGrant(r.GrantID, true); err != nil {
+				return err
+			}
+			close(held)
+			<-release
+			return nil
+		})
+	}()
+	<-held
+	blocked := make(chan error, 1)
+	go func() {
+		blocked <- access.Write(env.Engine, ctx, func(tx jitgate.Tx) error { _, err := tx.GetGrant(r.GrantID, true); return err })
+	}()
+	time.Sleep(20 * time.Millisecond) // the blocked write first in the queue
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Go(func() {
+			err := access.Write(env.Engine, ctx, func(tx jitgate.Tx) error {
+				return tx.InsertToken(&jitgate.Token{User: "alice", Hash: fmt.Sprint("h", i), Description: "x", CreatedBy: "t",
+					CreatedAt: testenv.T0, ExpiresAt: testenv.T0.Add(time.Hour)})
+			})
+			if err != nil {
+				t.Errorf("write %d: %v", i, err)
+			}
+		})
+	}
+	others := make(chan struct{})
+	go func() { wg.Wait(); close(others) }()
+	select {
+	case <-others:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the other writes waited for the row another transaction holds")
+	}
+	select {
+	case err := <-blocked:
+		t.Fatalf("the write on the held row finished while it was held: %v", err)
+	default:
+	}
+	close(release)
+	if err := <-holderDone; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-blocked:
+		if err != nil {
+			t.Fatalf("the write on the released row: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write on the released row never finished")
+	}
+}

@@ -270,10 +270,12 @@ func (e *Engine) provision(ctx context.Context, id int64) error {
 	var claimed *jitgate.Grant
 	err := e.write(ctx, func(o *op) error {
 		claimed = nil
-		g, err := o.tx.GetGrant(id, true)
-		if err != nil {
+		// Another instance holding the row is claiming it: leave it to that one.
+		gs, err := o.tx.LockGrants([]int64{id}, true)
+		if err != nil || len(gs) == 0 {
 			return err
 		}
+		g := gs[0]
 		if g.Provision.NextAt.IsZero() || o.now.Before(g.Provision.NextAt) {
 			return nil
 		}

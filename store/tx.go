@@ -409,6 +409,13 @@ func (t *txn) Savepoint() error           { return t.utility("SAVEPOINT jg_write
 func (t *txn) RollbackToSavepoint() error { return t.utility("ROLLBACK TO SAVEPOINT jg_write") }
 func (t *txn) ReleaseSavepoint() error    { return t.utility("RELEASE SAVEPOINT jg_write") }
 
+func (t *txn) LimitLockWaits(d time.Duration) error {
+	if t.s.dialect != Postgres {
+		return nil
+	}
+	return t.utility(fmt.Sprintf("SET LOCAL lock_timeout = %d", d.Milliseconds()))
+}
+
 // utility runs a transaction control statement (never prepared).
 func (t *txn) utility(q string) error {
 	if t.tx == nil {
