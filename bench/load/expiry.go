@@ -126,9 +126,9 @@ func (o *options) expiry() error {
 	// The grants, created on the store directly (no replica runs yet), all ending at T.
 	setup := o.setup
 	if setup == 0 {
-		// About twice what this machine took (2 ms a grant created, 5 ms a user provisioned,
-		// 5 ms a session opened), plus 10 s.
-		setup = 10*time.Second + time.Duration(o.grants)*4*time.Millisecond + time.Duration(o.ephemeral)*10*time.Millisecond +
+		// About twice what this machine took (2 ms a grant created, 12 ms a user created and
+		// provisioned, 5 ms a session opened), plus 10 s.
+		setup = 10*time.Second + time.Duration(o.grants)*4*time.Millisecond + time.Duration(o.ephemeral)*25*time.Millisecond +
 			time.Duration(o.sessions)*10*time.Millisecond
 	}
 	st, err := store.Open(ctx, o.dsn)
