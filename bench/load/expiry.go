@@ -39,8 +39,9 @@ const (
 // for the sessions). Every grant ends at the same instant T: they are created, on the store
 // directly, with durations that end at T, before the replicas start; the replicas then
 // provision the users, the sessions are opened, and from T on the run records when every grant
-// is expired, every client saw its session end, every session's end is recorded, and every
-// jit_ user is dropped and its revocation verified. With -kill, the last replica is SIGKILLed
+// is expired, every client saw its session end, every session's end is recorded, every
+// database backend of the sessions is gone, and every jit_ user is dropped and its revocation
+// verified. With -kill, the last replica is SIGKILLed
 // that long after T, and the checks of the chaos run follow.
 func (o *options) expiry() error {
 	ctx := context.Background()
@@ -302,12 +303,23 @@ func (o *options) expiry() error {
 	// From the end on: poll until everything is done.
 	time.Sleep(time.Until(end))
 	admin := jitgate.NewOperatorContext(ctx, "load")
-	var allExpired, allClosed, allRecorded, allDropped, allVerified time.Duration
+	var allExpired, allClosed, allRecorded, allDropped, allVerified, upstreamGone time.Duration
 	var verified int
-	for deadline := end.Add(5 * time.Minute); allExpired == 0 || allClosed == 0 || allRecorded == 0 || allDropped == 0 || allVerified == 0; {
+	for deadline := end.Add(5 * time.Minute); allExpired == 0 || allClosed == 0 || allRecorded == 0 || allDropped == 0 || allVerified == 0 || upstreamGone == 0; {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not done 5 minutes after the end: expired %s, closed %s, recorded %s, dropped %s, verified %s (%d)",
-				allExpired, allClosed, allRecorded, allDropped, allVerified, verified)
+			return fmt.Errorf("not done 5 minutes after the end: expired %s, closed %s, recorded %s, dropped %s, verified %s (%d), upstream gone %s",
+				allExpired, allClosed, allRecorded, allDropped, allVerified, verified, upstreamGone)
+		}
+		if upstreamGone == 0 {
+			// The sessions' connections to the database: every backend gone (its process
+			// exits a moment after the gateway closes the connection).
+			var n int
+			if err := up.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = 'jg_load'`).Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				upstreamGone = time.Since(end)
+			}
 		}
 		if allExpired == 0 {
 			_, gs, err := eng.Counts(admin)
@@ -371,10 +383,6 @@ func (o *options) expiry() error {
 		}
 		return lat[int(f*float64(len(lat)-1))].Round(time.Millisecond)
 	}
-	var upstreamLeft int
-	if err := up.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = 'jg_load'`).Scan(&upstreamLeft); err != nil {
-		return err
-	}
 	var codeList []string
 	for c, n := range codes {
 		codeList = append(codeList, fmt.Sprintf("%s:%d", c, n))
@@ -384,9 +392,9 @@ func (o *options) expiry() error {
 	if o.ephemeral > 0 {
 		users = fmt.Sprintf("users_dropped=%s users_verified=%s", allDropped.Round(time.Millisecond), allVerified.Round(time.Millisecond))
 	}
-	fmt.Printf("expiry store=%s replicas=%d grants=%d sessions=%d ephemeral=%d kill=%s all_expired=%s sessions_closed=%s (p50 %s, p99 %s; %s) sessions_recorded=%s %s upstream_backends_left=%d\n",
+	fmt.Printf("expiry store=%s replicas=%d grants=%d sessions=%d ephemeral=%d kill=%s all_expired=%s sessions_closed=%s (p50 %s, p99 %s; %s) sessions_recorded=%s %s upstream_backends_gone=%s\n",
 		o.store, o.replicas, o.grants, o.sessions, o.ephemeral, o.kill, allExpired.Round(time.Millisecond), allClosed.Round(time.Millisecond),
-		q(0.5), q(0.99), strings.Join(codeList, ","), allRecorded.Round(time.Millisecond), users, upstreamLeft)
+		q(0.5), q(0.99), strings.Join(codeList, ","), allRecorded.Round(time.Millisecond), users, upstreamGone.Round(time.Millisecond))
 	out, err := exec.Command(o.bin, "audit", "--verify", "--config", o.cfg).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Audit chain OK") {
 		return fmt.Errorf("audit verify: %v: %s", err, out)
