@@ -104,8 +104,6 @@ type Engine struct {
 	// nanoseconds on the engine's clock); math.MaxInt64 while it runs a pass or before it
 	// starts, so that every change wakes it then.
 	nextWake atomic.Int64
-	// ends batches the gateways' session ends (GatewayService.EndSession).
-	ends sessionEnds
 	// groups makes concurrent writes share transactions (group.go); grouped holds them.
 	groups  bool
 	grouped writeGroup

@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"slices"
-	"sync"
-	"time"
 
 	"github.com/jitgate/jitgate"
 )
@@ -213,88 +211,18 @@ func (gs *GatewayService) StartSession(ctx context.Context, s *jitgate.Session) 
 }
 
 // EndSession records a session's end, its byte and statement counts, and its audit event.
-// Ends recorded at the same time (the sessions of grants that end together) share one
-// transaction, up to endBatch of them: a thousand sessions cut at a grant's end are a few
-// commits and audit appends, not a thousand.
+// Ends recorded at the same time (the sessions of grants that end together) share
+// transactions, as all writes do (group.go): a thousand sessions cut at a grant's end are a
+// few dozen commits and audit appends, not a thousand.
 func (gs *GatewayService) EndSession(ctx context.Context, s *jitgate.Session) error {
-	e := gs.e
-	req := &endReq{s: s, done: make(chan error, 1)}
-	b := &e.ends
-	b.mu.Lock()
-	b.pending = append(b.pending, req)
-	lead := !b.running
-	b.running = true
-	b.mu.Unlock()
-	if lead {
-		go e.writeEnds()
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// endBatch is how many session ends share a transaction at most.
-const endBatch = 200
-
-// sessionEnds holds the session ends waiting to be written.
-type sessionEnds struct {
-	mu      sync.Mutex
-	pending []*endReq
-	running bool // a writeEnds goroutine runs
-}
-
-type endReq struct {
-	s    *jitgate.Session
-	done chan error
-}
-
-// writeEnds writes the pending session ends, a batch per transaction, until none is left. A
-// batch that fails is written again one session per transaction, so that one bad end fails
-// only its own caller.
-func (e *Engine) writeEnds() {
-	b := &e.ends
-	for {
-		b.mu.Lock()
-		n := min(len(b.pending), endBatch)
-		if n == 0 {
-			b.running = false
-			b.mu.Unlock()
-			return
+	return gs.e.write(ctx, func(o *op) error {
+		s.EndedAt = o.now
+		if err := o.tx.EndSession(s); err != nil {
+			return err
 		}
-		batch := slices.Clone(b.pending[:n])
-		b.pending = slices.Delete(b.pending, 0, n)
-		b.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := e.endSessions(ctx, batch)
-		if err != nil && len(batch) > 1 {
-			for _, r := range batch {
-				r.done <- e.endSessions(ctx, []*endReq{r})
-			}
-		} else {
-			for _, r := range batch {
-				r.done <- err
-			}
-		}
-		cancel()
-	}
-}
-
-// endSessions records the ends of reqs' sessions in one transaction.
-func (e *Engine) endSessions(ctx context.Context, reqs []*endReq) error {
-	return e.write(ctx, func(o *op) error {
-		for _, r := range reqs {
-			s := r.s
-			s.EndedAt = o.now
-			if err := o.tx.EndSession(s); err != nil {
-				return err
-			}
-			o.audits = append(o.audits, &jitgate.AuditEvent{Time: o.now, Actor: s.User, Action: jitgate.ActionSessionEnded,
-				GrantID: s.GrantID, SessionID: s.ID, Details: map[string]string{"reason": s.EndReason,
-					"bytes_in": fmt.Sprint(s.BytesIn), "bytes_out": fmt.Sprint(s.BytesOut), "statements": fmt.Sprint(s.Statements)}})
-		}
+		o.audits = append(o.audits, &jitgate.AuditEvent{Time: o.now, Actor: s.User, Action: jitgate.ActionSessionEnded,
+			GrantID: s.GrantID, SessionID: s.ID, Details: map[string]string{"reason": s.EndReason,
+				"bytes_in": fmt.Sprint(s.BytesIn), "bytes_out": fmt.Sprint(s.BytesOut), "statements": fmt.Sprint(s.Statements)}})
 		return nil
 	})
 }
