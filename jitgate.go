@@ -87,6 +87,9 @@ const (
 	KindPostgres = "postgres"
 	KindMySQL    = "mysql"
 	KindWebhook  = "webhook"
+	// KindKubernetes is a Kubernetes cluster: roles bind ClusterRoles or Roles to a per-grant
+	// subject, and kubectl goes through the Kubernetes gateway.
+	KindKubernetes = "kubernetes"
 )
 
 // Secret names where a secret comes from; the value itself is never held in config.
@@ -113,7 +116,16 @@ type Resource struct {
 	ConnectionLimit int `json:"-"`
 	// SigningSecret is the key webhook requests are signed with (only its source is held).
 	SigningSecret Secret `json:"-"`
-	Roles         []Role `json:"roles"`
+	// CAFile is the CA bundle a kubernetes resource's API server certificate is checked with
+	// (empty: the system's roots).
+	CAFile string `json:"-"`
+	// Token is where jitgate's own bearer token for a kubernetes resource is read from
+	// (PasswordEnv or PasswordFile); ClientCert and ClientKey are files of a client
+	// certificate instead. That identity creates the grants' bindings and impersonates their
+	// subjects.
+	Token                 Secret `json:"-"`
+	ClientCert, ClientKey string `json:"-"`
+	Roles                 []Role `json:"roles"`
 }
 
 // Role returns the role with the given name, or nil.
@@ -143,6 +155,9 @@ type Role struct {
 	Provision string `json:"provision,omitempty"`
 	// Upstream is the login the gateway injects for this role, if any.
 	Upstream *Secret `json:"-"`
+	// Namespaces are the Kubernetes namespaces a kubernetes role's grants (clusterrole/NAME or
+	// role/NAME) are bound in; empty binds ClusterRoles cluster-wide.
+	Namespaces []string `json:"namespaces,omitempty"`
 }
 
 // namePattern is what jitgate accepts for the names of users, groups, resources, roles and

@@ -40,6 +40,9 @@ type ManagedAccount struct {
 	Name string `json:"name"`
 	// GrantID is the grant the account was made for, read back from the target.
 	GrantID int64 `json:"grant_id"`
+	// Ref says where the account is when Name alone does not (a Kubernetes binding:
+	// rolebinding/NAMESPACE/NAME); empty for database accounts.
+	Ref string `json:"ref,omitempty"`
 }
 
 // Reconciler is implemented by provisioners that can list and remove the accounts they made,

@@ -87,6 +87,10 @@ type Server struct {
 type Gateway struct {
 	Postgres *Listener `yaml:"postgres"`
 	MySQL    *Listener `yaml:"mysql"`
+	// Kubernetes is the Kubernetes API gateway (HTTPS only; kubectl sends bearer tokens).
+	// Of the Listener options it takes addr, tls_cert, tls_key, audit_flush and the
+	// max_unauthenticated limits.
+	Kubernetes *Listener `yaml:"kubernetes"`
 }
 
 // Listener configures one protocol gateway (gateway.postgres, gateway.mysql): every protocol
@@ -236,6 +240,15 @@ type Resource struct {
 	// SecretEnv or SecretFile names the key webhook requests are signed with (HMAC-SHA256).
 	SecretEnv  string `yaml:"secret_env"`
 	SecretFile string `yaml:"secret_file"`
+	// CAFile is the CA bundle a kubernetes resource's API server is checked with.
+	CAFile string `yaml:"ca_file"`
+	// TokenEnv or TokenFile holds jitgate's own bearer token for a kubernetes resource;
+	// ClientCert and ClientKey a client certificate instead. It needs to manage RoleBindings
+	// and ClusterRoleBindings and to impersonate users and groups (see docs/kubernetes.md).
+	TokenEnv   string `yaml:"token_env"`
+	TokenFile  string `yaml:"token_file"`
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
 	Roles      []Role `yaml:"roles"`
 }
 
@@ -246,6 +259,9 @@ type Role struct {
 	Grants      []string `yaml:"grants"`
 	Upstream    *Secret  `yaml:"upstream"`
 	Provision   string   `yaml:"provision"`
+	// Namespaces are where a kubernetes role's grants are bound (RoleBindings); empty binds
+	// its ClusterRoles cluster-wide (ClusterRoleBindings).
+	Namespaces []string `yaml:"namespaces"`
 }
 
 // Policy says who may request which roles, for how long, and who approves.

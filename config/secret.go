@@ -34,7 +34,13 @@ func (c *Config) validateGateway() error {
 	if err := c.validateListener("gateway.postgres", "127.0.0.1:15432", c.Gateway.Postgres); err != nil {
 		return err
 	}
-	return c.validateListener("gateway.mysql", "127.0.0.1:13306", c.Gateway.MySQL)
+	if err := c.validateListener("gateway.mysql", "127.0.0.1:13306", c.Gateway.MySQL); err != nil {
+		return err
+	}
+	if k := c.Gateway.Kubernetes; k != nil && k.InsecurePlaintext {
+		return c.Errorf("gateway.kubernetes.insecure_plaintext", "the Kubernetes gateway is HTTPS only (kubectl sends bearer tokens)")
+	}
+	return c.validateListener("gateway.kubernetes", "127.0.0.1:16443", c.Gateway.Kubernetes)
 }
 
 // validateListener checks one protocol gateway's section (at path) and fills in its defaults.

@@ -119,11 +119,11 @@ func (c *Config) validate() error {
 		}
 		resources[r.Name] = r
 		switch r.Kind {
-		case jitgate.KindPostgres, jitgate.KindMySQL, jitgate.KindWebhook:
+		case jitgate.KindPostgres, jitgate.KindMySQL, jitgate.KindWebhook, jitgate.KindKubernetes:
 		case "":
-			return c.Errorf(p+".kind", "missing (postgres, mysql or webhook)")
+			return c.Errorf(p+".kind", "missing (postgres, mysql, kubernetes or webhook)")
 		default:
-			return c.Errorf(p+".kind", "unknown kind %q (postgres, mysql or webhook)", r.Kind)
+			return c.Errorf(p+".kind", "unknown kind %q (postgres, mysql, kubernetes or webhook)", r.Kind)
 		}
 		switch r.SSLMode {
 		case "", "disable", "prefer", "require", "verify-ca", "verify-full":
@@ -156,10 +156,21 @@ func (c *Config) validate() error {
 				if g == "" || strings.IndexFunc(g, unicode.IsControl) >= 0 || len(g) > 63 {
 					return c.Errorf(fmt.Sprintf("%s.grants.%d", rp, k), "invalid privilege name %q", g)
 				}
+				if r.Kind == jitgate.KindKubernetes && !kubeGrant.MatchString(g) {
+					return c.Errorf(fmt.Sprintf("%s.grants.%d", rp, k),
+						"invalid Kubernetes grant %q: give clusterrole/NAME or role/NAME (a Role needs namespaces)", g)
+				}
+				if r.Kind == jitgate.KindKubernetes && strings.HasPrefix(g, "role/") && len(ro.Namespaces) == 0 {
+					return c.Errorf(fmt.Sprintf("%s.grants.%d", rp, k),
+						"%q is a namespaced Role: list the namespaces it is bound in under namespaces", g)
+				}
 				if r.Kind == jitgate.KindMySQL && !mysqlGrant.MatchString(g) {
 					return c.Errorf(fmt.Sprintf("%s.grants.%d", rp, k),
 						"invalid MySQL grant %q: give a role name (letters, digits, _ . -) or privileges like \"SELECT, INSERT ON app.*\"", g)
 				}
+			}
+			if err := c.validateKubeRole(rp, r, ro); err != nil {
+				return err
 			}
 			if ro.Upstream != nil {
 				if err := c.validateSecret(rp+".upstream", ro.Upstream); err != nil {
@@ -206,6 +217,12 @@ func (c *Config) validate() error {
 
 // mysqlGrant is what a MySQL role's grant may be: a role name, or privileges on a database
 // or table ("SELECT, INSERT ON app.*", "SELECT ON app.orders").
+// kubeGrant is a kubernetes role's grant: the ClusterRole or Role it binds.
+var kubeGrant = regexp.MustCompile(`^(?:clusterrole|role)/[a-z0-9][a-z0-9:._-]{0,252}$`)
+
+// kubeNamespace is a Kubernetes namespace name (an RFC 1123 label).
+var kubeNamespace = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$`)
+
 var mysqlGrant = regexp.MustCompile(`^(?:[A-Za-z0-9_.-]+|[A-Za-z ]+(?:, *[A-Za-z ]+)* ON (?:\*|[A-Za-z0-9_$]+)\.(?:\*|[A-Za-z0-9_$]+))$`)
 
 // httpURL reports whether s is an absolute http or https URL with a host.
@@ -311,7 +328,12 @@ func (c *Config) validateAudit() error {
 // validateTarget checks how jitgate reaches a resource: a host:port for databases, a URL and a
 // signing secret for webhooks.
 func (c *Config) validateTarget(p string, r *Resource) error {
+	if r.Kind != jitgate.KindKubernetes && (r.CAFile != "" || r.TokenEnv != "" || r.TokenFile != "" || r.ClientCert != "" || r.ClientKey != "") {
+		return c.Errorf(p, "ca_file, token_env, token_file, client_cert and client_key are for kubernetes resources")
+	}
 	switch r.Kind {
+	case jitgate.KindKubernetes:
+		return c.validateKube(p, r)
 	case jitgate.KindWebhook:
 		if !httpURL(r.Address) {
 			return c.Errorf(p+".address", "a webhook resource needs an http(s) URL, got %q", r.Address)
@@ -510,13 +532,15 @@ func (c *Config) DomainResources() []*jitgate.Resource {
 	out := make([]*jitgate.Resource, 0, len(c.Resources))
 	for _, r := range c.Resources {
 		dr := &jitgate.Resource{Name: r.Name, Kind: r.Kind, Address: r.Address, Database: r.Database, SSLMode: r.SSLMode,
-			Owner: r.Owner, ConnectionLimit: r.ConnectionLimit,
+			Owner: r.Owner, ConnectionLimit: r.ConnectionLimit, CAFile: r.CAFile, ClientCert: r.ClientCert, ClientKey: r.ClientKey,
+			Token:         jitgate.Secret{User: r.Name + " token", PasswordEnv: r.TokenEnv, PasswordFile: r.TokenFile},
 			SigningSecret: jitgate.Secret{User: r.Name + " signing key", PasswordEnv: r.SecretEnv, PasswordFile: r.SecretFile}}
 		if r.Credentials != nil {
 			dr.Credentials = jitgate.Secret(*r.Credentials)
 		}
 		for _, ro := range r.Roles {
-			role := jitgate.Role{Name: ro.Name, Description: ro.Description, Grants: ro.Grants, Provision: ro.Provision}
+			role := jitgate.Role{Name: ro.Name, Description: ro.Description, Grants: ro.Grants, Provision: ro.Provision,
+				Namespaces: ro.Namespaces}
 			if ro.Upstream != nil {
 				s := jitgate.Secret(*ro.Upstream)
 				role.Upstream = &s
@@ -560,4 +584,59 @@ func (d StaticDirectory) Users(context.Context) ([]*jitgate.User, error) {
 	}
 	slices.SortFunc(out, func(a, b *jitgate.User) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// validateKube checks how jitgate reaches a kubernetes resource: an https API server URL and
+// exactly one identity of its own (a token or a client certificate).
+func (c *Config) validateKube(p string, r *Resource) error {
+	u, err := url.Parse(r.Address)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return c.Errorf(p+".address", "a kubernetes resource needs its API server's https URL (e.g. https://k8s.internal:6443), got %q", r.Address)
+	}
+	if r.Credentials != nil || r.Database != "" || r.SSLMode != "" || r.Owner != "" || r.ConnectionLimit != 0 || r.SecretEnv != "" || r.SecretFile != "" {
+		return c.Errorf(p, "credentials, database, sslmode, owner, connection_limit, secret_env and secret_file are not for kubernetes resources (use token_env, token_file or client_cert and client_key)")
+	}
+	token := r.TokenEnv != "" || r.TokenFile != ""
+	cert := r.ClientCert != "" || r.ClientKey != ""
+	switch {
+	case r.TokenEnv != "" && r.TokenFile != "":
+		return c.Errorf(p, "set token_env or token_file, not both")
+	case token && cert:
+		return c.Errorf(p, "set a token (token_env or token_file) or a client certificate (client_cert and client_key), not both")
+	case !token && !cert:
+		return c.Errorf(p, "a kubernetes resource needs jitgate's own identity in the cluster: token_env, token_file, or client_cert and client_key")
+	case cert && (r.ClientCert == "" || r.ClientKey == ""):
+		return c.Errorf(p, "set both client_cert and client_key")
+	}
+	return nil
+}
+
+// validateKubeRole checks what only kubernetes roles have (namespaces), and what they do not.
+func (c *Config) validateKubeRole(rp string, r *Resource, ro *Role) error {
+	if r.Kind != jitgate.KindKubernetes {
+		if len(ro.Namespaces) > 0 {
+			return c.Errorf(rp+".namespaces", "namespaces are for kubernetes roles")
+		}
+		return nil
+	}
+	if len(ro.Grants) == 0 {
+		return c.Errorf(rp+".grants", "a kubernetes role needs at least one grant (clusterrole/NAME or role/NAME)")
+	}
+	if ro.Upstream != nil {
+		return c.Errorf(rp+".upstream", "kubernetes roles have no upstream login: the gateway impersonates the grant's subject")
+	}
+	if ro.Provision != "" {
+		return c.Errorf(rp+".provision", "kubernetes roles are always bound per grant; leave provision out")
+	}
+	seen := map[string]bool{}
+	for i, ns := range ro.Namespaces {
+		if !kubeNamespace.MatchString(ns) {
+			return c.Errorf(fmt.Sprintf("%s.namespaces.%d", rp, i), "invalid namespace %q", ns)
+		}
+		if seen[ns] {
+			return c.Errorf(fmt.Sprintf("%s.namespaces.%d", rp, i), "duplicate namespace %q", ns)
+		}
+		seen[ns] = true
+	}
+	return nil
 }
