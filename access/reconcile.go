@@ -49,11 +49,14 @@ func (e *Engine) Reconcile(ctx context.Context) (int, error) {
 				errs = append(errs, fmt.Errorf("reconcile %s: remove account %s: %w", resource, a.Name, err))
 				continue
 			}
-			e.log.Warn("drift repaired: removed an account no live grant explains", "resource", resource, "account", a.Name, "reason", reason)
+			e.log.Warn("drift repaired: removed an account no live grant explains", "resource", resource, "account", a.Name, "ref", a.Ref, "reason", reason)
 			err = e.write(ctx, func(o *op) error {
 				o.emit(jitgate.Event{Kind: jitgate.EventDriftRepaired})
-				return o.audit(SystemActor, jitgate.ActionDriftRepaired, 0, grantID, map[string]string{
-					"resource": resource, "account": a.Name, "reason": reason})
+				details := map[string]string{"resource": resource, "account": a.Name, "reason": reason}
+				if a.Ref != "" {
+					details["ref"] = a.Ref
+				}
+				return o.audit(SystemActor, jitgate.ActionDriftRepaired, 0, grantID, details)
 			})
 			if err != nil {
 				errs = append(errs, err)
