@@ -146,6 +146,19 @@ func (gs *GatewayService) Subscribe(fn func(jitgate.Event)) (unsubscribe func())
 // expired at 2026-12-02T14:02:11Z"), except that someone else's credential is answered like an
 // unknown one; any other error means the store could not be read (fail closed).
 func (gs *GatewayService) AuthenticateSession(ctx context.Context, user, resource, secret string) (*jitgate.Grant, error) {
+	return gs.authenticate(ctx, user, resource, secret, false)
+}
+
+// AuthenticateBearer checks a credential presented alone, as an HTTP bearer token (the
+// Kubernetes gateway's clients send no user name): it must exist and its grant must be active
+// now. The grant says whose it is and for which resource; the caller checks that the resource
+// is one it serves. Failures are as for AuthenticateSession.
+func (gs *GatewayService) AuthenticateBearer(ctx context.Context, secret string) (*jitgate.Grant, error) {
+	return gs.authenticate(ctx, "", "", secret, true)
+}
+
+// authenticate checks a credential; bearer skips the user and resource checks.
+func (gs *GatewayService) authenticate(ctx context.Context, user, resource, secret string, bearer bool) (*jitgate.Grant, error) {
 	e := gs.e
 	hash := jitgate.HashToken(secret)
 	var (
@@ -164,6 +177,9 @@ func (gs *GatewayService) AuthenticateSession(ctx context.Context, user, resourc
 		return &jitgate.AuthFailure{Reason: reason, Err: jitgate.Errorf(jitgate.EUNAUTHORIZED, "jitgate: "+format, args...)}
 	}
 	unknown := func(reason string) error {
+		if bearer {
+			return deny(reason, "unknown credential; get one with: jitgate kubeconfig RESOURCE")
+		}
 		return deny(reason, "unknown credential; get one with: jitgate credentials %s", resource)
 	}
 	switch {
@@ -173,6 +189,7 @@ func (gs *GatewayService) AuthenticateSession(ctx context.Context, user, resourc
 		return nil, err // store down: fail closed
 	case subtle.ConstantTimeCompare([]byte(c.Hash), []byte(hash)) != 1:
 		return nil, unknown(jitgate.AuthUnknownCredential)
+	case bearer:
 	case c.User != user:
 		// Someone else's credential: answered like an unknown one, so that a stolen or guessed
 		// credential is not confirmed valid to whoever tries it under the wrong name.
