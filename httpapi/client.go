@@ -269,6 +269,12 @@ func (c *Client) Credentials(ctx context.Context, grantID int64) (*Credentials, 
 	return &out, c.do(ctx, "POST", "/v1/grants/"+id(grantID)+"/credentials", nil, nil, &out)
 }
 
+// Gateways returns where the server's gateways listen, by resource kind.
+func (c *Client) Gateways(ctx context.Context) (map[string]GatewayInfo, error) {
+	out := map[string]GatewayInfo{}
+	return out, c.do(ctx, http.MethodGet, "/v1/gateways", nil, nil, &out)
+}
+
 // RecordToolCall records one MCP tool call of the caller in the audit log.
 func (c *Client) RecordToolCall(ctx context.Context, tc access.ToolCall) error {
 	return c.do(ctx, http.MethodPost, "/v1/audit/tool-calls", nil, tc, nil)

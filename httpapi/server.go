@@ -184,6 +184,13 @@ func (s *Server) routes(reg *prometheus.Registry) {
 		return s.engine.Extend(r.Context(), id, by, b.Reason)
 	})
 	s.apiStatus("POST /v1/grants/{id}/credentials", http.StatusCreated, s.credentials)
+	s.api("GET /v1/gateways", func(r *http.Request) (any, error) {
+		out := map[string]GatewayInfo{}
+		for kind, g := range s.gateways {
+			out[kind] = *g
+		}
+		return out, nil
+	})
 	s.apiStatus("POST /v1/audit/tool-calls", http.StatusCreated, func(r *http.Request) (any, error) {
 		var tc access.ToolCall
 		if err := decode(r, &tc); err != nil {
@@ -616,7 +623,7 @@ func (s *Server) issueCredentials(ctx context.Context, id int64) (*Credentials, 
 	out := &Credentials{GrantID: in.Grant.ID, Kind: in.Kind, Via: in.Via, Host: in.Host, Port: in.Port, User: in.User,
 		Database: in.Database, Password: in.Password, SSLMode: in.SSLMode, ExpiresAt: in.ExpiresAt}
 	if gw := s.gateways[in.Kind]; in.Via == access.ViaGateway && gw != nil {
-		out.Host, out.Port, out.SSLMode = gw.Host, gw.Port, gw.SSLMode
+		out.Host, out.Port, out.SSLMode, out.CAData = gw.Host, gw.Port, gw.SSLMode, gw.CAData
 	}
 	return out, nil
 }

@@ -102,11 +102,14 @@ type TokenList struct {
 	Tokens []*jitgate.Token `json:"tokens"`
 }
 
-// GatewayInfo tells clients where the PostgreSQL gateway listens.
+// GatewayInfo tells clients where a protocol's gateway listens.
 type GatewayInfo struct {
 	Host    string `json:"host"`
 	Port    string `json:"port"`
 	SSLMode string `json:"sslmode"`
+	// CAData is the PEM certificate clients should trust for the gateway when it is not signed
+	// by a CA they know (--dev's self-signed one); empty otherwise.
+	CAData string `json:"ca_data,omitempty"`
 }
 
 // Credentials is the response to POST /v1/grants/{id}/credentials: how to connect under the
@@ -124,6 +127,8 @@ type Credentials struct {
 	Password  string    `json:"password"`
 	SSLMode   string    `json:"sslmode"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// CAData is the gateway's certificate to trust, when it is self-signed (see GatewayInfo).
+	CAData string `json:"ca_data,omitempty"`
 }
 
 // SessionList is the response to GET /v1/sessions.

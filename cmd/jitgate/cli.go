@@ -109,7 +109,7 @@ and the access is switched on only while the grant lasts.
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.serverCmd(), a.tokenCmd(), a.loginCmd(), a.whoamiCmd(), a.resourcesCmd(), a.requestCmd(),
 		a.requestsCmd(), a.showCmd(), a.approveCmd(), a.denyCmd(), a.cancelCmd(), a.grantsCmd(), a.revokeCmd(),
-		a.extendCmd(), a.auditCmd(), a.policyCmd(), a.credentialsCmd(), a.connectCmd(), a.sessionsCmd(), a.reportCmd(), a.mcpCmd(), a.readyCmd())
+		a.extendCmd(), a.auditCmd(), a.policyCmd(), a.credentialsCmd(), a.connectCmd(), a.kubeconfigCmd(), a.kubeCredentialCmd(), a.sessionsCmd(), a.reportCmd(), a.mcpCmd(), a.readyCmd())
 	return root
 }
 

@@ -146,7 +146,12 @@ func (a *app) connectCmd() *cobra.Command {
 	var role string
 	cmd := &cobra.Command{
 		Use:   "connect RESOURCE [--role ROLE] [-- CLIENT-ARGS...]",
-		Short: "Open psql (or mariadb/mysql) under your active grant",
+		Short: "Open psql (or mariadb/mysql, or a shell for kubectl) under your active grant",
+		Long: `Open the resource's client under your active grant on RESOURCE, through the jitgate gateway:
+psql for PostgreSQL, mariadb or mysql for MySQL. For a kubernetes resource, run the command
+after -- (e.g. -- kubectl get pods) or else your $SHELL, with KUBECONFIG set to a temporary
+kubeconfig for the gateway that holds a session credential of the grant (removed afterwards;
+for a lasting setup use jitgate kubeconfig).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 {
 				return usagef("connect takes a RESOURCE")
@@ -157,6 +162,9 @@ func (a *app) connectCmd() *cobra.Command {
 			g, cr, err := mint(ctx, c, args[0], role)
 			if err != nil {
 				return err
+			}
+			if cr.Kind == jitgate.KindKubernetes {
+				return a.kubeShell(ctx, g, cr, args[1:])
 			}
 			client, clientArgs := "psql", args[1:]
 			bin, err := exec.LookPath(client)

@@ -11,6 +11,7 @@ import (
 	"github.com/jitgate/jitgate/config"
 	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/provision"
+	kubeprov "github.com/jitgate/jitgate/provision/kubernetes"
 	myprov "github.com/jitgate/jitgate/provision/mysql"
 	pgprov "github.com/jitgate/jitgate/provision/postgres"
 	"github.com/jitgate/jitgate/provision/webhook"
@@ -39,6 +40,11 @@ func provisioners(cfg *config.Config, resources []*jitgate.Resource, dev bool, i
 			err error
 		)
 		switch {
+		case res.Kind == jitgate.KindKubernetes:
+			var token string
+			if token, err = kubeToken(res); err == nil {
+				p, err = kubeprov.New(res, install, token)
+			}
 		case res.Kind == jitgate.KindWebhook:
 			var secret string
 			if secret, err = config.LoadPassword(res.SigningSecret); err == nil {

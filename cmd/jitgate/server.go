@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	_ "embed"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 	"github.com/jitgate/jitgate/access"
 	"github.com/jitgate/jitgate/config"
 	"github.com/jitgate/jitgate/gateway"
+	kubegateway "github.com/jitgate/jitgate/gateway/kubernetes"
 	mygateway "github.com/jitgate/jitgate/gateway/mysql"
 	pggateway "github.com/jitgate/jitgate/gateway/postgres"
 	"github.com/jitgate/jitgate/httpapi"
@@ -427,18 +431,38 @@ Tokens expire in 24h. Stop the server with Ctrl-C.
 
 // gateways are the protocol gateways the server runs (nil where the config has none).
 type gateways struct {
-	pg *pggateway.Gateway
-	my *mygateway.Gateway
+	pg   *pggateway.Gateway
+	my   *mygateway.Gateway
+	kube *kubegateway.Gateway
+}
+
+// drainable is what shutting down does with each gateway.
+type drainable interface {
+	Sessions() int
+	Drain(ctx context.Context) int
+	Close() error
+}
+
+// all returns the gateways that run.
+func (g *gateways) all() []drainable {
+	var out []drainable
+	if g.pg != nil {
+		out = append(out, g.pg)
+	}
+	if g.my != nil {
+		out = append(out, g.my)
+	}
+	if g.kube != nil {
+		out = append(out, g.kube)
+	}
+	return out
 }
 
 // Sessions returns the number of live sessions of every gateway.
 func (g *gateways) Sessions() int {
 	n := 0
-	if g.pg != nil {
-		n += g.pg.Sessions()
-	}
-	if g.my != nil {
-		n += g.my.Sessions()
+	for _, gw := range g.all() {
+		n += gw.Sessions()
 	}
 	return n
 }
@@ -471,17 +495,16 @@ func (g *gateways) Drain(log *slog.Logger, timeout time.Duration, again <-chan o
 		case <-ctx.Done():
 		}
 	}()
-	var wg sync.WaitGroup
-	var pgLeft, myLeft int
-	if g.pg != nil {
-		wg.Go(func() { pgLeft = g.pg.Drain(ctx) })
-	}
-	if g.my != nil {
-		wg.Go(func() { myLeft = g.my.Drain(ctx) })
+	var (
+		wg   sync.WaitGroup
+		rest atomic.Int64
+	)
+	for _, gw := range g.all() {
+		wg.Go(func() { rest.Add(int64(gw.Drain(ctx))) })
 	}
 	wg.Wait()
-	if rest := pgLeft + myLeft; rest > 0 {
-		log.Warn("drain over: ending the sessions still live", "sessions", rest)
+	if n := rest.Load(); n > 0 {
+		log.Warn("drain over: ending the sessions still live", "sessions", n)
 	} else {
 		log.Info("drained: every gateway session has ended")
 	}
@@ -489,11 +512,8 @@ func (g *gateways) Drain(log *slog.Logger, timeout time.Duration, again <-chan o
 
 // Close ends every session of each gateway and flushes their statement recorders.
 func (g *gateways) Close() {
-	if g.pg != nil {
-		g.pg.Close()
-	}
-	if g.my != nil {
-		g.my.Close()
+	for _, gw := range g.all() {
+		gw.Close()
 	}
 }
 
@@ -538,6 +558,10 @@ func startGateways(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server,
 	limits := func(l *config.Listener) gateway.Limits {
 		return gateway.Limits{MaxUnauthenticated: l.MaxUnauthenticated, MaxUnauthenticatedPerSource: l.MaxUnauthenticatedPerSource}
 	}
+	kubeUpstreams, err := kubernetesUpstreams(rt.set.Resources())
+	if err != nil {
+		return nil, err
+	}
 	for _, p := range []struct {
 		kind, name string
 		l          *config.Listener
@@ -554,6 +578,11 @@ func startGateways(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server,
 				InsecurePlaintext: l.InsecurePlaintext, ReuseUpstream: l.ReuseUpstreamValue, RecorderFlush: l.AuditFlushValue,
 				Relay: l.Relay, Loops: l.Loops, Logger: log, Limits: limits(l)})
 			return gws.my
+		}},
+		{jitgate.KindKubernetes, "Kubernetes", rt.cfg.Gateway.Kubernetes, func(l *config.Listener, tlsCfg *tls.Config) protocolGateway {
+			gws.kube = kubegateway.New(kubegateway.Options{Engine: gs, Upstreams: kubeUpstreams, TLS: tlsCfg,
+				RecorderFlush: l.AuditFlushValue, Logger: log, Limits: limits(l)})
+			return gws.kube
 		}},
 	} {
 		if p.l == nil {
@@ -583,8 +612,27 @@ func startGateways(rt *runtime, dev bool, log *slog.Logger, api *httpapi.Server,
 		if tlsCfg == nil {
 			sslmode = "disable"
 		}
-		api.SetGatewayFor(p.kind, httpapi.GatewayInfo{Host: host, Port: port, SSLMode: sslmode})
+		info := httpapi.GatewayInfo{Host: host, Port: port, SSLMode: sslmode}
+		if der, ok := selfSigned(tlsCfg); ok {
+			// A self-signed certificate (--dev's, or one the config names): clients such as
+			// kubectl are told what to trust.
+			info.CAData = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+		}
+		api.SetGatewayFor(p.kind, info)
 		log.Info(name+" gateway listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
 	}
 	return gws, nil
+}
+
+// selfSigned returns the certificate a gateway serves if it signed itself.
+func selfSigned(cfg *tls.Config) ([]byte, bool) {
+	if cfg == nil || len(cfg.Certificates) == 0 || len(cfg.Certificates[0].Certificate) == 0 {
+		return nil, false
+	}
+	der := cfg.Certificates[0].Certificate[0]
+	c, err := x509.ParseCertificate(der)
+	if err != nil || c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) != nil {
+		return nil, false
+	}
+	return der, true
 }
