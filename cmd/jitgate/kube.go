@@ -115,7 +115,7 @@ func defaultKubeconfig() string {
 func (a *app) kubeconfigCmd() *cobra.Command {
 	var (
 		role, path, name, ca string
-		noSwitch            bool
+		noSwitch             bool
 	)
 	cmd := &cobra.Command{
 		Use:   "kubeconfig RESOURCE [--role ROLE] [--kubeconfig FILE] [--context NAME]",
