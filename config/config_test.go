@@ -205,3 +205,69 @@ func TestDeployExampleIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A kubernetes resource names its API server, jitgate's identity there, and roles that bind
+// ClusterRoles or Roles in namespaces.
+func TestKubernetesResources(t *testing.T) {
+	const base = `gateway:
+  kubernetes: {addr: 127.0.0.1:16443, tls_cert: /c, tls_key: /k}
+users:
+  - {name: alice, groups: [engineering]}
+  - {name: bob, groups: [sre]}
+resources:
+  - name: shop-k8s
+    kind: kubernetes
+    address: https://k8s.internal:6443
+    ca_file: /etc/jitgate/k8s-ca.crt
+    token_env: K8S_TOKEN
+    roles:
+      - {name: view, grants: [clusterrole/view], namespaces: [shop]}
+      - {name: deploy, grants: [role/deployer, clusterrole/edit], namespaces: [shop, shop-staging]}
+      - {name: cluster-view, grants: [clusterrole/view]}
+policies:
+  - name: p
+    requesters: {groups: [engineering]}
+    resources: [shop-k8s]
+    roles: ["*"]
+    max_duration: 1h
+    approval: {steps: [{approvers: {groups: [sre]}}]}
+`
+	cfg, err := config.Parse("k.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := cfg.DomainResources()[0]
+	if res.Kind != jitgate.KindKubernetes || res.CAFile != "/etc/jitgate/k8s-ca.crt" || res.Token.PasswordEnv != "K8S_TOKEN" ||
+		len(res.Roles[1].Namespaces) != 2 || cfg.Gateway.Kubernetes == nil {
+		t.Fatalf("resource %+v", res)
+	}
+	for _, c := range []struct{ old, new, want string }{
+		{"address: https://k8s.internal:6443", "address: http://k8s.internal:6443", `9: resources.0.address: a kubernetes resource needs its API server's https URL`},
+		{"address: https://k8s.internal:6443", "address: k8s.internal:6443", `resources.0.address: a kubernetes resource needs its API server's https URL`},
+		{"    token_env: K8S_TOKEN\n", "", "resources.0: a kubernetes resource needs jitgate's own identity in the cluster"},
+		{"    token_env: K8S_TOKEN\n", "    token_env: K8S_TOKEN\n    token_file: /t\n", "resources.0: set token_env or token_file, not both"},
+		{"    token_env: K8S_TOKEN\n", "    token_env: K8S_TOKEN\n    client_cert: /c\n    client_key: /k\n", "resources.0: set a token (token_env or token_file) or a client certificate"},
+		{"    token_env: K8S_TOKEN\n", "    client_cert: /c\n", "resources.0: set both client_cert and client_key"},
+		{"    token_env: K8S_TOKEN\n", "    token_env: K8S_TOKEN\n    database: app\n", "resources.0: credentials, database, sslmode"},
+		{"grants: [clusterrole/view], namespaces: [shop]}", "grants: [cluster-admin], namespaces: [shop]}", `resources.0.roles.0.grants.0: invalid Kubernetes grant "cluster-admin"`},
+		{"grants: [clusterrole/view]}", "grants: [role/viewer]}", `resources.0.roles.2.grants.0: "role/viewer" is a namespaced Role: list the namespaces`},
+		{"namespaces: [shop]}", "namespaces: [Shop]}", `resources.0.roles.0.namespaces.0: invalid namespace "Shop"`},
+		{"namespaces: [shop]}", "namespaces: [shop, shop]}", `resources.0.roles.0.namespaces.1: duplicate namespace "shop"`},
+		{"grants: [clusterrole/view]}", "grants: [clusterrole/view], provision: ephemeral}", "resources.0.roles.2.provision: kubernetes roles are always bound per grant"},
+		{"grants: [clusterrole/view]}", "grants: [clusterrole/view], upstream: {user: x, password_env: X}}", "resources.0.roles.2.upstream: kubernetes roles have no upstream login"},
+		{"tls_cert: /c, tls_key: /k}", "insecure_plaintext: true}", "gateway.kubernetes.insecure_plaintext: the Kubernetes gateway is HTTPS only"},
+	} {
+		if !strings.Contains(base, c.old) {
+			t.Fatalf("fixture lacks %q", c.old)
+		}
+		_, err := config.Parse("k.yaml", []byte(strings.Replace(base, c.old, c.new, 1)))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q → %q: error %v, want %q", c.old, c.new, err, c.want)
+		}
+	}
+	// Kubernetes options on another kind of resource are refused.
+	pg := strings.Replace(base, "kind: kubernetes\n    address: https://k8s.internal:6443", "kind: postgres\n    address: db:5432", 1)
+	if _, err := config.Parse("k.yaml", []byte(pg)); err == nil || !strings.Contains(err.Error(), "are for kubernetes resources") {
+		t.Errorf("ca_file on a postgres resource: %v", err)
+	}
+}
