@@ -83,14 +83,16 @@ type Options struct {
 	MaxBody int64
 	// MaxHeaderBytes caps a request's headers (default 64 KiB).
 	MaxHeaderBytes int
+	// ReadHeaderTimeout bounds how long a client may take to send a request's headers
+	// (default 10s); a slower client's connection is closed.
+	ReadHeaderTimeout time.Duration
 }
 
 // Defaults.
 const (
-	DefaultMaxBody        = 8 << 20
-	DefaultMaxHeaderBytes = 64 << 10
-	// readHeaderTimeout bounds how long a client may take to send a request's headers.
-	readHeaderTimeout = 10 * time.Second
+	DefaultMaxBody           = 8 << 20
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultReadHeaderTimeout = 10 * time.Second
 	// idleTimeout closes a kept-alive connection with no request in flight.
 	idleTimeout = 90 * time.Second
 )
@@ -124,6 +126,9 @@ func New(o Options) *Gateway {
 	if o.MaxHeaderBytes <= 0 {
 		o.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
 	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, h2: map[string]*httputil.ReverseProxy{}, h1: map[string]*httputil.ReverseProxy{}}
 	g.core = gateway.NewCore(gateway.CoreOptions{Protocol: "kubernetes", Engine: o.Engine, Clock: o.Clock, Logger: o.Logger,
 		SweepEvery: o.SweepEvery, RecorderBuffer: o.RecorderBuffer, RecorderBatch: o.RecorderBatch, RecorderFlush: o.RecorderFlush,
@@ -141,7 +146,7 @@ func New(o Options) *Gateway {
 	if tlsCfg.MinVersion == 0 {
 		tlsCfg.MinVersion = tls.VersionTLS12
 	}
-	g.srv = &http.Server{Handler: g, TLSConfig: tlsCfg, ReadHeaderTimeout: readHeaderTimeout, IdleTimeout: idleTimeout,
+	g.srv = &http.Server{Handler: g, TLSConfig: tlsCfg, ReadHeaderTimeout: o.ReadHeaderTimeout, IdleTimeout: idleTimeout,
 		MaxHeaderBytes: o.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, g.conns.state(c))
@@ -313,6 +318,11 @@ func (g *Gateway) session(r *http.Request, cc *clientConn, token string) (*sessi
 		return nil, jitgate.Errorf(jitgate.EUNAVAILABLE, "jitgate: cannot record the session; refusing it")
 	}
 	s.head.SessionID = s.info.ID
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
+	// Killed meanwhile: it ends now, and the request is refused with the reason.
+	s.maybeEnd()
 	cc.authenticated()
 	g.log.Info("kubernetes gateway: session started", "session", s.info.ID, "grant", grant.ID, "user", grant.User,
 		"resource", grant.Resource, "role", grant.Role)
@@ -351,7 +361,7 @@ func (g *Gateway) proxy(name string, up *Upstream, h1 bool) *httputil.ReversePro
 		ModifyResponse: func(resp *http.Response) error {
 			if req, ok := resp.Request.Context().Value(requestKey{}).(*request); ok {
 				req.status = resp.StatusCode
-				req.json = strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json")
+				req.json.Store(strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json"))
 			}
 			return nil
 		},

@@ -124,7 +124,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse(c.URL)
-	gw := kubernetes.New(kubernetes.Options{Engine: eng.GatewayService(), TLS: tlsCfg,
+	gw := kubernetes.New(kubernetes.Options{Engine: eng.GatewayService(), TLS: tlsCfg, ReadHeaderTimeout: time.Second,
 		Upstreams: map[string]*kubernetes.Upstream{"shop-k8s": {URL: u, TLS: upTLS, Token: c.JitgateToken}}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -439,6 +439,18 @@ func TestBadInputLeaksNothing(t *testing.T) {
 			t.Errorf("oversized headers: %d", resp.StatusCode)
 		}
 	}
+	// A client that stops in the middle of its headers is cut off.
+	slow, err := tls.Dial("tcp", strings.TrimPrefix(e.url, "https://"), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = slow.Write([]byte("GET /api HTTP/1.1\r\nHost: x\r\nAuthori"))
+	_ = slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	if _, err := io.ReadAll(slow); err != nil || time.Since(start) > 5*time.Second {
+		t.Errorf("slow client: %v after %v, want its connection closed after the 1s header timeout", err, time.Since(start))
+	}
+	slow.Close()
 	// Garbage instead of TLS, and a client that drops in the middle of a watch.
 	for range 5 {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "https://"))

@@ -197,8 +197,10 @@ type session struct {
 	inflight map[*request]struct{}
 	killed   string
 	detached bool
-	ended    bool
-	n        int64
+	// started is set once the session is recorded in the store: it cannot end before.
+	started bool
+	ended   bool
+	n       int64
 
 	bytesIn, bytesOut atomic.Int64
 }
@@ -243,7 +245,7 @@ func (s *session) detach() {
 // maybeEnd records the session's end once it is over: killed or detached, and no request left.
 func (s *session) maybeEnd() {
 	s.mu.Lock()
-	if s.ended || len(s.inflight) > 0 || (s.killed == "" && !s.detached) {
+	if !s.started || s.ended || len(s.inflight) > 0 || (s.killed == "" && !s.detached) {
 		s.mu.Unlock()
 		return
 	}
@@ -268,9 +270,10 @@ type request struct {
 	cancel context.CancelCauseFunc
 	w      *respWriter
 	start  time.Time
-	// status and json are set from the API server's answer (or the gateway's own).
+	// status is set from the API server's answer (or the gateway's own); json too, which a
+	// cut reads from another goroutine.
 	status int
-	json   bool
+	json   atomic.Bool
 	watch  bool
 }
 
@@ -362,7 +365,7 @@ func (r *request) cut(reason string) {
 	// A client that does not read must not hold the cut up: writes fail after killGrace.
 	_ = r.w.rc.SetWriteDeadline(time.Now().Add(killGrace))
 	r.w.end(func(w http.ResponseWriter, lineEnd bool) {
-		if !r.watch || !r.json || !lineEnd {
+		if !r.watch || !r.json.Load() || !lineEnd {
 			return
 		}
 		ev, _ := json.Marshal(map[string]any{"type": "ERROR", "object": map[string]any{"kind": "Status", "apiVersion": "v1",
