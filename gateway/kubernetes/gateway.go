@@ -345,8 +345,10 @@ func (g *Gateway) proxy(name string, up *Upstream, h1 bool) *httputil.ReversePro
 	}
 	base := *up.URL
 	return &httputil.ReverseProxy{
-		Transport:     tr,
-		FlushInterval: -1,
+		Transport: tr,
+		// Watches and log streams (no Content-Length) are flushed as they come; other
+		// responses once, at their end.
+		FlushInterval: 0,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&base)
 			pr.Out.Host = base.Host

@@ -383,6 +383,15 @@ current-context: test
 	return os.WriteFile(path, []byte(cfg), 0o600)
 }
 
+// Pids returns the process ids of etcd and the API server.
+func (c *Cluster) Pids() []int {
+	var out []int
+	for _, p := range c.procs {
+		out = append(out, p.Process.Pid)
+	}
+	return out
+}
+
 // Stop ends the API server and etcd and returns their output if either had failed.
 func (c *Cluster) Stop() {
 	for i := len(c.procs) - 1; i >= 0; i-- {
