@@ -22,10 +22,10 @@ import (
 
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/access"
-	"github.com/jitgate/jitgate/audit"
 	"github.com/jitgate/jitgate/config"
 	"github.com/jitgate/jitgate/gateway"
 	"github.com/jitgate/jitgate/gateway/kubernetes"
+	"github.com/jitgate/jitgate/internal/gwtest"
 	"github.com/jitgate/jitgate/internal/testdb"
 	"github.com/jitgate/jitgate/internal/testkube"
 	"github.com/jitgate/jitgate/policy"
@@ -509,29 +509,9 @@ func TestAPIServerDown(t *testing.T) {
 	}
 }
 
-func verify(t *testing.T, e *env) {
-	t.Helper()
-	res, err := audit.Verify(context.Background(), e.store)
-	if err != nil || !res.OK {
-		t.Fatalf("audit verify: %+v %v", res, err)
-	}
-}
+func verify(t *testing.T, e *env) { t.Helper(); gwtest.VerifyAudit(t, e.store) }
 
-// statements returns the requests recorded for a grant, in order.
 func statements(t *testing.T, e *env, grantID int64) []jitgate.Statement {
 	t.Helper()
-	var out []jitgate.Statement
-	err := e.store.View(context.Background(), func(tx jitgate.Tx) error {
-		all, err := tx.ListAudit(jitgate.AuditFilter{GrantID: grantID})
-		for _, ev := range all {
-			if ev.Action == jitgate.ActionSessionStatements {
-				out = append(out, ev.Statements...)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return gwtest.Statements(t, e.store, grantID)
 }

@@ -18,7 +18,6 @@ import (
 	drv "github.com/go-sql-driver/mysql"
 	"github.com/jitgate/jitgate"
 	"github.com/jitgate/jitgate/access"
-	"github.com/jitgate/jitgate/audit"
 	"github.com/jitgate/jitgate/config"
 	"github.com/jitgate/jitgate/gateway"
 	"github.com/jitgate/jitgate/gateway/mysql"
@@ -309,31 +308,11 @@ func testReadGrantReadsAndCannotWrite(t *testing.T, relay string) {
 	verify(t, e)
 }
 
-func verify(t *testing.T, e *env) {
-	t.Helper()
-	res, err := audit.Verify(context.Background(), e.store)
-	if err != nil || !res.OK {
-		t.Fatalf("audit verify: %+v %v", res, err)
-	}
-}
+func verify(t *testing.T, e *env) { t.Helper(); gwtest.VerifyAudit(t, e.store) }
 
-// statements returns the statements recorded for a grant, in order.
 func statements(t *testing.T, e *env, grantID int64) []jitgate.Statement {
 	t.Helper()
-	var out []jitgate.Statement
-	err := e.store.View(context.Background(), func(tx jitgate.Tx) error {
-		all, err := tx.ListAudit(jitgate.AuditFilter{GrantID: grantID})
-		for _, ev := range all {
-			if ev.Action == jitgate.ActionSessionStatements {
-				out = append(out, ev.Statements...)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return gwtest.Statements(t, e.store, grantID)
 }
 
 // sleepUpstream runs SELECT SLEEP(60) on c in the background, returns once it runs upstream,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate"
+	"github.com/jitgate/jitgate/audit"
 )
 
 // RefuseAll is an engine (gateway.Engine) that knows no credential: a fuzzer exercises
@@ -150,4 +151,33 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// VerifyAudit fails t unless the store's audit chain verifies.
+func VerifyAudit(t testing.TB, s jitgate.Store) {
+	t.Helper()
+	res, err := audit.Verify(context.Background(), s)
+	if err != nil || !res.OK {
+		t.Fatalf("audit verify: %+v %v", res, err)
+	}
+}
+
+// Statements returns the statements (or Kubernetes requests) the audit log holds for a
+// grant, in order.
+func Statements(t testing.TB, s jitgate.Store, grantID int64) []jitgate.Statement {
+	t.Helper()
+	var out []jitgate.Statement
+	err := s.View(context.Background(), func(tx jitgate.Tx) error {
+		all, err := tx.ListAudit(jitgate.AuditFilter{GrantID: grantID})
+		for _, ev := range all {
+			if ev.Action == jitgate.ActionSessionStatements {
+				out = append(out, ev.Statements...)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
