@@ -204,6 +204,11 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	if out, err := runAs(adminEnv, bin, "audit", "--verify"); err != nil {
 		t.Fatalf("audit --verify: %v\n%s", err, out)
 	}
+	// The standing-access report lists the cluster's own powerful bindings, not the grant's.
+	if out, err := runAs(adminEnv, bin, "report", "standing-access", "shop-k8s"); err != nil ||
+		!strings.Contains(out, "User jitgate") || !strings.Contains(out, "impersonate") || strings.Contains(out, "jitgate:grant:") {
+		t.Fatalf("report standing-access: %v\n%s", err, out)
+	}
 
 	// A binding planted with jitgate's labels for a grant that does not exist is removed.
 	var list struct {
