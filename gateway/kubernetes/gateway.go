@@ -347,11 +347,6 @@ func (g *Gateway) proxy(name string, up *Upstream, h1 bool) *httputil.ReversePro
 		TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
 		ForceAttemptHTTP2: !h1}
 	if h1 {
-		// HTTP/1.1 only: Go's HTTP/2 server costs the gateway about a third more CPU per
-		// request (a goroutine and several hand-offs per stream; bench/kube measured 0.74x of
-		// direct throughput with it, 0.84x without), and kubectl's requests are few and
-		// sequential, or streams (watch, logs -f, exec) that hold a connection of their own
-		// whatever the protocol.
 		tlsCfg.NextProtos = []string{"http/1.1"}
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	}
