@@ -94,7 +94,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs server processes")
 	}
-	c := testkube.Shared(t)
+	c := testkube.Private(t)
 	if _, err := exec.LookPath("kubectl"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("kubectl is required with CI=true")

@@ -18,21 +18,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jitgate/jitgate/internal/testdb"
-	"github.com/jitgate/jitgate/internal/testkube"
 	"github.com/jitgate/jitgate/store"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
 func TestMain(m *testing.M) {
-	testscript.Main(kubeM{m}, map[string]func(){
+	testscript.Main(m, map[string]func(){
 		"jitgate": func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
 	})
 }
-
-// kubeM runs the tests, then stops the Kubernetes test cluster if one was started.
-type kubeM struct{ m *testing.M }
-
-func (k kubeM) Run() int { return testkube.Main(k.m) }
 
 // TestScripts runs the end-to-end CLI scripts in testdata/script through the built binary
 // against a real server on a free port, once on SQLite and once on PostgreSQL.

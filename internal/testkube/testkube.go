@@ -413,33 +413,67 @@ var (
 func Shared(t testing.TB) *Cluster {
 	t.Helper()
 	sharedOnce.Do(func() {
-		bin, err := Binary()
-		if err == nil {
-			_, err = os.Stat(bin)
-		}
-		if err == nil {
-			_, err = exec.LookPath("etcd")
-		}
-		if err != nil {
-			sharedErr = fmt.Errorf("%w (kube-apiserver %s: build it with bash internal/testkube/build.sh; etcd: Debian's etcd-server)", errMissing, Version)
+		if sharedErr = available(); sharedErr != nil {
 			return
 		}
-		if sharedDir, err = os.MkdirTemp(shmDir(), "jitgate-kube-"); err != nil {
-			sharedErr = err
+		if sharedDir, sharedErr = os.MkdirTemp(shmDir(), "jitgate-kube-"); sharedErr != nil {
 			return
 		}
 		shared, sharedErr = Start(context.Background(), sharedDir)
 	})
-	if errors.Is(sharedErr, errMissing) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("a Kubernetes API server is required with CI=true: %v", sharedErr)
-		}
-		t.Skip(sharedErr)
-	}
-	if sharedErr != nil {
-		t.Fatal(sharedErr)
-	}
+	check(t, sharedErr)
 	return shared
+}
+
+// Private starts a cluster for t alone, stopped when t ends (a test that should not leave an
+// API server running under the tests after it). It skips or fails as Shared does.
+func Private(t testing.TB) *Cluster {
+	t.Helper()
+	err := available()
+	check(t, err)
+	dir, err := os.MkdirTemp(shmDir(), "jitgate-kube-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(context.Background(), dir)
+	t.Cleanup(func() {
+		if c != nil {
+			c.Stop()
+		}
+		os.RemoveAll(dir)
+	})
+	check(t, err)
+	return c
+}
+
+// available reports errMissing unless the API server and etcd are there.
+func available() error {
+	bin, err := Binary()
+	if err == nil {
+		_, err = os.Stat(bin)
+	}
+	if err == nil {
+		_, err = exec.LookPath("etcd")
+	}
+	if err != nil {
+		return fmt.Errorf("%w (kube-apiserver %s: build it with bash internal/testkube/build.sh; etcd: Debian's etcd-server)", errMissing, Version)
+	}
+	return nil
+}
+
+// check skips t for a missing API server or etcd (fails it with CI=true), and fails it for
+// any other error.
+func check(t testing.TB, err error) {
+	t.Helper()
+	if errors.Is(err, errMissing) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("a Kubernetes API server is required with CI=true: %v", err)
+		}
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Main runs a test package's tests, then stops the shared cluster if one was started. Use it
