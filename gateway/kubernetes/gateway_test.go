@@ -394,6 +394,29 @@ func TestExpiryCutsWatch(t *testing.T) {
 	})
 }
 
+// An extension moves the deadline: a watch outlives the grant's first end.
+func TestExtensionMovesDeadline(t *testing.T) {
+	e := newEnv(t)
+	g, token := e.grant(t, "view", 3*time.Second)
+	done, out := e.watch(t, e.kubeconfig(t, token))
+	if _, err := e.eng.Extend(e.alice, g.ID, 30*time.Minute, "more time"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+		t.Fatalf("watch ended at the grant's first end despite the extension: %s", out)
+	case <-time.After(time.Until(g.EndsAt) + 1500*time.Millisecond):
+	}
+	if _, err := e.eng.Revoke(e.bob, g.ID, "done"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("watch outlived the revoke")
+	}
+}
+
 func TestExecReachesTheAPIServer(t *testing.T) {
 	e := newEnv(t)
 	g, token := e.grant(t, "edit", time.Hour)

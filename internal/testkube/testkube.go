@@ -48,6 +48,8 @@ const (
 	AdminUser = "admin"
 	// JitgateUser is jitgate's own identity, with ControllerRole's permissions only.
 	JitgateUser = "jitgate"
+	// JitgateCertUser is the same identity as a client certificate (ClientCert, ClientKey).
+	JitgateCertUser = "jitgate-cert"
 )
 
 // ControllerRole is the ClusterRole jitgate's identity needs (docs/kubernetes.md shows the same):
@@ -72,7 +74,10 @@ type Cluster struct {
 	// AdminToken and JitgateToken are bearer tokens of AdminUser and JitgateUser.
 	AdminToken   string `json:"admin_token"`
 	JitgateToken string `json:"jitgate_token"`
-	Dir          string `json:"dir"`
+	// ClientCert and ClientKey are PEM files of JitgateCertUser's client certificate.
+	ClientCert string `json:"client_cert"`
+	ClientKey  string `json:"client_key"`
+	Dir        string `json:"dir"`
 
 	procs  []*exec.Cmd
 	logs   []*logBuffer
@@ -93,7 +98,7 @@ func Binary() (string, error) {
 }
 
 // Start starts etcd and the API server under dir and returns once the API server is ready and
-// ControllerRole is bound to JitgateUser. Stop ends both.
+// ControllerRole is bound to JitgateUser and JitgateCertUser. Stop ends both.
 func Start(ctx context.Context, dir string) (_ *Cluster, err error) {
 	apiserver, err := Binary()
 	if err != nil {
@@ -132,6 +137,7 @@ func Start(ctx context.Context, dir string) (_ *Cluster, err error) {
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", fmt.Sprint(ports[2]),
 		"--tls-cert-file", filepath.Join(dir, "serving.crt"), "--tls-private-key-file", filepath.Join(dir, "serving.key"),
 		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
+		"--client-ca-file", filepath.Join(dir, "ca.crt"),
 		"--authorization-mode", "RBAC",
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", filepath.Join(dir, "sa.key"),
@@ -183,16 +189,34 @@ func (c *Cluster) writeFiles() error {
 	if err != nil {
 		return err
 	}
+	clientKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	clientTmpl := &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: JitgateCertUser},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	clientDER, err := x509.CreateCertificate(rand.Reader, clientTmpl, ca, &clientKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	clientKeyDER, err := x509.MarshalECPrivateKey(clientKey)
+	if err != nil {
+		return err
+	}
 	sa, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return err
 	}
 	c.CAFile = filepath.Join(c.Dir, "ca.crt")
+	c.ClientCert, c.ClientKey = filepath.Join(c.Dir, "client.crt"), filepath.Join(c.Dir, "client.key")
 	files := map[string][]byte{
 		"ca.crt":      pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		"serving.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		"serving.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
 		"sa.key":      pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(sa)}),
+		"client.crt":  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: clientDER}),
+		"client.key":  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: clientKeyDER}),
 		"tokens.csv": fmt.Appendf(nil, "%s,%s,1,\"system:masters\"\n%s,%s,2\n",
 			c.AdminToken, AdminUser, c.JitgateToken, JitgateUser),
 	}
@@ -246,7 +270,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	}
 }
 
-// setUp fills in the aggregated ClusterRoles and binds ControllerRole to JitgateUser.
+// setUp fills in the aggregated ClusterRoles and binds ControllerRole to JitgateUser and JitgateCertUser.
 func (c *Cluster) setUp(ctx context.Context) error {
 	if err := c.aggregate(ctx); err != nil {
 		return err
@@ -257,7 +281,8 @@ func (c *Cluster) setUp(ctx context.Context) error {
 	binding := `{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
 	  "metadata": {"name": "jitgate-controller"},
 	  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "jitgate-controller"},
-	  "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "` + JitgateUser + `"}]}`
+	  "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "` + JitgateUser + `"},
+	    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "` + JitgateCertUser + `"}]}`
 	return c.Admin(ctx, http.MethodPost, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", []byte(binding), nil)
 }
 

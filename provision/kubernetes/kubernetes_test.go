@@ -236,6 +236,30 @@ func TestStandingAccess(t *testing.T) {
 	}
 }
 
+// jitgate's identity may be a client certificate instead of a token.
+func TestClientCertificateIdentity(t *testing.T) {
+	c, _, res, nss := setup(t)
+	ctx := context.Background()
+	res.ClientCert, res.ClientKey = c.ClientCert, c.ClientKey
+	p, err := kubernetes.New(res, nss[0]+"-cert", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &jitgate.Grant{ID: 7006, User: "frank", Resource: "k8s", Role: "view", EndsAt: time.Now().Add(time.Hour)}
+	if err := p.Grant(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	if !can(t, c, g, "list", "pods", nss[0]) {
+		t.Error("the grant made with a client certificate does not work")
+	}
+	if err := p.Revoke(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.VerifyRevoked(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestNewRefusesBadInput(t *testing.T) {
 	res := &jitgate.Resource{Name: "k8s", Kind: jitgate.KindKubernetes, Address: "https://127.0.0.1:1"}
 	if _, err := kubernetes.New(res, "bad installation", "t"); err == nil {
