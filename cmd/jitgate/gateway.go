@@ -59,6 +59,10 @@ func mint(ctx context.Context, c *httpapi.Client, resource, role string) (*jitga
 // clientEnv is the client environment for a credential: libpq's for PostgreSQL, the mysql
 // client's for MySQL (which has no variable for the user; connect passes -u).
 func clientEnv(cr *httpapi.Credentials) []string {
+	if cr.Kind == jitgate.KindKubernetes {
+		// kubectl reads no variables for these; connect and kubeconfig set it up instead.
+		return []string{"KUBE_SERVER=" + credentialURI(cr), "KUBE_TOKEN=" + cr.Password}
+	}
 	if cr.Kind == jitgate.KindMySQL {
 		return []string{"MYSQL_HOST=" + cr.Host, "MYSQL_TCP_PORT=" + cr.Port, "MYSQL_PWD=" + cr.Password}
 	}
@@ -98,8 +102,12 @@ func isMariaDBClient(bin string) bool {
 func credentialURI(cr *httpapi.Credentials) string {
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(cr.User, cr.Password), Host: net.JoinHostPort(cr.Host, cr.Port),
 		Path: "/" + cr.Database, RawQuery: "sslmode=" + cr.SSLMode}
-	if cr.Kind == jitgate.KindMySQL {
+	switch cr.Kind {
+	case jitgate.KindMySQL:
 		u.Scheme, u.RawQuery = "mysql", ""
+	case jitgate.KindKubernetes:
+		// The gateway's address; the credential goes in a bearer token, not the URL.
+		return (&url.URL{Scheme: "https", Host: net.JoinHostPort(cr.Host, cr.Port)}).String()
 	}
 	return u.String()
 }
@@ -110,11 +118,13 @@ func (a *app) credentialsCmd() *cobra.Command {
 		Use:   "credentials RESOURCE [--role ROLE] [-o env|uri|json]",
 		Short: "Get a short-lived login under your active grant",
 		Long: `Get a login for your active grant on RESOURCE. Where the server runs the gateway for
-RESOURCE's kind (PostgreSQL or MySQL), it is a session credential that works only through the
+RESOURCE's kind (PostgreSQL, MySQL or Kubernetes), it is a session credential that works only through the
 gateway, only while the grant is active, and only as you. Otherwise, for a role with ephemeral
 provisioning, it is the grant's own database user (jit_<you>_<grant>), which is dropped when
 the grant ends. Either way it never outlives the grant.
-Output: shell exports (env, the default: PG* or MYSQL_* variables), a connection URI (uri), or JSON.`,
+Output: shell exports (env, the default: PG* or MYSQL_* variables; for a kubernetes resource
+KUBE_SERVER and KUBE_TOKEN, though jitgate kubeconfig is the easier way), a connection URI
+(uri; the gateway's https address for kubernetes), or JSON.`,
 		Args: exactArgs("RESOURCE"),
 		RunE: a.withClient(func(ctx context.Context, c *httpapi.Client, args []string) error {
 			g, cr, err := mint(ctx, c, args[0], role)
@@ -130,8 +140,11 @@ Output: shell exports (env, the default: PG* or MYSQL_* variables), a connection
 				for _, kv := range clientEnv(cr) {
 					fmt.Fprintf(a.stdout, "export %s\n", kv)
 				}
-				if cr.Kind == jitgate.KindMySQL {
+				switch cr.Kind {
+				case jitgate.KindMySQL:
 					fmt.Fprintf(a.stderr, "# then: mariadb %s\n", strings.Join(mysqlArgs(cr, "mariadb", nil), " "))
+				case jitgate.KindKubernetes:
+					fmt.Fprintf(a.stderr, "# then: kubectl --server \"$KUBE_SERVER\" --token \"$KUBE_TOKEN\" ... (or once: jitgate kubeconfig %s)\n", args[0])
 				}
 				fmt.Fprintf(a.stderr, "# valid while grant %d is active (ends %s)\n", g.ID, relative(g.EndsAt, time.Now()))
 			}

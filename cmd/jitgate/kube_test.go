@@ -182,6 +182,10 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	if out, err := run(bin, "connect", "shop-k8s", "--", "kubectl", "get", "pods", "-n", ns); err != nil || !strings.Contains(out, "No resources found") {
 		t.Fatalf("jitgate connect -- kubectl: %v\n%s", err, out)
 	}
+	if out, err := run(bin, "credentials", "shop-k8s"); err != nil || !strings.Contains(out, "export KUBE_SERVER=https://"+gwAddr) ||
+		!strings.Contains(out, "export KUBE_TOKEN=jgs_") || !strings.Contains(out, "jitgate kubeconfig shop-k8s") {
+		t.Fatalf("jitgate credentials: %v\n%s", err, out)
+	}
 	// Every request is in the audit under its session, and the chain verifies.
 	sessions, err := api.Sessions(ctx, jitgate.SessionFilter{GrantID: req.GrantID})
 	if err != nil || len(sessions) == 0 {
