@@ -118,8 +118,8 @@ func (a *app) credentialsCmd() *cobra.Command {
 		Use:   "credentials RESOURCE [--role ROLE] [-o env|uri|json]",
 		Short: "Get a short-lived login under your active grant",
 		Long: `Get a login for your active grant on RESOURCE. Where the server runs the gateway for
-RESOURCE's kind (PostgreSQL, MySQL or Kubernetes), it is a session credential that works only through the
-gateway, only while the grant is active, and only as you. Otherwise, for a role with ephemeral
+RESOURCE's kind (PostgreSQL, MySQL or Kubernetes), it is a session credential that works only
+through the gateway, only while the grant is active, and only as you. Otherwise, for a role with ephemeral
 provisioning, it is the grant's own database user (jit_<you>_<grant>), which is dropped when
 the grant ends. Either way it never outlives the grant.
 Output: shell exports (env, the default: PG* or MYSQL_* variables; for a kubernetes resource
