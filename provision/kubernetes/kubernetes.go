@@ -26,7 +26,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	rbacclient "k8s.io/client-go/kubernetes/typed/rbac/v1"
 	"k8s.io/client-go/rest"
 )
 
@@ -48,7 +48,8 @@ func Group(g *jitgate.Grant) string { return jitgate.KubernetesGroup(g) }
 type Provisioner struct {
 	res     *jitgate.Resource
 	install string
-	cs      kubernetes.Interface
+	// rbac is a client of the RBAC API alone (the whole clientset would double the binary).
+	rbac rbacclient.RbacV1Interface
 }
 
 var (
@@ -110,11 +111,11 @@ func New(res *jitgate.Resource, install, token string) (*Provisioner, error) {
 	if err != nil {
 		return nil, err
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	rbac, err := rbacclient.NewForConfig(cfg)
 	if err != nil {
 		return nil, jitgate.Errorf(jitgate.EINVALID, "resource %s: %v", res.Name, err)
 	}
-	return &Provisioner{res: res, install: install, cs: cs}, nil
+	return &Provisioner{res: res, install: install, rbac: rbac}, nil
 }
 
 // Manages reports true for every role of the resource: each is bound per grant.
@@ -173,7 +174,7 @@ func (p *Provisioner) Grant(ctx context.Context, g *jitgate.Grant) error {
 	if err != nil {
 		return err
 	}
-	rbac := p.cs.RbacV1()
+	rbac := p.rbac
 	for _, b := range bs {
 		if b.Namespace == "" {
 			want := &rbacv1.ClusterRoleBinding{ObjectMeta: p.meta(g, b.Name, ""), RoleRef: b.Ref, Subjects: subjects(g)}
@@ -220,7 +221,7 @@ type found struct {
 // list reads this installation's bindings (of one grant if id > 0) across the cluster.
 func (p *Provisioner) list(ctx context.Context, id int64) ([]found, error) {
 	opts := metav1.ListOptions{LabelSelector: p.selector(id)}
-	rbac := p.cs.RbacV1()
+	rbac := p.rbac
 	crbs, err := rbac.ClusterRoleBindings().List(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("list ClusterRoleBindings: %w", err)
@@ -242,9 +243,9 @@ func (p *Provisioner) list(ctx context.Context, id int64) ([]found, error) {
 func (p *Provisioner) remove(ctx context.Context, namespace, name string) error {
 	var err error
 	if namespace == "" {
-		err = p.cs.RbacV1().ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{})
+		err = p.rbac.ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{})
 	} else {
-		err = p.cs.RbacV1().RoleBindings(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+		err = p.rbac.RoleBindings(namespace).Delete(ctx, name, metav1.DeleteOptions{})
 	}
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
@@ -278,7 +279,7 @@ func (p *Provisioner) VerifyRevoked(ctx context.Context, g *jitgate.Grant) (stri
 		return "", fmt.Errorf("%d binding(s) of grant %d remain: %s", len(bs), g.ID, describe(bs[0].Namespace, bs[0].Name, bs[0].Ref))
 	}
 	group := Group(g)
-	rbac := p.cs.RbacV1()
+	rbac := p.rbac
 	crbs, err := rbac.ClusterRoleBindings().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return "", err
@@ -418,7 +419,7 @@ func subjectName(s rbacv1.Subject) string {
 // with the roles and where; subjects bound to powerful roles are flagged. The control plane's
 // own users and groups (system:...) are left out; service accounts are not. Read-only.
 func (p *Provisioner) StandingAccess(ctx context.Context) ([]jitgate.StandingAccount, error) {
-	rbac := p.cs.RbacV1()
+	rbac := p.rbac
 	crs, err := rbac.ClusterRoles().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list ClusterRoles: %w", err)
