@@ -281,7 +281,9 @@ func bearer(r *http.Request) (string, bool) {
 // session returns cc's live session of the token's grant, starting one on the token's first
 // use on this connection.
 func (g *Gateway) session(r *http.Request, cc *clientConn, token string) (*session, error) {
-	key := jitgate.HashToken(token)
+	// Keyed by the token itself: no hash on each request (the client sends it in clear
+	// inside TLS with every request anyway, and it lives no longer than the connection).
+	key := token
 	if s, ok := cc.session(key); ok {
 		return s, nil
 	}

@@ -132,7 +132,7 @@ type clientConn struct {
 	closed   bool
 }
 
-// session returns the live session of the credential with hash key.
+// session returns the live session of the credential key.
 func (cc *clientConn) session(key string) (*session, bool) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
@@ -147,11 +147,8 @@ func (cc *clientConn) add(s *session) bool {
 	if cc.closed {
 		return false
 	}
-	if old := cc.sessions[s.key]; old != nil && old != s {
-		// Two requests raced to start a session of the same credential; both stay valid
-		// until their requests end, the newer one serves what comes next.
-		old.detach()
-	}
+	// A connection's requests come one after another (HTTP/1.1), so a live session of the
+	// same credential was found before this one was started.
 	cc.sessions[s.key] = s
 	return true
 }

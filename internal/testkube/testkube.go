@@ -69,15 +69,15 @@ const ControllerRole = `{
 // Cluster is a running etcd and kube-apiserver.
 type Cluster struct {
 	// URL is the API server's https URL; CAFile the PEM CA its certificate chains to.
-	URL    string `json:"url"`
-	CAFile string `json:"ca_file"`
+	URL    string
+	CAFile string
 	// AdminToken and JitgateToken are bearer tokens of AdminUser and JitgateUser.
-	AdminToken   string `json:"admin_token"`
-	JitgateToken string `json:"jitgate_token"`
+	AdminToken   string
+	JitgateToken string
 	// ClientCert and ClientKey are PEM files of JitgateCertUser's client certificate.
-	ClientCert string `json:"client_cert"`
-	ClientKey  string `json:"client_key"`
-	Dir        string `json:"dir"`
+	ClientCert string
+	ClientKey  string
+	Dir        string
 
 	procs  []*exec.Cmd
 	logs   []*logBuffer

@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net/http"
 	"regexp"
 	"slices"
 	"sort"
@@ -79,16 +78,6 @@ func RESTConfig(res *jitgate.Resource, token string) (*rest.Config, error) {
 		return nil, jitgate.Errorf(jitgate.EINVALID, "resource %s: no token or client certificate for the cluster", res.Name)
 	}
 	return cfg, nil
-}
-
-// Transport returns an http.RoundTripper that reaches res's API server as jitgate (the
-// gateway's upstream), trusting the resource's CA.
-func Transport(res *jitgate.Resource, token string) (http.RoundTripper, error) {
-	cfg, err := RESTConfig(res, token)
-	if err != nil {
-		return nil, err
-	}
-	return rest.TransportFor(cfg)
 }
 
 // TLSConfig returns the TLS settings of res's API server (its CA, jitgate's client
