@@ -111,6 +111,8 @@ type Gateway struct {
 	proxies map[string]*httputil.ReverseProxy
 	// inflight counts requests being relayed.
 	inflight atomic.Int64
+	// buffers are the proxies' copy buffers.
+	buffers *bufferPool
 
 	closeOnce sync.Once
 }
@@ -132,7 +134,8 @@ func New(o Options) *Gateway {
 	if o.ReadHeaderTimeout <= 0 {
 		o.ReadHeaderTimeout = DefaultReadHeaderTimeout
 	}
-	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, proxies: map[string]*httputil.ReverseProxy{}}
+	g := &Gateway{opts: o, log: o.Logger, clock: o.Clock, proxies: map[string]*httputil.ReverseProxy{},
+		buffers: newBufferPool()}
 	g.core = gateway.NewCore(gateway.CoreOptions{Protocol: "kubernetes", Engine: o.Engine, Clock: o.Clock, Logger: o.Logger,
 		SweepEvery: o.SweepEvery, RecorderBuffer: o.RecorderBuffer, RecorderBatch: o.RecorderBatch, RecorderFlush: o.RecorderFlush,
 		Limits: o.Limits, Relay: gateway.RelayGoroutines}, 0, func(struct{}) net.Conn { return nil })
@@ -357,6 +360,8 @@ func (g *Gateway) proxy(name string, up *Upstream) *httputil.ReverseProxy {
 		// Watches and log streams (no Content-Length) are flushed as they come; other
 		// responses once, at their end.
 		FlushInterval: 0,
+		// Copy buffers are reused rather than allocated (32 KiB) for every response.
+		BufferPool: g.buffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&base)
 			pr.Out.Host = base.Host
@@ -414,3 +419,13 @@ func writeStatus(w http.ResponseWriter, code int, reason, message string) {
 	w.WriteHeader(code)
 	_, _ = w.Write(b)
 }
+
+// bufferPool is the httputil.BufferPool the proxies copy response bodies with.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (bp *bufferPool) Get() []byte  { return *bp.p.Get().(*[]byte) }
+func (bp *bufferPool) Put(b []byte) { bp.p.Put(&b) }
