@@ -102,6 +102,9 @@ type Tx interface {
 	InsertCredential(c *SessionCredential) error
 	// CredentialByHash returns the credential with the given hash (ENOTFOUND if none).
 	CredentialByHash(hash string) (*SessionCredential, error)
+	// ActiveCredentials returns user's credentials for grants on resource that are in state
+	// active (oldest first, at most 1,000).
+	ActiveCredentials(user, resource string) ([]*SessionCredential, error)
 	// InsertSession stores s and sets its ID.
 	InsertSession(s *Session) error
 	// EndSession records a session's end and its counts.

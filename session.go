@@ -16,7 +16,7 @@ type SessionCredential struct {
 	ID        int64     `json:"id"`
 	GrantID   int64     `json:"grant_id"`
 	User      string    `json:"user"`
-	Hash      string    `json:"-"`
+	Hash      string    `json:"-"` // HashCredential of the credential (HashToken before store migration 11)
 	CreatedAt time.Time `json:"created_at"`
 	// ExpiresAt is the grant's end when the credential was minted.
 	ExpiresAt time.Time `json:"expires_at"`

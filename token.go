@@ -40,3 +40,14 @@ func HashToken(token string) string {
 	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
 	return hex.EncodeToString(sum[:])
 }
+
+// HashCredential returns how a gateway session credential is stored: the hex SHA-256 of its
+// SHA-256. The double hash is what MySQL's caching_sha2_password keeps of a password, so the
+// MySQL gateway can check a client's scrambled proof against it without the credential ever
+// crossing the wire (GatewayService.AuthenticateProof); the single SHA-256 the proof is made
+// from is stored nowhere, so reading the store is not enough to log in.
+func HashCredential(secret string) string {
+	h1 := sha256.Sum256([]byte(strings.TrimSpace(secret)))
+	h2 := sha256.Sum256(h1[:])
+	return hex.EncodeToString(h2[:])
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"slices"
 
@@ -68,7 +69,7 @@ func (e *Engine) IssueLogin(ctx context.Context, grantID int64, gateways ...stri
 			return jitgate.Errorf(jitgate.ENOTFOUND, "resource %s is no longer configured", g.Resource)
 		}
 		if slices.Contains(gateways, res.Kind) {
-			c := &jitgate.SessionCredential{GrantID: g.ID, User: u.Name, Hash: jitgate.HashToken(secret), CreatedAt: o.now, ExpiresAt: g.EndsAt}
+			c := &jitgate.SessionCredential{GrantID: g.ID, User: u.Name, Hash: jitgate.HashCredential(secret), CreatedAt: o.now, ExpiresAt: g.EndsAt}
 			if err := o.tx.InsertCredential(c); err != nil {
 				return err
 			}
@@ -160,27 +161,30 @@ func (gs *GatewayService) AuthenticateBearer(ctx context.Context, secret string)
 // authenticate checks a credential; bearer skips the user and resource checks.
 func (gs *GatewayService) authenticate(ctx context.Context, user, resource, secret string, bearer bool) (*jitgate.Grant, error) {
 	e := gs.e
-	hash := jitgate.HashToken(secret)
+	hash := jitgate.HashCredential(secret)
 	var (
 		c *jitgate.SessionCredential
 		g *jitgate.Grant
 	)
 	err := e.store.View(ctx, func(tx jitgate.Tx) error {
 		var err error
-		if c, err = tx.CredentialByHash(hash); err != nil {
+		c, err = tx.CredentialByHash(hash)
+		if jitgate.ErrorCode(err) == jitgate.ENOTFOUND {
+			// Minted before credentials were stored double-hashed (store migration 11).
+			hash = jitgate.HashToken(secret)
+			c, err = tx.CredentialByHash(hash)
+		}
+		if err != nil {
 			return err
 		}
 		g, err = tx.GetGrant(c.GrantID, false)
 		return err
 	})
-	deny := func(reason, format string, args ...any) error {
-		return &jitgate.AuthFailure{Reason: reason, Err: jitgate.Errorf(jitgate.EUNAUTHORIZED, "jitgate: "+format, args...)}
-	}
 	unknown := func(reason string) error {
 		if bearer {
-			return deny(reason, "unknown credential; get one with: jitgate kubeconfig RESOURCE")
+			return authDenied(reason, "unknown credential; get one with: jitgate kubeconfig RESOURCE")
 		}
-		return deny(reason, "unknown credential; get one with: jitgate credentials %s", resource)
+		return authDenied(reason, "unknown credential; get one with: jitgate credentials %s", resource)
 	}
 	switch {
 	case jitgate.ErrorCode(err) == jitgate.ENOTFOUND:
@@ -195,16 +199,70 @@ func (gs *GatewayService) authenticate(ctx context.Context, user, resource, secr
 		// credential is not confirmed valid to whoever tries it under the wrong name.
 		return nil, unknown(jitgate.AuthForeignCredential)
 	case g.Resource != resource:
-		return nil, deny(jitgate.AuthWrongResource, "this credential is for grant %d on %s, not %s", g.ID, g.Resource, resource)
+		return nil, authDenied(jitgate.AuthWrongResource, "this credential is for grant %d on %s, not %s", g.ID, g.Resource, resource)
 	}
+	return gs.e.grantUsable(g)
+}
+
+// authDenied is a refused gateway login.
+func authDenied(reason, format string, args ...any) error {
+	return &jitgate.AuthFailure{Reason: reason, Err: jitgate.Errorf(jitgate.EUNAUTHORIZED, "jitgate: "+format, args...)}
+}
+
+// AuthenticateProof checks a gateway login that proves knowledge of a session credential
+// without sending it: MySQL's caching_sha2_password sends SHA256(credential) XOR
+// SHA256(SHA256(SHA256(credential)) + scramble), which the gateway can check against what the
+// store keeps (jitgate.HashCredential), so its clients log in in one round trip, without the
+// RSA exchange or TLS-only cleartext step a check against the credential itself would need.
+// match is called with the stored double hash (32 bytes) of each of user's credentials for
+// active grants on resource and says whether the client's proof fits it. The grant of the
+// credential that fits is returned as AuthenticateSession would. No fit is an AuthFailure with
+// reason AuthUnknownCredential: the caller may then ask for the credential itself (a
+// credential stored before double hashing, or one whose grant has ended, whose precise
+// reason AuthenticateSession gives). Store errors fail closed.
+func (gs *GatewayService) AuthenticateProof(ctx context.Context, user, resource string, match func(verifier []byte) bool) (*jitgate.Grant, error) {
+	var (
+		found *jitgate.SessionCredential
+		g     *jitgate.Grant
+	)
+	err := gs.e.store.View(ctx, func(tx jitgate.Tx) error {
+		cs, err := tx.ActiveCredentials(user, resource)
+		if err != nil {
+			return err
+		}
+		var v [32]byte
+		for _, c := range cs {
+			if n, err := hex.Decode(v[:], []byte(c.Hash)); err == nil && n == len(v) && match(v[:]) {
+				found = c
+				break
+			}
+		}
+		if found == nil {
+			return nil
+		}
+		g, err = tx.GetGrant(found.GrantID, false)
+		return err
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case found == nil:
+		return nil, authDenied(jitgate.AuthUnknownCredential, "unknown credential; get one with: jitgate credentials %s", resource)
+	}
+	return gs.e.grantUsable(g)
+}
+
+// grantUsable returns g if a session may start under it now, or the AuthFailure saying why
+// not.
+func (e *Engine) grantUsable(g *jitgate.Grant) (*jitgate.Grant, error) {
 	now := e.now()
 	switch {
 	case g.State == jitgate.GrantRevoked:
-		return nil, deny(jitgate.AuthGrantEnded, "grant %d was revoked at %s", g.ID, jitgate.FormatTime(g.EndedAt))
+		return nil, authDenied(jitgate.AuthGrantEnded, "grant %d was revoked at %s", g.ID, jitgate.FormatTime(g.EndedAt))
 	case g.State == jitgate.GrantExpired || (g.State == jitgate.GrantActive && !now.Before(g.EndsAt)):
-		return nil, deny(jitgate.AuthGrantEnded, "grant %d expired at %s", g.ID, jitgate.FormatTime(g.EndsAt))
+		return nil, authDenied(jitgate.AuthGrantEnded, "grant %d expired at %s", g.ID, jitgate.FormatTime(g.EndsAt))
 	case g.State != jitgate.GrantActive:
-		return nil, deny(jitgate.AuthGrantNotStarted, "grant %d has not started (it starts at %s)", g.ID, jitgate.FormatTime(g.StartsAt))
+		return nil, authDenied(jitgate.AuthGrantNotStarted, "grant %d has not started (it starts at %s)", g.ID, jitgate.FormatTime(g.StartsAt))
 	}
 	return g, nil
 }

@@ -15,6 +15,11 @@ type Engine interface {
 	// message tells the client why; any other error means the store could not be read, and the
 	// gateway must refuse the login (fail closed).
 	AuthenticateSession(ctx context.Context, user, resource, secret string) (*jitgate.Grant, error)
+	// AuthenticateProof checks a login that proves knowledge of a session credential without
+	// sending it: match is called with the stored double SHA-256 of each of user's credentials
+	// for active grants on resource (see access.GatewayService.AuthenticateProof). No match is
+	// an AuthFailure; errors are as for AuthenticateSession.
+	AuthenticateProof(ctx context.Context, user, resource string, match func(verifier []byte) bool) (*jitgate.Grant, error)
 	StartSession(ctx context.Context, s *jitgate.Session) error
 	EndSession(ctx context.Context, s *jitgate.Session) error
 	// RecordAudit appends events to the audit chain. It must not keep the events' Statements

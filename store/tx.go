@@ -906,6 +906,29 @@ func (t *txn) CredentialByHash(hash string) (*jitgate.SessionCredential, error) 
 	return &c, err
 }
 
+func (t *txn) ActiveCredentials(user, resource string) ([]*jitgate.SessionCredential, error) {
+	rows, err := t.query(`SELECT c.id, c.grant_id, c.user_name, c.hash, c.created_at, c.expires_at
+		FROM session_credentials c JOIN grants g ON g.id = c.grant_id
+		WHERE c.user_name = ? AND g.resource = ? AND g.state = ? ORDER BY c.id LIMIT 1000`, user, resource, string(jitgate.GrantActive))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*jitgate.SessionCredential
+	for rows.Next() {
+		var (
+			c                jitgate.SessionCredential
+			created, expires sql.NullInt64
+		)
+		if err := rows.Scan(&c.ID, &c.GrantID, &c.User, &c.Hash, &created, &expires); err != nil {
+			return nil, err
+		}
+		c.CreatedAt, c.ExpiresAt = fromTS(created), fromTS(expires)
+		out = append(out, &c)
+	}
+	return out, rows.Err()
+}
+
 const sessionCols = `id, grant_id, user_name, resource, role, client_addr, started_at, ended_at, end_reason, bytes_in, bytes_out, statements, instance_id`
 
 func scanSession(sc scanner) (*jitgate.Session, error) {

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/pem"
@@ -77,6 +78,25 @@ func scrambleSHA2(scramble []byte, password string) []byte {
 		out[i] ^= h1[i]
 	}
 	return out
+}
+
+// checkSHA2Proof reports whether auth, a client's caching_sha2_password answer to scramble,
+// was made from a password whose SHA256(SHA256(pw)) is v: it recovers SHA256(pw) from the
+// answer and hashes it once more.
+func checkSHA2Proof(v, scramble, auth []byte) bool {
+	if len(v) != sha256.Size || len(auth) != sha256.Size || len(scramble) < 20 {
+		return false
+	}
+	h := sha256.New()
+	h.Write(v)
+	h.Write(scramble[:20])
+	var x [sha256.Size]byte
+	h.Sum(x[:0])
+	for i := range x {
+		x[i] ^= auth[i]
+	}
+	h2 := sha256.Sum256(x[:])
+	return subtle.ConstantTimeCompare(h2[:], v) == 1
 }
 
 // encryptPassword encrypts password for caching_sha2_password's full authentication over a

@@ -16,3 +16,7 @@ func Reused(g *Gateway) int64 { return g.core.Reused.Load() }
 
 // Looped returns how many sessions an event loop relayed.
 func Looped(g *Gateway) int64 { return g.core.Looped.Load() }
+
+// FastAuths returns how many logins were checked by their caching_sha2_password scramble
+// alone, without asking for the credential itself.
+func FastAuths(g *Gateway) int64 { return g.fastAuths.Load() }

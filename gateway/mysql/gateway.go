@@ -95,8 +95,9 @@ type Gateway struct {
 	// each session with its grant, the recorder, the pool, the loops.
 	core *gateway.Core[*upstream]
 
-	nextID  atomic.Uint32          // client-facing connection ids
-	version atomic.Pointer[string] // the last upstream's version
+	nextID    atomic.Uint32          // client-facing connection ids
+	fastAuths atomic.Int64           // logins checked by their scramble alone (see authenticate)
+	version   atomic.Pointer[string] // the last upstream's version
 
 	keyOnce sync.Once
 	key     *rsa.PrivateKey // for caching_sha2_password without TLS
@@ -285,12 +286,11 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 		deny("jitgate: connect with your jitgate user name as the user and the resource name as the database")
 		return
 	}
-	password, msg := g.password(p, resp, scramble, secure)
+	grant, err, msg := g.authenticate(ctx, p, resp, scramble, secure, user, resource)
 	if msg != "" {
 		deny(msg)
 		return
 	}
-	grant, err := g.opts.Engine.AuthenticateSession(ctx, user, resource, password)
 	if err != nil {
 		if jitgate.ErrorCode(err) == jitgate.EUNAUTHORIZED {
 			g.core.Entry.Pause(ctx, g.core.Entry.LoginFailed(conn.RemoteAddr(), user, resource, err))
@@ -362,7 +362,47 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 	s.run()
 }
 
-// password runs the authentication exchange after the handshake response and returns the
+// authenticate runs the authentication exchange after the handshake response and returns
+// the grant of the session credential the client proved it holds. A message means the
+// exchange itself failed (the client's answer is unusable); an error is the engine's (an
+// AuthFailure, or the store being unreachable).
+//
+// Clients answer the handshake's caching_sha2_password with the scramble
+// SHA256(pw) XOR SHA256(SHA256(SHA256(pw)) + scramble), and the store keeps SHA256(SHA256(pw))
+// of every credential (jitgate.HashCredential): that is MySQL's own fast authentication, checked
+// in one round trip, with no RSA and without the credential itself crossing the wire, over TLS
+// or not. Only when no credential fits (one minted before double hashing, one whose grant has
+// ended, a wrong one) does the gateway ask for the credential itself (full authentication:
+// over TLS, or RSA-encrypted without it), whose check says precisely what is wrong.
+func (g *Gateway) authenticate(ctx context.Context, p *packetIO, resp *response, scramble []byte, secure bool, user, resource string) (*jitgate.Grant, error, string) {
+	plugin := resp.plugin
+	if resp.caps&capPluginAuth == 0 {
+		plugin = pluginNative
+	}
+	if plugin == pluginCachingSHA2 && len(resp.auth) == 32 { // a SHA-256 scramble
+		grant, err := g.opts.Engine.AuthenticateProof(ctx, user, resource, func(v []byte) bool { return checkSHA2Proof(v, scramble, resp.auth) })
+		var af *jitgate.AuthFailure
+		switch {
+		case err == nil:
+			// Sent with what comes next (OK once the upstream is ready, or ERR).
+			p.hold([]byte{0x01, sha2FastAuthOK})
+			g.fastAuths.Add(1)
+			return grant, nil, ""
+		case jitgate.ErrorCode(err) != jitgate.EUNAUTHORIZED:
+			return nil, err, "" // the store: fail closed
+		case errors.As(err, &af) && af.Reason != jitgate.AuthUnknownCredential:
+			return nil, err, ""
+		}
+	}
+	password, msg := g.password(p, resp, scramble, secure)
+	if msg != "" {
+		return nil, nil, msg
+	}
+	grant, err := g.opts.Engine.AuthenticateSession(ctx, user, resource, password)
+	return grant, err, ""
+}
+
+// password runs the full authentication exchange after the handshake response and returns the
 // password the client sent, or why the login is refused.
 func (g *Gateway) password(p *packetIO, resp *response, scramble []byte, secure bool) (string, string) {
 	const noPassword = "jitgate: no password given; use the session credential from `jitgate credentials` as the password"

@@ -513,19 +513,41 @@ func waitFor(t *testing.T, cond func() bool) {
 
 // With insecure_plaintext, a client without TLS sends the password encrypted with the
 // gateway's RSA key (caching_sha2_password), never in clear.
-func TestPlaintextRSA(t *testing.T) {
+// Without TLS (insecure_plaintext), a client proves it holds its credential with
+// caching_sha2_password's scramble, checked against the stored double hash: one round trip,
+// no RSA. A credential stored the old way (single SHA-256) still logs in, through full
+// authentication with the gateway's RSA key.
+func TestPlaintextLogin(t *testing.T) {
 	e := newEnv(t, func(o *mysql.Options) { o.TLS, o.InsecurePlaintext = nil, true })
-	_, secret := e.grant(t, "shop-db", "read", time.Hour)
-	c := drv.NewConfig()
-	c.User, c.Passwd, c.Net, c.Addr, c.DBName = "alice", secret, "tcp", e.addr, "shop-db"
-	db, err := sql.Open("mysql", c.FormatDSN())
-	if err != nil {
+	g, secret := e.grant(t, "shop-db", "read", time.Hour)
+	query := func(secret string) {
+		t.Helper()
+		c := drv.NewConfig()
+		c.User, c.Passwd, c.Net, c.Addr, c.DBName = "alice", secret, "tcp", e.addr, "shop-db"
+		db, err := sql.Open("mysql", c.FormatDSN())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var n int
+		if err := db.QueryRow("SELECT COUNT(*) FROM items").Scan(&n); err != nil || n < 1 {
+			t.Fatalf("%d %v", n, err)
+		}
+	}
+	query(secret)
+	if n := mysql.FastAuths(e.gw); n != 1 {
+		t.Fatalf("%d fast logins, want 1", n)
+	}
+	legacy := jitgate.CredentialPrefix + "minted-before-credentials-were-double-hashed"
+	if err := e.store.Tx(context.Background(), func(tx jitgate.Tx) error {
+		return tx.InsertCredential(&jitgate.SessionCredential{GrantID: g.ID, User: "alice", Hash: jitgate.HashToken(legacy),
+			CreatedAt: time.Now(), ExpiresAt: g.EndsAt})
+	}); err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	var n int
-	if err := db.QueryRow("SELECT COUNT(*) FROM items").Scan(&n); err != nil || n < 1 {
-		t.Fatalf("%d %v", n, err)
+	query(legacy)
+	if n := mysql.FastAuths(e.gw); n != 1 {
+		t.Fatalf("the legacy credential logged in fast (%d)", n)
 	}
 	// A login without a user is told what to send.
 	conn, err := net.Dial("tcp", e.addr)
@@ -576,6 +598,9 @@ func testMariaDBClient(t *testing.T, relay string) {
 	out, err = run("--skip-ssl", "-e", "SELECT 1")
 	if err == nil || !strings.Contains(out, "requires TLS") {
 		t.Fatalf("without TLS: %v\n%s", err, out)
+	}
+	if n := mysql.FastAuths(e.gw); n != 2 {
+		t.Errorf("%d of the client's 2 logins checked by their scramble", n)
 	}
 	waitFor(t, func() bool { return e.gw.Sessions() == 0 })
 	e.gw.Close()

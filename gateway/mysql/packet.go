@@ -128,10 +128,11 @@ var errPacketTooLarge = errors.New("packet exceeds the size limit")
 // packetIO reads and writes whole packets, for the login phases (the relay works on raw
 // chunks instead).
 type packetIO struct {
-	rw  io.ReadWriter
-	seq byte
-	max int // the largest payload read accepts
-	hdr [4]byte
+	rw   io.ReadWriter
+	seq  byte
+	max  int // the largest payload read accepts
+	hdr  [4]byte
+	held []byte // packets framed by hold, sent with the next write
 }
 
 // read returns the next payload (split payloads joined) and checks its sequence number.
@@ -160,11 +161,17 @@ func (p *packetIO) read() ([]byte, error) {
 	}
 }
 
-// write sends payload as one or more packets.
+// write sends payload as one or more packets, after any held ones.
 func (p *packetIO) write(payload []byte) error {
-	_, err := p.rw.Write(appendPackets(nil, &p.seq, payload))
+	b := appendPackets(p.held, &p.seq, payload)
+	p.held = nil
+	_, err := p.rw.Write(b)
 	return err
 }
+
+// hold frames payload to go out with the next write: one system call and one wake-up of the
+// client instead of two, where the client has nothing to say in between.
+func (p *packetIO) hold(payload []byte) { p.held = appendPackets(p.held, &p.seq, payload) }
 
 // appendPackets appends payload framed as packets numbered from *seq on.
 func appendPackets(b []byte, seq *byte, payload []byte) []byte {

@@ -26,6 +26,13 @@ func (RefuseAll) AuthenticateSession(context.Context, string, string, string) (*
 	return nil, jitgate.Errorf(jitgate.EUNAUTHORIZED, "jitgate: unknown credential")
 }
 
+// AuthenticateProof refuses every proof (after offering it one made-up verifier, so that a
+// fuzzer runs the gateway's check).
+func (RefuseAll) AuthenticateProof(_ context.Context, _, _ string, match func([]byte) bool) (*jitgate.Grant, error) {
+	match(make([]byte, 32))
+	return nil, jitgate.Errorf(jitgate.EUNAUTHORIZED, "jitgate: unknown credential")
+}
+
 // StartSession does nothing.
 func (RefuseAll) StartSession(context.Context, *jitgate.Session) error { return nil }
 
