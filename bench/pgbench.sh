@@ -251,14 +251,17 @@ lat() {
 }
 # cpu path → the proxy's CPU microseconds per transaction at CPU_RATE transactions a second.
 cpu() {
-  local path=$1 out="$work/cpu.out" ms tps
+  local path=$1 out="$work/cpu.out" ms sc ut st tps
   case $path in pgbouncer|pgbouncer-tls) proxy_pid[$path]=$(cat "$work/$path.pid") ;; esac
   run "$path" -n -S -c 8 -j 2 -R "$CPU_RATE" -T "$T" > "$out" &
   sleep 1
-  ms=$(perf stat -x, -e task-clock -p "${proxy_pid[$path]}" -- sleep $((T - 2)) 2>&1 | awk -F, '/task-clock/{print $1; exit}')
+  read -r ms sc ut st <<< "$(measure_proxy "${proxy_pid[$path]}" $((T - 2)))"
   wait
   tps=$(awk '/^tps = /{print $3; exit}' "$out")
-  awk -v ms="$ms" -v tps="$tps" -v s=$((T - 2)) 'BEGIN { if (tps > 0 && ms > 0) printf "%.2f", ms * 1000 / (tps * s); else print "nan" }'
+  # microseconds of CPU, system calls and the user-mode share of the CPU ticks, per transaction
+  awk -v ms="$ms" -v sc="$sc" -v ut="$ut" -v st="$st" -v tps="$tps" -v s=$((T - 2)) 'BEGIN {
+    if (tps > 0 && ms > 0) printf "%.2f %s %s", ms * 1000 / (tps * s), sc == "nan" ? "nan" : sprintf("%.2f", sc / (tps * s)), ut + st > 0 ? sprintf("%.2f", ut / (ut + st)) : "nan"
+    else print "nan nan nan" }'
 }
 check_cpu_rate
 
@@ -278,9 +281,9 @@ for r in $(seq "$ROUNDS"); do
     echo "$r $p $t $l $c $lmed $l999" >> "$results"
     printf 'round %d %-9s  -S -c8: %10.0f tps   -S -c1: %7.3f ms (median %.3f, 99.9%% %.3f)   -S -C -c8: %7.0f tps' "$r" "$p" "$t" "$l" "$lmed" "$l999" "$c"
     if [ -n "${CPU_RATE:-}" ] && [ "$p" != direct ]; then
-      u=$(cpu "$p")
-      echo "$r $p $u" >> "$results.cpu"
-      printf '   CPU at %d/s: %6.2f us/tx' "$CPU_RATE" "$u"
+      read -r u sc us <<< "$(cpu "$p")"
+      echo "$r $p $u $sc $us" >> "$results.cpu"
+      printf '   CPU at %d/s: %6.2f us/tx, %s system calls/tx, %s in user mode' "$CPU_RATE" "$u" "$sc" "$us"
     fi
     echo
   done
@@ -329,10 +332,14 @@ if [ -s "$results.cpu" ]; then
     [ "$p" = direct ] && continue
     awk -v p="$p" "$stats_awk"'
       $2 == (p ~ /tls/ ? "pgbouncer-tls" : "pgbouncer") { b[$1] = $3 }
-      $2 == p { u[$1] = $3 }
+      $2 == p { u[$1] = $3; if ($4 != "nan") sc[$1] = $4; if ($5 != "nan") us[$1] = $5 }
       END {
-        for (r in u) if (b[r] > 0) rr[r] = u[r] / b[r]
-        if (count(rr)) printf "%-10s %8.2f us %8.2fx\n", p, median(u), median(rr); else printf "%-10s %8.2f us\n", p, median(u)
+        for (r in u) if (b[r] > 0 && u[r] > 0) { rr[r] = u[r] / b[r]; lr[r] = log(rr[r]) }
+        line = sprintf("%-10s %8.2f us", p, median(u))
+        if (count(rr)) line = line sprintf(" %6.3fx (geometric mean %.3fx, %.3f-%.3f at one standard error)", median(rr), exp(mean(lr)), exp(mean(lr) - se(lr)), exp(mean(lr) + se(lr)))
+        if (count(sc)) line = line sprintf("; %.2f system calls/tx", median(sc))
+        if (count(us)) line = line sprintf("; %.0f%% in user mode", 100 * median(us))
+        print line
       }' "$results.cpu"
   done
 fi

@@ -153,13 +153,16 @@ lat() { # path → mean latency in us (from one thread's rate: sysbench prints i
 
 # cpu path → the proxy's CPU microseconds per transaction at CPU_RATE transactions a second.
 cpu() {
-  local path=$1 out="$work/cpu.out" ms tps
+  local path=$1 out="$work/cpu.out" ms sc ut st tps
   run "$path" --threads=8 --rate="$CPU_RATE" > "$out" &
   sleep 1
-  ms=$(perf stat -x, -e task-clock -p "${proxy_pid[$path]}" -- sleep $((T - 2)) 2>&1 | awk -F, '/task-clock/{print $1; exit}')
+  read -r ms sc ut st <<< "$(measure_proxy "${proxy_pid[$path]}" $((T - 2)))"
   wait
   tps=$(awk '/transactions:/{gsub(/\(/, "", $3); print $3; exit}' "$out")
-  awk -v ms="$ms" -v tps="$tps" -v s=$((T - 2)) 'BEGIN { if (tps > 0 && ms > 0) printf "%.2f", ms * 1000 / (tps * s); else print "nan" }'
+  # microseconds of CPU, system calls and the user-mode share of the CPU ticks, per transaction
+  awk -v ms="$ms" -v sc="$sc" -v ut="$ut" -v st="$st" -v tps="$tps" -v s=$((T - 2)) 'BEGIN {
+    if (tps > 0 && ms > 0) printf "%.2f %s %s", ms * 1000 / (tps * s), sc == "nan" ? "nan" : sprintf("%.2f", sc / (tps * s)), ut + st > 0 ? sprintf("%.2f", ut / (ut + st)) : "nan"
+    else print "nan nan nan" }'
 }
 check_cpu_rate
 
@@ -174,9 +177,9 @@ for r in $(seq "$ROUNDS"); do
     echo "$r $p $t $l $l99 $c" >> "$results"
     printf 'round %d %-8s  8 threads: %9.0f tps   1 thread: %6.1f us (99th %.3f ms)   connect: %7.0f tps' "$r" "$p" "$t" "$l" "$l99" "$c"
     if [ -n "${CPU_RATE:-}" ] && [ "$p" != direct ]; then
-      u=$(cpu "$p")
-      echo "$r $p $u" >> "$results.cpu"
-      printf '   CPU at %d/s: %6.2f us/tx' "$CPU_RATE" "$u"
+      read -r u sc us <<< "$(cpu "$p")"
+      echo "$r $p $u $sc $us" >> "$results.cpu"
+      printf '   CPU at %d/s: %6.2f us/tx, %s system calls/tx, %s in user mode' "$CPU_RATE" "$u" "$sc" "$us"
     fi
     echo
   done
@@ -215,10 +218,14 @@ if [ -s "$results.cpu" ]; then
     [ "$p" = direct ] && continue
     awk -v p="$p" "$stats_awk"'
       $2 == "relay" { b[$1] = $3 }
-      $2 == p { u[$1] = $3 }
+      $2 == p { u[$1] = $3; if ($4 != "nan") sc[$1] = $4; if ($5 != "nan") us[$1] = $5 }
       END {
         for (r in u) if (b[r] > 0) rr[r] = u[r] / b[r]
-        if (count(rr)) printf "%-8s %8.2f us %8.2fx (standard error of the mean %.2f us)\n", p, median(u), median(rr), se(u); else printf "%-8s %8.2f us\n", p, median(u)
+        line = sprintf("%-8s %8.2f us", p, median(u))
+        if (count(rr)) line = line sprintf(" %8.2fx (standard error of the mean %.2f us)", median(rr), se(u))
+        if (count(sc)) line = line sprintf("; %.2f system calls/tx", median(sc))
+        if (count(us)) line = line sprintf("; %.0f%% in user mode", 100 * median(us))
+        print line
       }' "$results.cpu"
   done
 fi
