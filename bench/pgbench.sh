@@ -260,8 +260,10 @@ cpu() {
   tps=$(awk '/^tps = /{print $3; exit}' "$out")
   # microseconds of CPU, system calls and the user-mode share of the CPU ticks, per transaction
   awk -v ms="$ms" -v sc="$sc" -v ut="$ut" -v st="$st" -v tps="$tps" -v s=$((T - 2)) 'BEGIN {
-    if (tps > 0 && ms > 0) printf "%.2f %s %s", ms * 1000 / (tps * s), sc == "nan" ? "nan" : sprintf("%.2f", sc / (tps * s)), ut + st > 0 ? sprintf("%.2f", ut / (ut + st)) : "nan"
-    else print "nan nan nan" }'
+    if (!(tps > 0 && ms > 0)) { print "nan nan nan"; exit }
+    c = "nan"; if (sc != "nan") c = sprintf("%.2f", sc / (tps * s))
+    u = "nan"; if (ut + st > 0) u = sprintf("%.2f", ut / (ut + st))
+    printf "%.2f %s %s\n", ms * 1000 / (tps * s), c, u }'
 }
 check_cpu_rate
 
