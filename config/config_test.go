@@ -109,7 +109,7 @@ func TestErrors(t *testing.T) {
 		{"ephemeral without key", "  provision_key_env: JITGATE_PROVISION_KEY\n", "", "23: resources.0.roles.1.provision: ephemeral provisioning needs server.provision_key_env"},
 		{"both key sources", "provision_key_env: JITGATE_PROVISION_KEY", "provision_key_env: K\n  provision_key_file: /k", "1: server: set provision_key_env or provision_key_file, not both"},
 		{"bad reuse_upstream", "    insecure_plaintext: true", "    insecure_plaintext: true\n    reuse_upstream: forever", `8: gateway.postgres.reuse_upstream: want a duration from 0 (off) to 1h, got "forever"`},
-		{"bad loops", "    insecure_plaintext: true", "    insecure_plaintext: true\n    loops: -1", `8: gateway.postgres.loops: want 1 to 64 (or 0 for one per CPU, at most 8), got -1`},
+		{"bad loops", "    insecure_plaintext: true", "    insecure_plaintext: true\n    loops: -1", `8: gateway.postgres.loops: want 1 to 64 (or 0 for one per two CPUs, 1-8), got -1`},
 		{"bad audit_flush", "    insecure_plaintext: true", "    insecure_plaintext: true\n    audit_flush: 0s", `8: gateway.postgres.audit_flush: want a duration from 1ms to 10s, got "0s"`},
 		{"bad relay", "    insecure_plaintext: true", "    insecure_plaintext: true\n    relay: threads", `8: gateway.postgres.relay: want loop or goroutines, got "threads"`},
 		{"bad reconcile interval", "  admins: [carol]", "  admins: [carol]\n  reconcile_interval: 10ms", `4: server.reconcile_interval: want a duration of at least 1s, got "10ms"`},

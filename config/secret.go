@@ -77,7 +77,7 @@ func (c *Config) validateListener(path, example string, g *Listener) error {
 		return c.Errorf(path+".max_unauthenticated_per_source", "want 1 to 1000000 (or 0 for the default, 32), got %d", g.MaxUnauthenticatedPerSource)
 	}
 	if g.Loops < 0 || g.Loops > 64 {
-		return c.Errorf(path+".loops", "want 1 to 64 (or 0 for one per CPU, at most 8), got %d", g.Loops)
+		return c.Errorf(path+".loops", "want 1 to 64 (or 0 for one per two CPUs, 1-8), got %d", g.Loops)
 	}
 	switch g.Relay {
 	case "":

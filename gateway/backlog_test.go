@@ -54,11 +54,16 @@ func TestBacklogHoldsWhileTheRecorderIsFull(t *testing.T) {
 	}
 }
 
-// LoopCount: a gateway's `loops` sets the number of event loops; zero means one per CPU, at
-// most 8.
+// LoopCount: a gateway's `loops` sets the number of event loops; zero means one per two
+// CPUs, at least one, at most 8.
 func TestLoopCount(t *testing.T) {
-	if got, want := gateway.LoopCount(0), min(runtime.NumCPU(), 8); got != want {
+	if got, want := gateway.LoopCount(0), max(1, min(runtime.NumCPU()/2, 8)); got != want {
 		t.Errorf("LoopCount(0) = %d, want %d", got, want)
+	}
+	for cpus, want := range map[int]int{1: 1, 2: 1, 3: 1, 4: 2, 16: 8, 64: 8} {
+		if got := gateway.DefaultLoops(cpus); got != want {
+			t.Errorf("DefaultLoops(%d) = %d, want %d", cpus, got, want)
+		}
 	}
 	if got := gateway.LoopCount(3); got != 3 {
 		t.Errorf("LoopCount(3) = %d", got)

@@ -41,7 +41,7 @@ type CoreOptions struct {
 	Limits Limits
 	Refuse func(c net.Conn, reason string)
 	// Relay is RelayLoop (the default) or RelayGoroutines; Loops how many event loops to start
-	// if none run yet (zero: one per CPU, at most 8).
+	// if none run yet (zero: one per two CPUs, 1-8).
 	Relay string
 	Loops int
 }
@@ -69,14 +69,20 @@ type Core[U any] struct {
 	closeOnce sync.Once
 }
 
-// LoopCount is how many event loops a gateway's `loops` option asks for: n, or one per CPU
-// (at most 8) for zero.
+// LoopCount is how many event loops a gateway's `loops` option asks for: n, or for zero one
+// per two CPUs (at least one, at most 8). A busy loop's thread keeps one CPU busy, and the
+// kernel's work for its sends (each send on a socket runs the receiver's TCP processing and
+// wakes it) needs about as much again.
 func LoopCount(n int) int {
 	if n > 0 {
 		return n
 	}
-	return min(runtime.NumCPU(), 8)
+	return DefaultLoops(runtime.NumCPU())
 }
+
+// DefaultLoops is the number of event loops for a host with cpus CPUs: one per two CPUs, at
+// least one, at most 8.
+func DefaultLoops(cpus int) int { return max(1, min(cpus/2, 8)) }
 
 // NewCore returns a gateway's core, its pool keeping upstream connections for up to
 // reuseUpstream (zero: no reuse; conn returns one's socket). It subscribes to the engine's

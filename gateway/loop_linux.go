@@ -46,12 +46,14 @@ import (
 // the relay moves into the loop (adopt), and the session's goroutine waits for its end.
 // TLS on either side runs in the loop through BufConn.
 //
-// By default there is a loop per CPU (at most 8; the gateway's `loops`): on a host of its own the
-// loops are the gateway's work, and one loop can use only one CPU. On the 2-core machine,
-// shared with PostgreSQL and pgbench, one loop used 2-4 µs less CPU per transaction than two
-// (fewer wake-ups: each loop sees more events per wait) but relayed less pgbench -S -c8
-// throughput (0.92x of PgBouncer's against 0.97x, 16 interleaved rounds): whenever the
-// scheduler preempts the one loop, every session waits.
+// By default there is a loop per two CPUs (1-8; the gateway's `loops`): a busy loop keeps one
+// CPU busy, and the kernel's work for its sends (each runs the receiver's TCP processing and
+// wakes it) about as much again. On the 2-core machine, shared with PostgreSQL and pgbench,
+// one loop has always used 2-4 µs less CPU per transaction than two (fewer wake-ups: each loop
+// sees more events per wait). Its throughput under pgbench -S -c8 was lower on fast days
+// (0.92x of PgBouncer's against 0.97x, 16 interleaved rounds: whenever the scheduler preempts
+// the one loop, every session waits) and higher on a slow one (1.21x that of two loops, 8
+// rounds); less CPU is the measure that holds from day to day (bench/README.md).
 
 // maxWait bounds one raw epoll wait, so that nothing depends on a signal arriving.
 const maxWait = 100 * time.Millisecond

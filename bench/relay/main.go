@@ -26,7 +26,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:6433", "address to listen on")
 	upstream := flag.String("upstream", "127.0.0.1:5432", "address to relay to")
 	epoll := flag.Bool("epoll", false, "relay on epoll event-loop threads (Linux) instead of a goroutine per direction")
-	loops := flag.Int("loops", min(runtime.NumCPU(), 8), "event-loop threads with -epoll (the gateway's default: one per CPU, at most 8)")
+	loops := flag.Int("loops", max(1, min(runtime.NumCPU()/2, 8)), "event-loop threads with -epoll (the gateway's default: one per two CPUs, 1-8)")
 	flag.Parse()
 	if *loops < 1 {
 		log.Fatalf("-loops must be at least 1, not %d", *loops)

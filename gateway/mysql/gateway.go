@@ -75,8 +75,8 @@ type Options struct {
 	// shared epoll event-loop threads (gateway.Loops), or "goroutines" (a goroutine per
 	// direction, the only way elsewhere).
 	Relay string
-	// Loops is how many event-loop threads to start if none run yet (zero: one per CPU, at
-	// most 8); the loops serve every gateway in the process.
+	// Loops is how many event-loop threads to start if none run yet (zero: one per two CPUs,
+	// 1-8); the loops serve every gateway in the process.
 	Loops int
 }
 

@@ -61,8 +61,8 @@ type Options struct {
 	// event-loop threads with epoll, like PgBouncer; "goroutines" on a goroutine per
 	// direction (the only way elsewhere).
 	Relay string
-	// Loops is how many event-loop threads to start for relay "loop" (zero: one per CPU, at
-	// most 8). The loops serve every Gateway in the process, so the first one started sets
+	// Loops is how many event-loop threads to start for relay "loop" (zero: one per two
+	// CPUs, 1-8). The loops serve every Gateway in the process, so the first one started sets
 	// their number.
 	Loops int
 	// Recorder settings; see gateway.Recorder and gateway.NewRecorder (zero: the defaults). RecorderFlush is
