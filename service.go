@@ -103,7 +103,7 @@ type Tx interface {
 	// CredentialByHash returns the credential with the given hash (ENOTFOUND if none).
 	CredentialByHash(hash string) (*SessionCredential, error)
 	// ActiveCredentials returns user's credentials for grants on resource that are in state
-	// active (oldest first, at most 1,000).
+	// active (newest first, at most 1,000).
 	ActiveCredentials(user, resource string) ([]*SessionCredential, error)
 	// InsertSession stores s and sets its ID.
 	InsertSession(s *Session) error

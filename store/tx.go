@@ -909,7 +909,7 @@ func (t *txn) CredentialByHash(hash string) (*jitgate.SessionCredential, error) 
 func (t *txn) ActiveCredentials(user, resource string) ([]*jitgate.SessionCredential, error) {
 	rows, err := t.query(`SELECT c.id, c.grant_id, c.user_name, c.hash, c.created_at, c.expires_at
 		FROM session_credentials c JOIN grants g ON g.id = c.grant_id
-		WHERE c.user_name = ? AND g.resource = ? AND g.state = ? ORDER BY c.id LIMIT 1000`, user, resource, string(jitgate.GrantActive))
+		WHERE c.user_name = ? AND g.resource = ? AND g.state = ? ORDER BY c.id DESC LIMIT 1000`, user, resource, string(jitgate.GrantActive))
 	if err != nil {
 		return nil, err
 	}

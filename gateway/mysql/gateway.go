@@ -19,6 +19,7 @@
 package mysql
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -286,7 +287,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 		deny("jitgate: connect with your jitgate user name as the user and the resource name as the database")
 		return
 	}
-	grant, err, msg := g.authenticate(ctx, p, resp, scramble, secure, user, resource)
+	grant, msg, err := g.authenticate(ctx, p, resp, scramble, secure, user, resource)
 	if msg != "" {
 		deny(msg)
 		return
@@ -374,37 +375,7 @@ func (g *Gateway) handle(nc net.Conn, authenticated func()) {
 // or not. Only when no credential fits (one minted before double hashing, one whose grant has
 // ended, a wrong one) does the gateway ask for the credential itself (full authentication:
 // over TLS, or RSA-encrypted without it), whose check says precisely what is wrong.
-func (g *Gateway) authenticate(ctx context.Context, p *packetIO, resp *response, scramble []byte, secure bool, user, resource string) (*jitgate.Grant, error, string) {
-	plugin := resp.plugin
-	if resp.caps&capPluginAuth == 0 {
-		plugin = pluginNative
-	}
-	if plugin == pluginCachingSHA2 && len(resp.auth) == 32 { // a SHA-256 scramble
-		grant, err := g.opts.Engine.AuthenticateProof(ctx, user, resource, func(v []byte) bool { return checkSHA2Proof(v, scramble, resp.auth) })
-		var af *jitgate.AuthFailure
-		switch {
-		case err == nil:
-			// Sent with what comes next (OK once the upstream is ready, or ERR).
-			p.hold([]byte{0x01, sha2FastAuthOK})
-			g.fastAuths.Add(1)
-			return grant, nil, ""
-		case jitgate.ErrorCode(err) != jitgate.EUNAUTHORIZED:
-			return nil, err, "" // the store: fail closed
-		case errors.As(err, &af) && af.Reason != jitgate.AuthUnknownCredential:
-			return nil, err, ""
-		}
-	}
-	password, msg := g.password(p, resp, scramble, secure)
-	if msg != "" {
-		return nil, nil, msg
-	}
-	grant, err := g.opts.Engine.AuthenticateSession(ctx, user, resource, password)
-	return grant, err, ""
-}
-
-// password runs the full authentication exchange after the handshake response and returns the
-// password the client sent, or why the login is refused.
-func (g *Gateway) password(p *packetIO, resp *response, scramble []byte, secure bool) (string, string) {
+func (g *Gateway) authenticate(ctx context.Context, p *packetIO, resp *response, scramble []byte, secure bool, user, resource string) (*jitgate.Grant, string, error) {
 	const noPassword = "jitgate: no password given; use the session credential from `jitgate credentials` as the password"
 	plugin := resp.plugin
 	if resp.caps&capPluginAuth == 0 {
@@ -414,13 +385,12 @@ func (g *Gateway) password(p *packetIO, resp *response, scramble []byte, secure 
 	switch plugin {
 	case pluginClear:
 		// Only a client configured for it answers so; the password itself is the answer.
-		if len(auth) > 0 && auth[len(auth)-1] == 0 {
-			auth = auth[:len(auth)-1]
-		}
+		auth = bytes.TrimSuffix(auth, []byte{0})
 		if len(auth) == 0 {
-			return "", noPassword
+			return nil, noPassword, nil
 		}
-		return string(auth), ""
+		grant, err := g.opts.Engine.AuthenticateSession(ctx, user, resource, string(auth))
+		return grant, "", err
 	case pluginCachingSHA2:
 	default:
 		// Ask for caching_sha2_password (whatever the client tried first).
@@ -428,17 +398,44 @@ func (g *Gateway) password(p *packetIO, resp *response, scramble []byte, secure 
 		sw = append(sw, 0)
 		sw = append(append(sw, scramble...), 0)
 		if err := p.write(sw); err != nil {
-			return "", "jitgate: client went away"
+			return nil, "jitgate: client went away", nil
 		}
 		b, err := p.read()
 		if err != nil {
-			return "", "jitgate: client went away during authentication"
+			return nil, "jitgate: client went away during authentication", nil
 		}
 		auth = b
 	}
 	if len(auth) == 0 || (len(auth) == 1 && auth[0] == 0) {
-		return "", noPassword
+		return nil, noPassword, nil
 	}
+	if len(auth) == 32 { // a SHA-256 scramble
+		grant, err := g.opts.Engine.AuthenticateProof(ctx, user, resource, func(v []byte) bool { return checkSHA2Proof(v, scramble, auth) })
+		var af *jitgate.AuthFailure
+		switch {
+		case err == nil:
+			// Sent with what comes next (OK once the upstream is ready, or ERR).
+			p.hold([]byte{0x01, sha2FastAuthOK})
+			g.fastAuths.Add(1)
+			return grant, "", nil
+		case jitgate.ErrorCode(err) != jitgate.EUNAUTHORIZED:
+			return nil, "", err // the store: fail closed
+		case errors.As(err, &af) && af.Reason != jitgate.AuthUnknownCredential:
+			return nil, "", err
+		}
+	}
+	password, msg := g.password(p, scramble, secure)
+	if msg != "" {
+		return nil, msg, nil
+	}
+	grant, err := g.opts.Engine.AuthenticateSession(ctx, user, resource, password)
+	return grant, "", err
+}
+
+// password runs caching_sha2_password's full authentication, after the client's scramble
+// fitted no credential, and returns the password the client sends, or why the login is
+// refused.
+func (g *Gateway) password(p *packetIO, scramble []byte, secure bool) (string, string) {
 	// Full authentication: the password itself, over TLS or RSA-encrypted.
 	if err := p.write([]byte{0x01, sha2FullAuth}); err != nil {
 		return "", "jitgate: client went away"

@@ -2,6 +2,7 @@ package mysql_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"database/sql"
 	"errors"
@@ -561,6 +562,57 @@ func TestPlaintextLogin(t *testing.T) {
 	if !strings.Contains(string(got), "connect with your jitgate user name") {
 		t.Fatalf("no user: %q", got)
 	}
+}
+
+// A client that starts with mysql_native_password is switched to caching_sha2_password, and
+// its answer to the switch is checked by its scramble too: 0x01 0x03 (fast authentication
+// succeeded) and OK arrive together, with the sequence numbers the protocol wants.
+func TestSwitchedLoginIsFast(t *testing.T) {
+	e := newEnv(t, func(o *mysql.Options) { o.TLS, o.InsecurePlaintext = nil, true })
+	_, secret := e.grant(t, "shop-db", "read", time.Hour)
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	read := func() (byte, []byte) {
+		t.Helper()
+		var h [4]byte
+		if _, err := io.ReadFull(conn, h[:]); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, int(h[0])|int(h[1])<<8|int(h[2])<<16)
+		if _, err := io.ReadFull(conn, b); err != nil {
+			t.Fatal(err)
+		}
+		return h[3], b
+	}
+	read() // the handshake
+	conn.Write(handshakeResponse("alice", "shop-db"))
+	seq, sw := read()
+	const plugin = "caching_sha2_password\x00"
+	if seq != 2 || len(sw) != 1+len(plugin)+21 || sw[0] != 0xfe || string(sw[1:1+len(plugin)]) != plugin {
+		t.Fatalf("switch request %d %q", seq, sw)
+	}
+	scramble := sw[1+len(plugin) : 1+len(plugin)+20]
+	h1 := sha256.Sum256([]byte(secret))
+	h2 := sha256.Sum256(h1[:])
+	x := sha256.Sum256(append(h2[:], scramble...))
+	for i := range x {
+		x[i] ^= h1[i]
+	}
+	conn.Write(append([]byte{32, 0, 0, 3}, x[:]...))
+	if seq, b := read(); seq != 4 || string(b) != "\x01\x03" {
+		t.Fatalf("after the scramble: %d %q", seq, b)
+	}
+	if seq, b := read(); seq != 5 || b[0] != 0 {
+		t.Fatalf("then: %d %q", seq, b)
+	}
+	if n := mysql.FastAuths(e.gw); n != 1 {
+		t.Fatalf("%d fast logins", n)
+	}
+	conn.Write([]byte{1, 0, 0, 0, 1}) // COM_QUIT
 }
 
 // The stock mariadb client connects with nothing but host, port, user, password, database
