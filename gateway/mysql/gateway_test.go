@@ -512,8 +512,6 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// With insecure_plaintext, a client without TLS sends the password encrypted with the
-// gateway's RSA key (caching_sha2_password), never in clear.
 // Without TLS (insecure_plaintext), a client proves it holds its credential with
 // caching_sha2_password's scramble, checked against the stored double hash: one round trip,
 // no RSA. A credential stored the old way (single SHA-256) still logs in, through full
