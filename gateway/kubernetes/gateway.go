@@ -15,11 +15,11 @@
 // A session is one client connection under one grant (kubectl keeps one connection alive for
 // its sequential requests, and opens another per concurrent stream): it starts with the
 // connection's first request carrying the credential and ends when the connection closes, or
-// when the grant ends or is revoked, to the second. Clients speak HTTP/1.1 to the gateway; the
-// gateway keeps HTTP/1.1 connections to the API server alive for them. Then every live request and stream of the grant is cut: a
-// watch served as JSON gets a final ERROR event naming the grant and why, a request not yet
-// answered gets a 401 Status saying so, an upgraded stream is closed, and new requests are
-// refused with 401.
+// when the grant ends or is revoked, to the second. Then every live request and stream of the
+// grant is cut: a watch served as JSON gets a final ERROR event naming the grant and why, a
+// request not yet answered gets a 401 Status saying so, an upgraded stream is closed, and new
+// requests are refused with 401. Clients speak HTTP/1.1 to the gateway; the gateway keeps
+// HTTP/1.1 connections to the API server alive for them.
 package kubernetes
 
 import (

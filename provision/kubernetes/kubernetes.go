@@ -81,7 +81,7 @@ func RESTConfig(res *jitgate.Resource, token string) (*rest.Config, error) {
 }
 
 // TLSConfig returns the TLS settings of res's API server (its CA, jitgate's client
-// certificate if any), for connections the gateway makes itself (upgraded streams).
+// certificate if any), for the gateway's own connections to it.
 func TLSConfig(res *jitgate.Resource, token string) (*tls.Config, error) {
 	cfg, err := RESTConfig(res, token)
 	if err != nil {
