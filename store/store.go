@@ -263,7 +263,12 @@ func (s *DB) Tx(ctx context.Context, fn func(jitgate.Tx) error) error {
 	if err != nil {
 		return s.classify(err)
 	}
-	if err := fn(&txn{s: s, tx: tx, ctx: ctx}); err != nil {
+	t := &txn{s: s, tx: tx, ctx: ctx}
+	if err := fn(t); err != nil {
+		_ = tx.Rollback()
+		return s.classify(err)
+	}
+	if err := t.flush(); err != nil {
 		_ = tx.Rollback()
 		return s.classify(err)
 	}

@@ -418,6 +418,16 @@ func TestAuditStatementsManyEvents(t *testing.T) {
 		}); err != nil || len(got) != len(all) {
 			t.Fatalf("list: %v, %d events, want %d", err, len(got), len(all))
 		}
+		// The head moved with the last chunk (on PostgreSQL, in the same statement).
+		if err := s.View(context.Background(), func(tx jitgate.Tx) error {
+			seq, hash, err := tx.AuditHead()
+			if last := all[len(all)-1]; err == nil && (seq != last.Seq || hash != last.Hash) {
+				t.Errorf("head at %d %s, the last event is %d %s", seq, hash, last.Seq, last.Hash)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
 		for i, ev := range got {
 			want := all[i]
 			if ev.SessionID != want.SessionID || ev.ComputeHash() != ev.Hash || ev.Hash != want.Hash || len(ev.Statements) != len(want.Statements) {
