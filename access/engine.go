@@ -368,6 +368,15 @@ func (e *Engine) Submit(ctx context.Context, nr jitgate.NewRequest) (*jitgate.Re
 			e.log.Warn("auto-approve condition failed; the request waits for approvers", "policy", pol.Name, "err", err)
 		}
 	}
+	// Who is told, read before the write: it needs the directory (a store read of its own),
+	// and writes run one batch at a time, so a read inside one holds up the writes behind it.
+	var notify []string
+	switch {
+	case nr.BreakGlass:
+		notify = e.approvers(ctx, pol, -1, u.Name, u.Owner)
+	case !auto:
+		notify = e.approvers(ctx, pol, 0, u.Name, u.Owner)
+	}
 	var r *jitgate.Request
 	err = e.write(ctx, func(o *op) error {
 		pending, err := o.tx.ListRequests(jitgate.RequestFilter{State: jitgate.RequestPending, Requester: u.Name, Resource: nr.Resource})
@@ -421,11 +430,11 @@ func (e *Engine) Submit(ctx context.Context, nr jitgate.NewRequest) (*jitgate.Re
 			if err := e.approve(o, pol, r, u.Name, "break-glass: activated without prior approval; review pending"); err != nil {
 				return err
 			}
-			o.emit(jitgate.Event{Kind: jitgate.EventBreakGlass, Request: r, Notify: e.approvers(ctx, pol, -1, u.Name, u.Owner)})
+			o.emit(jitgate.Event{Kind: jitgate.EventBreakGlass, Request: r, Notify: notify})
 		case auto:
 			return e.approve(o, pol, r, SystemActor, "auto-approved by policy "+pol.Name)
 		default:
-			o.emit(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: e.approvers(ctx, pol, 0, u.Name, u.Owner)})
+			o.emit(jitgate.Event{Kind: jitgate.EventRequestPending, Request: r, Notify: notify})
 		}
 		return nil
 	})

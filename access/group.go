@@ -95,6 +95,10 @@ const (
 
 // runGroup runs batch in one transaction and reports to each write.
 func (e *Engine) runGroup(batch []*groupedWrite) {
+	if len(batch) == 1 {
+		e.runOne(batch[0])
+		return
+	}
 	results := make([]groupResult, len(batch))
 	errs := make([]error, len(batch))
 	ops := make([]*op, len(batch))
@@ -164,5 +168,48 @@ func (e *Engine) runGroup(batch []*groupedWrite) {
 			e.committed(ops[i])
 			w.done <- nil
 		}
+	}
+}
+
+// runOne runs a batch of one write: in a transaction of its own, without the savepoint that
+// keeps the writes of a shared transaction apart (its failure rolls the whole transaction
+// back), but with the same limit on lock waits, so that a write waiting on another
+// instance's row holds up the writes queued behind it no longer than a batch would. A write
+// it cannot settle (a lost race, a store error, a wait too long) is run again by its caller,
+// whose retries classify it.
+func (e *Engine) runOne(w *groupedWrite) {
+	if err := w.ctx.Err(); err != nil {
+		w.done <- err
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	o := &op{now: e.now()}
+	var refused error
+	err := e.store.Tx(ctx, func(tx jitgate.Tx) error {
+		o.tx = tx
+		if err := tx.LimitLockWaits(groupLockWait); err != nil {
+			return err
+		}
+		if err := e.run(o, w.fn); err != nil {
+			var je *jitgate.Error
+			if errors.As(err, &je) && !errors.Is(err, jitgate.ErrStale) {
+				refused = err
+			}
+			return err
+		}
+		if err := tx.LimitLockWaits(0); err != nil { // as in runGroup: the audit head waits
+			return err
+		}
+		return tx.AppendAudit(o.audits...)
+	})
+	switch {
+	case err == nil:
+		e.committed(o)
+		w.done <- nil
+	case refused != nil:
+		w.done <- refused
+	default:
+		w.done <- errRunAlone
 	}
 }
