@@ -380,7 +380,7 @@ func (o *options) cycles() error {
 		wg     sync.WaitGroup
 		timing = func(d time.Duration) { mu.Lock(); lat = append(lat, d); mu.Unlock() }
 	)
-	start := time.Now()
+	start, cpu0 := time.Now(), o.sampleCPU()
 	if o.kill > 0 {
 		victim := o.servers[len(o.servers)-1]
 		time.AfterFunc(o.kill, func() {
@@ -431,7 +431,7 @@ func (o *options) cycles() error {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, cpu1 := time.Since(start), o.sampleCPU()
 	if first != nil {
 		fmt.Fprintf(os.Stderr, "load: %d failed cycles; the first: %v\n", errs.Load(), first)
 	}
@@ -442,8 +442,9 @@ func (o *options) cycles() error {
 		}
 		return lat[int(q*float64(len(lat)-1))].Round(10 * time.Microsecond)
 	}
-	fmt.Printf("cycles store=%s replicas=%d clients=%d seconds=%.1f cycles=%d failed=%d rate=%.1f/s call_p50=%s call_p99=%s\n",
-		o.store, o.replicas, o.clients, elapsed.Seconds(), done.Load(), errs.Load(), float64(done.Load())/elapsed.Seconds(), p(0.5), p(0.99))
+	fmt.Printf("cycles store=%s replicas=%d clients=%d seconds=%.1f cycles=%d failed=%d rate=%.1f/s call_p50=%s call_p99=%s %s\n",
+		o.store, o.replicas, o.clients, elapsed.Seconds(), done.Load(), errs.Load(), float64(done.Load())/elapsed.Seconds(), p(0.5), p(0.99),
+		perCycle(cpu0, cpu1, done.Load()))
 	if errs.Load() > 0 && done.Load() == 0 {
 		return errors.New("no cycle succeeded")
 	}
