@@ -16,19 +16,19 @@ type Effects func(ev jitgate.Event) []*jitgate.OutboxItem
 // before the engine serves.
 func (e *Engine) SetEffects(fn Effects) { e.effects = fn }
 
-// enqueueEffects writes o's events' outbox items in o's transaction.
+// enqueueEffects writes o's events' outbox items in o's transaction, all at once.
 func (e *Engine) enqueueEffects(o *op) error {
 	if e.effects == nil {
 		return nil
 	}
+	var items []*jitgate.OutboxItem
 	for _, ev := range o.events {
-		if items := e.effects(ev); len(items) > 0 {
-			if err := o.tx.EnqueueOutbox(items); err != nil {
-				return err
-			}
-		}
+		items = append(items, e.effects(ev)...)
 	}
-	return nil
+	if len(items) == 0 {
+		return nil
+	}
+	return o.tx.EnqueueOutbox(items)
 }
 
 // The outbox's times are the wall clock's (delivery retries wait real time), not the engine

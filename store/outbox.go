@@ -1,50 +1,80 @@
 package store
 
 import (
+	"cmp"
 	"database/sql"
-	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate"
 )
 
-// EnqueueOutbox inserts items, leaving out those whose key is there already.
+// EnqueueOutbox inserts items, leaving out those whose key is there already, in one
+// statement per outboxChunk items.
 func (t *txn) EnqueueOutbox(items []*jitgate.OutboxItem) error {
-	for _, it := range items {
-		var id int64
-		err := t.queryRow(`INSERT INTO outbox (key, sink, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (key) DO NOTHING RETURNING id`,
-			it.Key, it.Sink, it.Payload, ts(it.CreatedAt), ts(it.NextAt)).Scan(&id)
-		switch {
-		case errors.Is(err, sql.ErrNoRows): // queued already
-		case err != nil:
+	for chunk := range slices.Chunk(items, outboxChunk) {
+		args := make([]any, 0, 5*len(chunk))
+		byKey := make(map[string]*jitgate.OutboxItem, len(chunk))
+		for _, it := range chunk {
+			args = append(args, it.Key, it.Sink, it.Payload, ts(it.CreatedAt), ts(it.NextAt))
+			byKey[it.Key] = it
+		}
+		rows, err := t.query(`INSERT INTO outbox (key, sink, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?)`+
+			strings.Repeat(", (?, ?, ?, ?, ?)", len(chunk)-1)+` ON CONFLICT (key) DO NOTHING RETURNING id, key`, args...)
+		if err != nil {
 			return err
-		default:
-			it.ID = id
+		}
+		for rows.Next() { // the rows inserted; those queued already return none
+			var (
+				id  int64
+				key string
+			)
+			if err := rows.Scan(&id, &key); err != nil {
+				rows.Close()
+				return err
+			}
+			if it := byKey[key]; it != nil {
+				it.ID = id
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// ClaimOutbox claims due items of sink (see jitgate.Tx). On PostgreSQL the rows another
-// transaction is claiming are skipped (FOR UPDATE SKIP LOCKED), so instances claim apart.
+// outboxChunk bounds the items of one INSERT (and so the statement texts cached: one per
+// count up to it). A change makes an item per event and sink: a few.
+const outboxChunk = 16
+
+// ClaimOutbox claims due items of sink (see jitgate.Tx), in one statement. On PostgreSQL the
+// rows another transaction is claiming are skipped (FOR UPDATE SKIP LOCKED), so instances
+// claim apart.
 func (t *txn) ClaimOutbox(sink, by string, now, until time.Time, limit int) ([]*jitgate.OutboxItem, error) {
 	lock := ""
 	if t.s.dialect == Postgres {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
-	items, err := collect(t, scanOutbox, `SELECT id, key, sink, payload, attempts, created_at, next_at FROM outbox
-		WHERE sink = ? AND next_at IS NOT NULL AND next_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)
-		ORDER BY next_at, id LIMIT ?`+lock, sink, ts(now), ts(now), limit)
+	items, err := collect(t, scanOutbox, `UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (
+		SELECT id FROM outbox WHERE sink = ? AND next_at IS NOT NULL AND next_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)
+		ORDER BY next_at, id LIMIT ?`+lock+`)
+		RETURNING id, key, sink, payload, attempts, created_at, next_at`, by, ts(until), sink, ts(now), ts(now), limit)
 	if err != nil {
 		return nil, err
 	}
-	for _, it := range items {
-		if _, err := t.exec(`UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id = ?`, by, ts(until), it.ID); err != nil {
-			return nil, err
+	// RETURNING keeps no order: due first, as selected.
+	slices.SortFunc(items, func(a, b *jitgate.OutboxItem) int {
+		if c := a.NextAt.Compare(b.NextAt); c != 0 {
+			return c
 		}
-	}
+		return cmp.Compare(a.ID, b.ID)
+	})
 	return items, nil
 }
 

@@ -633,3 +633,56 @@ func TestInstances(t *testing.T) {
 		}
 	})
 }
+
+// The outbox: items are queued in one statement (keys queued already, in the store or earlier
+// in the same call, are left out and get no id), claimed due-first in one statement, not
+// claimed again while the claim lasts, and claimed again once it has lapsed.
+func TestOutboxEnqueueAndClaim(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		s := open(t, b)
+		item := func(key, sink string, next time.Time) *jitgate.OutboxItem {
+			return &jitgate.OutboxItem{Key: key, Sink: sink, Payload: `{"k":"` + key + `"}`, CreatedAt: t0, NextAt: next}
+		}
+		first := item("a", "hook", t0.Add(3*time.Second))
+		tx(t, s, func(tx jitgate.Tx) error { return tx.EnqueueOutbox([]*jitgate.OutboxItem{first}) })
+		var batch []*jitgate.OutboxItem
+		for i := range 20 { // more than one statement's worth
+			batch = append(batch, item(fmt.Sprintf("k%02d", i), "hook", t0.Add(time.Duration(20-i)*time.Second)))
+		}
+		again, twice := item("a", "hook", t0), item("k03", "hook", t0)
+		batch = append(batch, again, twice, item("other", "slack", t0))
+		tx(t, s, func(tx jitgate.Tx) error { return tx.EnqueueOutbox(batch) })
+		if first.ID == 0 || again.ID != 0 || twice.ID != 0 {
+			t.Fatalf("ids: first %d, its key again %d, a key twice in one call %d", first.ID, again.ID, twice.ID)
+		}
+		ids := map[int64]bool{first.ID: true}
+		for _, it := range batch[:20] {
+			if it.ID == 0 || ids[it.ID] {
+				t.Fatalf("item %s: id %d", it.Key, it.ID)
+			}
+			ids[it.ID] = true
+		}
+		claim := func(now time.Time, limit int) []string {
+			t.Helper()
+			var keys []string
+			tx(t, s, func(tx jitgate.Tx) error {
+				items, err := tx.ClaimOutbox("hook", "inst", now, now.Add(time.Minute), limit)
+				for _, it := range items {
+					keys = append(keys, it.Key)
+				}
+				return err
+			})
+			return keys
+		}
+		// Due by t0+5s: k19 (t0+1s) ... k15 (t0+5s) and a (t0+3s); the earliest four.
+		if got := strings.Join(claim(t0.Add(5*time.Second), 4), " "); got != "k19 k18 a k17" {
+			t.Fatalf("first claim: %s", got)
+		}
+		if got := strings.Join(claim(t0.Add(5*time.Second), 10), " "); got != "k16 k15" {
+			t.Fatalf("second claim (the first's still claimed): %s", got)
+		}
+		if got := claim(t0.Add(5*time.Second+time.Minute), 3); strings.Join(got, " ") != "k19 k18 a" {
+			t.Fatalf("after the claims lapsed: %s", got)
+		}
+	})
+}
