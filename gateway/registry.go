@@ -272,15 +272,41 @@ func (r *Registry) Close() {
 	<-r.swept
 }
 
+// endRecordWait bounds one attempt to record a session's end (queued behind other writes
+// included); endRecordRetries is how many more attempts follow a failed one, the first after
+// endRecordPause and each next after five times the pause before (1 s, 5 s).
+const (
+	endRecordWait    = 30 * time.Second
+	endRecordRetries = 2
+)
+
+var endRecordPause = time.Second // a variable for tests
+
 // RecordEnd records the end of a gateway session: the recorder's statements first (they enter
 // the chain before the session.ended event), then the end itself, and logs it. Protocols call
 // it last, with info's counters and EndReason set.
+//
+// A store that is slow (writes queue behind a thousand grants ending at once) or briefly
+// unreachable must not leave the session live in the store for good: each attempt may wait
+// endRecordWait, and a failed one is tried again endRecordRetries times, after a pause. If
+// every attempt fails the session stays live in the store until this instance is recovered
+// (restarted, or found dead by another), which ends it there.
 func RecordEnd(eng Engine, rec *Recorder, log *slog.Logger, info *jitgate.Session) {
 	rec.Sync()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := eng.EndSession(ctx, info); err != nil {
-		log.Error("gateway: record session end", "session", info.ID, "err", err)
+	for attempt, pause := 0, endRecordPause; ; attempt, pause = attempt+1, 5*pause {
+		ctx, cancel := context.WithTimeout(context.Background(), endRecordWait)
+		err := eng.EndSession(ctx, info)
+		cancel()
+		if err == nil {
+			break
+		}
+		if attempt == endRecordRetries {
+			log.Error("gateway: record session end; the store shows the session live until this instance is recovered",
+				"session", info.ID, "attempts", attempt+1, "err", err)
+			break
+		}
+		log.Warn("gateway: record session end; trying again", "session", info.ID, "in", pause, "err", err)
+		time.Sleep(pause)
 	}
 	log.Info("gateway: session ended", "session", info.ID, "grant", info.GrantID, "resource", info.Resource, "reason", info.EndReason,
 		"statements", info.Statements, "bytes_in", info.BytesIn, "bytes_out", info.BytesOut)

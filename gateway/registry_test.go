@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -129,5 +130,46 @@ func TestRegistry(t *testing.T) {
 	}
 	if _, ok := r.Add(&killed{}, g4); ok {
 		t.Fatal("a session added after Shutdown")
+	}
+}
+
+// failingEnds is an Engine whose EndSession fails its first fail calls.
+type failingEnds struct {
+	Engine
+	mu          sync.Mutex
+	fail, calls int
+}
+
+func (f *failingEnds) EndSession(ctx context.Context, s *jitgate.Session) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if _, ok := ctx.Deadline(); !ok {
+		return errors.New("no deadline")
+	}
+	if f.calls <= f.fail {
+		return errors.New("store unavailable")
+	}
+	return nil
+}
+
+func (f *failingEnds) RecordAudit(context.Context, []*jitgate.AuditEvent) error { return nil }
+
+// A session's end that the store could not take is tried again, a bounded number of times.
+func TestRecordEndTriesAgain(t *testing.T) {
+	defer func(p time.Duration) { endRecordPause = p }(endRecordPause)
+	endRecordPause = time.Millisecond
+	for _, c := range []struct{ fail, calls int }{{0, 1}, {2, 3}, {10, 3}} {
+		eng := &failingEnds{fail: c.fail}
+		rec := NewRecorder(eng, slog.New(slog.DiscardHandler), 0, 0, 0)
+		var logged strings.Builder
+		RecordEnd(eng, rec, slog.New(slog.NewTextHandler(&logged, nil)), &jitgate.Session{ID: 7})
+		rec.Close()
+		if eng.calls != c.calls {
+			t.Errorf("failing %d times: %d attempts, want %d", c.fail, eng.calls, c.calls)
+		}
+		if gaveUp := strings.Contains(logged.String(), "until this instance is recovered"); gaveUp != (c.fail >= c.calls) {
+			t.Errorf("failing %d times: logged %q", c.fail, logged.String())
+		}
 	}
 }
