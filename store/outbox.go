@@ -19,7 +19,9 @@ func (t *txn) EnqueueOutbox(items []*jitgate.OutboxItem) error {
 		byKey := make(map[string]*jitgate.OutboxItem, len(chunk))
 		for _, it := range chunk {
 			args = append(args, it.Key, it.Sink, it.Payload, ts(it.CreatedAt), ts(it.NextAt))
-			byKey[it.Key] = it
+			if byKey[it.Key] == nil { // a key twice: the first is inserted, the second left out
+				byKey[it.Key] = it
+			}
 		}
 		rows, err := t.query(`INSERT INTO outbox (key, sink, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?)`+
 			strings.Repeat(", (?, ?, ?, ?, ?)", len(chunk)-1)+` ON CONFLICT (key) DO NOTHING RETURNING id, key`, args...)

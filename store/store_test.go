@@ -649,12 +649,14 @@ func TestOutboxEnqueueAndClaim(t *testing.T) {
 		for i := range 20 { // more than one statement's worth
 			batch = append(batch, item(fmt.Sprintf("k%02d", i), "hook", t0.Add(time.Duration(20-i)*time.Second)))
 		}
-		again, twice := item("a", "hook", t0), item("k03", "hook", t0)
+		again, twice, twiceInChunk := item("a", "hook", t0), item("k03", "hook", t0), item("k02", "hook", t0)
+		batch = slices.Insert(batch, 5, twiceInChunk) // in the same statement as the first k02
 		batch = append(batch, again, twice, item("other", "slack", t0))
 		tx(t, s, func(tx jitgate.Tx) error { return tx.EnqueueOutbox(batch) })
-		if first.ID == 0 || again.ID != 0 || twice.ID != 0 {
-			t.Fatalf("ids: first %d, its key again %d, a key twice in one call %d", first.ID, again.ID, twice.ID)
+		if first.ID == 0 || again.ID != 0 || twice.ID != 0 || twiceInChunk.ID != 0 {
+			t.Fatalf("ids: first %d, its key again %d, a key twice in one call %d, in one statement %d", first.ID, again.ID, twice.ID, twiceInChunk.ID)
 		}
+		batch = slices.Delete(batch, 5, 6)
 		ids := map[int64]bool{first.ID: true}
 		for _, it := range batch[:20] {
 			if it.ID == 0 || ids[it.ID] {
