@@ -74,6 +74,11 @@ type Tx interface {
 	RevokeToken(id int64, at time.Time) error
 	// ListTokens lists tokens, of one user if user is not empty, newest first.
 	ListTokens(user string) ([]*Token, error)
+	// PutCLICode stores a CLI sign-in's one-time code, deleting the codes expired by now.
+	PutCLICode(c *CLICode, now time.Time) error
+	// TakeCLICode deletes and returns the code with the given hash (ENOTFOUND if none): a
+	// code is traded once. The caller checks its expiry.
+	TakeCLICode(hash string) (*CLICode, error)
 
 	// PutUser records a user an identity provider vouched for, with its groups, replacing
 	// what was known of them.

@@ -25,6 +25,16 @@ type Token struct {
 	RevokedAt   time.Time `json:"revoked_at,omitzero"`
 }
 
+// CLICode is a CLI sign-in's one-time code (see web's /cli/login), kept by its hash until it
+// is traded for a token at any replica: the user it signs in, the PKCE challenge its trade
+// must answer, and when it lapses.
+type CLICode struct {
+	Hash      string
+	User      string
+	Challenge string
+	ExpiresAt time.Time
+}
+
 // NewTokenSecret returns a fresh random token and its hash.
 func NewTokenSecret() (token, hash string) {
 	var b [32]byte

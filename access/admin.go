@@ -3,6 +3,7 @@ package access
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"slices"
 	"time"
@@ -332,6 +333,57 @@ func (e *Engine) SignIn(ctx context.Context, user, via string, ttl time.Duration
 		return "", nil, err
 	}
 	return secret, tk, nil
+}
+
+// IssueCLICode stores a one-time code that signs user in on the command line once traded,
+// with the PKCE challenge the trade must answer, for ttl; it returns the code. The code is
+// kept in the store (only its hash), so the CLI may trade it at any replica. Only jitgate
+// itself may call it (the web UI, for a signed-in user who confirmed).
+func (e *Engine) IssueCLICode(ctx context.Context, user, challenge string, ttl time.Duration) (string, error) {
+	u, err := e.caller(ctx)
+	if err != nil {
+		return "", err
+	}
+	if !u.IsSystem() {
+		return "", jitgate.Errorf(jitgate.EFORBIDDEN, "sign-in codes are issued by jitgate itself")
+	}
+	code := rand.Text() // 128 random bits; not a token's form, since it is not one
+	hash := jitgate.HashToken(code)
+	now := e.now()
+	err = e.store.Tx(ctx, func(tx jitgate.Tx) error {
+		return tx.PutCLICode(&jitgate.CLICode{Hash: hash, User: user, Challenge: challenge, ExpiresAt: now.Add(ttl)}, now)
+	})
+	if err != nil {
+		return "", err
+	}
+	return code, nil
+}
+
+// TakeCLICode trades a one-time code (IssueCLICode) once: it returns the user and the PKCE
+// challenge, and the code is gone. Unknown, used and expired codes are all EUNAUTHORIZED.
+// Only jitgate itself may call it.
+func (e *Engine) TakeCLICode(ctx context.Context, code string) (user, challenge string, err error) {
+	u, err := e.caller(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	if !u.IsSystem() {
+		return "", "", jitgate.Errorf(jitgate.EFORBIDDEN, "sign-in codes are traded by jitgate itself")
+	}
+	var c *jitgate.CLICode
+	err = e.store.Tx(ctx, func(tx jitgate.Tx) (err error) {
+		c, err = tx.TakeCLICode(jitgate.HashToken(code))
+		return err
+	})
+	switch {
+	case jitgate.ErrorCode(err) == jitgate.ENOTFOUND:
+		return "", "", jitgate.Errorf(jitgate.EUNAUTHORIZED, "unknown or used code")
+	case err != nil:
+		return "", "", err
+	case !e.now().Before(c.ExpiresAt):
+		return "", "", jitgate.Errorf(jitgate.EUNAUTHORIZED, "the code expired at %s", c.ExpiresAt.Format(time.RFC3339))
+	}
+	return c.User, c.Challenge, nil
 }
 
 // SignOut revokes the session token: whoever holds it may end it.

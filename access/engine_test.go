@@ -2,6 +2,7 @@ package access_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -729,8 +730,46 @@ func TestSystemContextIsExplicit(t *testing.T) {
 		if err := env.Engine.RememberUser(caller, &jitgate.User{Name: "mallory", Groups: []string{"sre"}}, "oidc"); jitgate.ErrorCode(err) != jitgate.EFORBIDDEN {
 			t.Errorf("%s: RememberUser = %v, want EFORBIDDEN", name, err)
 		}
+		if _, err := env.Engine.IssueCLICode(caller, "alice", "c", time.Minute); jitgate.ErrorCode(err) != jitgate.EFORBIDDEN {
+			t.Errorf("%s: IssueCLICode = %v, want EFORBIDDEN", name, err)
+		}
+		if _, _, err := env.Engine.TakeCLICode(caller, "x"); jitgate.ErrorCode(err) != jitgate.EFORBIDDEN {
+			t.Errorf("%s: TakeCLICode = %v, want EFORBIDDEN", name, err)
+		}
 	}
 	if _, _, err := env.Engine.SignIn(jitgate.NewSystemContext(ctx), "alice", "test", time.Hour); err != nil {
 		t.Fatalf("system SignIn: %v", err)
 	}
+}
+
+// A CLI sign-in code is traded once, and not after it expires (engine clock); codes are kept
+// by hash, so the code itself is not what the store holds.
+func TestCLICodes(t *testing.T) {
+	testdb.All(t, func(t *testing.T, b testdb.Backend) {
+		env := testenv.New(t, b)
+		sys := jitgate.NewSystemContext(context.Background())
+		code, err := env.Engine.IssueCLICode(sys, "alice", "challenge-1", 2*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		late, err := env.Engine.IssueCLICode(sys, "bob", "challenge-2", 2*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stored string
+		if err := env.Store.SQL().QueryRow(`SELECT hash FROM cli_codes WHERE user_name = 'alice'`).Scan(&stored); err != nil || stored != jitgate.HashToken(code) {
+			t.Fatalf("stored %q (%v), want the code's hash", stored, err)
+		}
+		user, challenge, err := env.Engine.TakeCLICode(sys, code)
+		if err != nil || user != "alice" || challenge != "challenge-1" {
+			t.Fatalf("trade: %q %q %v", user, challenge, err)
+		}
+		if _, _, err := env.Engine.TakeCLICode(sys, code); jitgate.ErrorCode(err) != jitgate.EUNAUTHORIZED {
+			t.Fatalf("a second trade: %v", err)
+		}
+		env.Clock.Advance(2 * time.Minute)
+		if _, _, err := env.Engine.TakeCLICode(sys, late); jitgate.ErrorCode(err) != jitgate.EUNAUTHORIZED || !strings.Contains(err.Error(), "expired") {
+			t.Fatalf("an expired code: %v", err)
+		}
+	})
 }

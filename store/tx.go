@@ -925,6 +925,29 @@ func (t *txn) RevokeToken(id int64, at time.Time) error {
 	return nil
 }
 
+func (t *txn) PutCLICode(c *jitgate.CLICode, now time.Time) error {
+	if _, err := t.exec(`DELETE FROM cli_codes WHERE expires_at <= ?`, ts(now)); err != nil {
+		return err
+	}
+	_, err := t.exec(`INSERT INTO cli_codes (hash, user_name, challenge, expires_at) VALUES (?, ?, ?, ?)`,
+		c.Hash, c.User, c.Challenge, ts(c.ExpiresAt))
+	return err
+}
+
+func (t *txn) TakeCLICode(hash string) (*jitgate.CLICode, error) {
+	c := jitgate.CLICode{Hash: hash}
+	var exp sql.NullInt64
+	err := t.queryRow(`DELETE FROM cli_codes WHERE hash = ? RETURNING user_name, challenge, expires_at`, hash).Scan(&c.User, &c.Challenge, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, jitgate.Errorf(jitgate.ENOTFOUND, "no such code")
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.ExpiresAt = fromTS(exp)
+	return &c, nil
+}
+
 func (t *txn) ListTokens(user string) ([]*jitgate.Token, error) {
 	var w where
 	if user != "" {

@@ -2,11 +2,11 @@ package web
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jitgate/jitgate"
@@ -25,40 +25,6 @@ const cliCodeTTL = 2 * time.Minute
 
 // CLITokenTTL is how long a token from a browser sign-in lasts.
 const CLITokenTTL = 12 * time.Hour
-
-type cliCode struct {
-	user, challenge string
-	expires         time.Time
-}
-
-// cliCodes holds the pending one-time codes. They live in this process: behind several server
-// instances, the exchange must reach the instance that issued the code (it follows within
-// seconds, from the same machine).
-type cliCodes struct {
-	mu    sync.Mutex
-	codes map[string]cliCode
-}
-
-func (c *cliCodes) put(code string, v cliCode) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := time.Now()
-	for k, old := range c.codes {
-		if now.After(old.expires) {
-			delete(c.codes, k)
-		}
-	}
-	c.codes[code] = v
-}
-
-// take returns and forgets code: a code works once.
-func (c *cliCodes) take(code string) (cliCode, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v, ok := c.codes[code]
-	delete(c.codes, code)
-	return v, ok && time.Now().Before(v.expires)
-}
 
 type cliData struct {
 	Port, State, Challenge string
@@ -101,8 +67,12 @@ func (u *UI) cliApprove(w http.ResponseWriter, r *http.Request, s *session) {
 		u.fail(w, r, s, err)
 		return
 	}
-	code := randomHex(24)
-	u.codes.put(code, cliCode{user: s.user.Name, challenge: d.Challenge, expires: time.Now().Add(cliCodeTTL)})
+	// The code is kept in the store: the CLI may trade it at another replica.
+	code, err := u.o.Engine.IssueCLICode(u.system, s.user.Name, d.Challenge, cliCodeTTL)
+	if err != nil {
+		u.fail(w, r, s, err)
+		return
+	}
 	cb := url.URL{Scheme: "http", Host: "127.0.0.1:" + d.Port, Path: "/callback",
 		RawQuery: url.Values{"code": {code}, "state": {d.State}}.Encode()}
 	http.Redirect(w, r, cb.String(), http.StatusSeeOther)
@@ -111,17 +81,22 @@ func (u *UI) cliApprove(w http.ResponseWriter, r *http.Request, s *session) {
 // cliToken trades a code and its PKCE verifier for an API token.
 func (u *UI) cliToken(w http.ResponseWriter, r *http.Request) {
 	code, verifier := r.PostFormValue("code"), r.PostFormValue("verifier")
-	v, ok := u.codes.take(code)
+	user, challenge, err := u.o.Engine.TakeCLICode(u.system, code)
+	if err != nil && jitgate.ErrorCode(err) != jitgate.EUNAUTHORIZED {
+		u.o.Logger.Error("web: CLI sign-in code", "err", err)
+		httpapi.WriteError(w, err) // the store is down: fail closed
+		return
+	}
 	sum := sha256.Sum256([]byte(verifier))
-	if !ok || base64.RawURLEncoding.EncodeToString(sum[:]) != v.challenge {
+	if err != nil || subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(challenge)) != 1 {
 		httpapi.WriteError(w, jitgate.Errorf(jitgate.EUNAUTHORIZED, "unknown, used or expired code, or the wrong verifier; run jitgate login again"))
 		return
 	}
-	token, tk, err := u.o.Engine.SignIn(u.system, v.user, "browser (CLI)", CLITokenTTL)
+	token, tk, err := u.o.Engine.SignIn(u.system, user, "browser (CLI)", CLITokenTTL)
 	if err != nil {
-		u.o.Logger.Error("web: CLI sign-in", "user", v.user, "err", err)
+		u.o.Logger.Error("web: CLI sign-in", "user", user, "err", err)
 		httpapi.WriteError(w, jitgate.Errorf(jitgate.EINTERNAL, "cannot sign in"))
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, &httpapi.BrowserToken{Token: token, User: v.user, ExpiresAt: tk.ExpiresAt})
+	httpapi.WriteJSON(w, http.StatusOK, &httpapi.BrowserToken{Token: token, User: user, ExpiresAt: tk.ExpiresAt})
 }

@@ -1,11 +1,14 @@
 package web_test
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/jitgate/jitgate/httpapi"
 	"github.com/jitgate/jitgate/internal/testdb"
 )
 
@@ -34,5 +37,62 @@ func TestWebSessionOnAnyReplica(t *testing.T) {
 	resp, err = c.Get(bURL + "/inbox")
 	if body(t, resp, err); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/signin") {
 		t.Fatalf("B after signing out on A: %s %s", resp.Status, resp.Header.Get("Location"))
+	}
+}
+
+// jitgate login behind a load balancer: the browser confirms on replica A, the CLI trades the
+// one-time code at replica B; the code works once.
+func TestCLILoginOnAnyReplica(t *testing.T) {
+	b := testdb.Postgres(t)
+	a, _, _ := uiServer(t, b, "carol")
+	bURL, _, _ := uiServer(t, b, "carol")
+	browser := browserless()
+	devSignIn(t, browser, a, "carol")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var code string
+	bt, err := httpapi.BrowserLogin(ctx, bURL, func(u string) error {
+		pu, err := url.Parse(u)
+		if err != nil {
+			return err
+		}
+		used := pu.Query()
+		go func() {
+			page := fetch(t, browser, a+pu.RequestURI()) // the confirm page, on A
+			m := csrfField.FindStringSubmatch(page)
+			if m == nil {
+				t.Errorf("confirm page on A: %s", page)
+				return
+			}
+			form := url.Values{"csrf": {m[1]}, "port": {used.Get("port")}, "state": {used.Get("state")}, "challenge": {used.Get("challenge")}}
+			resp, err := browser.PostForm(a+"/cli/login", form)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			code = loc.Query().Get("code")
+			// What the browser would do: follow the redirect to the CLI's loopback port.
+			if resp, err := http.Get(loc.String()); err != nil {
+				t.Error(err)
+			} else {
+				resp.Body.Close()
+			}
+		}()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who, err := httpapi.NewClient(bURL, bt.Token).Whoami(ctx); err != nil || who.User != "carol" {
+		t.Fatalf("whoami on B with the token from A's code: %+v %v", who, err)
+	}
+	// Traded once: the same code again, on A or B, is refused.
+	for _, srv := range []string{a, bURL} {
+		resp, err := http.PostForm(srv+"/cli/token", url.Values{"code": {code}, "verifier": {"whatever"}})
+		if body(t, resp, err); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("the code a second time at %s: %s", srv, resp.Status)
+		}
 	}
 }

@@ -74,7 +74,6 @@ type SignInMethod interface {
 // UI serves the pages.
 type UI struct {
 	o      Options
-	codes  cliCodes
 	mux    *http.ServeMux
 	pages  map[string]*template.Template
 	system context.Context
@@ -85,7 +84,7 @@ func New(o Options) (*UI, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	u := &UI{o: o, mux: http.NewServeMux(), pages: map[string]*template.Template{}, codes: cliCodes{codes: map[string]cliCode{}},
+	u := &UI{o: o, mux: http.NewServeMux(), pages: map[string]*template.Template{},
 		system: jitgate.NewSystemContext(context.Background())}
 	funcs := template.FuncMap{
 		"dur":   jitgate.FormatDuration,
