@@ -50,36 +50,10 @@ func TestCLILoginOnAnyReplica(t *testing.T) {
 	devSignIn(t, browser, a, "carol")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var code string
+	browser.CheckRedirect = nil // a browser follows the redirect to the CLI's loopback port
+	codes := make(chan string, 1)
 	bt, err := httpapi.BrowserLogin(ctx, bURL, func(u string) error {
-		pu, err := url.Parse(u)
-		if err != nil {
-			return err
-		}
-		used := pu.Query()
-		go func() {
-			page := fetch(t, browser, a+pu.RequestURI()) // the confirm page, on A
-			m := csrfField.FindStringSubmatch(page)
-			if m == nil {
-				t.Errorf("confirm page on A: %s", page)
-				return
-			}
-			form := url.Values{"csrf": {m[1]}, "port": {used.Get("port")}, "state": {used.Get("state")}, "challenge": {used.Get("challenge")}}
-			resp, err := browser.PostForm(a+"/cli/login", form)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			resp.Body.Close()
-			loc, _ := url.Parse(resp.Header.Get("Location"))
-			code = loc.Query().Get("code")
-			// What the browser would do: follow the redirect to the CLI's loopback port.
-			if resp, err := http.Get(loc.String()); err != nil {
-				t.Error(err)
-			} else {
-				resp.Body.Close()
-			}
-		}()
+		go func() { codes <- confirmCLI(t, browser, a, u, "<strong>carol</strong>") }() // on A
 		return nil
 	})
 	if err != nil {
@@ -89,6 +63,10 @@ func TestCLILoginOnAnyReplica(t *testing.T) {
 		t.Fatalf("whoami on B with the token from A's code: %+v %v", who, err)
 	}
 	// Traded once: the same code again, on A or B, is refused.
+	code := <-codes
+	if code == "" {
+		t.Fatal("no code reached the CLI")
+	}
 	for _, srv := range []string{a, bURL} {
 		resp, err := http.PostForm(srv+"/cli/token", url.Values{"code": {code}, "verifier": {"whatever"}})
 		if body(t, resp, err); resp.StatusCode != http.StatusUnauthorized {

@@ -140,6 +140,40 @@ func TestSignInAndCSRF(t *testing.T) {
 	}
 }
 
+// confirmCLI is the browser's part of jitgate login: it opens the confirm page u names, at
+// base (which may be another replica than u's), checks that it shows want, and confirms; the
+// browser (browser.CheckRedirect nil) then follows the redirect to the CLI's loopback port.
+// It returns the one-time code the CLI got. It may run on a goroutine of its own: it reports
+// with t.Errorf.
+func confirmCLI(t *testing.T, browser *http.Client, base, u, want string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Error(err)
+		return ""
+	}
+	resp, err := browser.Get(base + pu.RequestURI())
+	if err != nil {
+		t.Error(err)
+		return ""
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	m := csrfField.FindStringSubmatch(page)
+	if m == nil || !strings.Contains(page, want) {
+		t.Errorf("confirm page: %s", page)
+		return ""
+	}
+	used := pu.Query()
+	form := url.Values{"csrf": {m[1]}, "port": {used.Get("port")}, "state": {used.Get("state")}, "challenge": {used.Get("challenge")}}
+	if resp, err = browser.PostForm(base+"/cli/login", form); err != nil {
+		t.Error(err)
+		return ""
+	}
+	resp.Body.Close()
+	return resp.Request.URL.Query().Get("code")
+}
+
 // jitgate login without a token: the browser (here an HTTP client with carol's web session)
 // confirms, the CLI's loopback listener gets a one-time code, and trades it for a token.
 func TestCLIBrowserLogin(t *testing.T) {
@@ -150,29 +184,7 @@ func TestCLIBrowserLogin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	bt, err := httpapi.BrowserLogin(ctx, base, func(u string) error {
-		go func() {
-			resp, err := browser.Get(u)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			page := string(b)
-			m := csrfField.FindStringSubmatch(page)
-			if m == nil || !strings.Contains(page, "<strong>carol</strong> for 12 hours") {
-				t.Errorf("confirm page: %s", page)
-				return
-			}
-			pu, _ := url.Parse(u)
-			used := pu.Query()
-			form := url.Values{"csrf": {m[1]}, "port": {used.Get("port")}, "state": {used.Get("state")}, "challenge": {used.Get("challenge")}}
-			if resp, err := browser.PostForm(base+"/cli/login", form); err != nil {
-				t.Error(err)
-			} else {
-				resp.Body.Close()
-			}
-		}()
+		go confirmCLI(t, browser, base, u, "<strong>carol</strong> for 12 hours")
 		return nil
 	})
 	if err != nil {
