@@ -109,8 +109,8 @@ type Gateway struct {
 	conns *connListener
 	// proxies reach each resource's API server.
 	proxies map[string]*httputil.ReverseProxy
-	// inflight counts requests being relayed.
-	inflight atomic.Int64
+	// inflight counts requests being relayed; watching, the watches among them.
+	inflight, watching atomic.Int64
 	// buffers are the proxies' copy buffers.
 	buffers *bufferPool
 

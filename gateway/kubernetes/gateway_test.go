@@ -316,14 +316,14 @@ func TestViewGrantThroughKubectl(t *testing.T) {
 }
 
 // watch starts `kubectl get pods --watch` and returns its result channel.
-func (e *env) watch(t *testing.T, kc string) (<-chan string, *bytes.Buffer) {
+func (e *env) watch(t *testing.T, kc string) (<-chan string, *gwtest.SyncBuffer) {
 	t.Helper()
 	if _, err := exec.LookPath("kubectl"); err != nil {
 		t.Skip("no kubectl")
 	}
 	cmd := exec.Command("kubectl", "--kubeconfig", kc, "get", "pods", "-n", e.shop, "--watch")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &gwtest.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = append(os.Environ(), "HOME="+filepath.Dir(kc))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -334,10 +334,13 @@ func (e *env) watch(t *testing.T, kc string) (<-chan string, *bytes.Buffer) {
 		done <- fmt.Sprint(err)
 	}()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	// The watch is live once the gateway holds its request.
-	waitFor(t, 20*time.Second, func() bool { return e.gw.Sessions() > 0 && kubernetes.InFlight(e.gw) > 0 })
+	// kubectl lists first, then watches: the watch is live once the gateway holds a watch
+	// request. (Waiting for any request could catch the list: on a busy machine a revoke
+	// between the list and the watch then refused the watch at authentication, and kubectl
+	// said so instead of the cut's reason.)
+	waitFor(t, 20*time.Second, func() bool { return kubernetes.Watching(e.gw) > 0 })
 	time.Sleep(100 * time.Millisecond)
-	return done, &out
+	return done, out
 }
 
 func TestRevokeCutsWatch(t *testing.T) {
@@ -370,7 +373,7 @@ func TestRevokeCutsWatch(t *testing.T) {
 
 func TestExpiryCutsWatch(t *testing.T) {
 	e := newEnv(t)
-	g, token := e.grant(t, "view", 4*time.Second)
+	g, token := e.grant(t, "view", 6*time.Second) // see TestExtensionMovesDeadline
 	kc := e.kubeconfig(t, token)
 	done, out := e.watch(t, kc)
 	select {
@@ -397,7 +400,8 @@ func TestExpiryCutsWatch(t *testing.T) {
 // An extension moves the deadline: a watch outlives the grant's first end.
 func TestExtensionMovesDeadline(t *testing.T) {
 	e := newEnv(t)
-	g, token := e.grant(t, "view", 3*time.Second)
+	// Long enough for kubectl to list and start its watch on a busy machine.
+	g, token := e.grant(t, "view", 6*time.Second)
 	done, out := e.watch(t, e.kubeconfig(t, token))
 	if _, err := e.eng.Extend(e.alice, g.ID, 30*time.Minute, "more time"); err != nil {
 		t.Fatal(err)

@@ -304,6 +304,10 @@ func (s *session) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.finish(req, n, info)
+	if info.watch {
+		s.g.watching.Add(1)
+		defer s.g.watching.Add(-1)
+	}
 	if r.ContentLength > s.g.opts.MaxBody {
 		req.status = http.StatusRequestEntityTooLarge
 		writeStatus(req.w, req.status, "RequestEntityTooLarge", "jitgate: the request body is larger than the gateway's limit ("+strconv.FormatInt(s.g.opts.MaxBody, 10)+" bytes)")
