@@ -62,6 +62,14 @@ func (e *Engine) writeGrouped(ctx context.Context, fn func(o *op) error) error {
 	return e.writeAlone(ctx, fn)
 }
 
+// refusal reports whether err is the engine's own refusal of a write (not found, forbidden,
+// invalid...), which stands; anything else (a lost race, a store error) is for the write run
+// alone, with the store's classification and retries.
+func refusal(err error) bool {
+	var je *jitgate.Error
+	return errors.As(err, &je) && !errors.Is(err, jitgate.ErrStale)
+}
+
 // errRunAlone tells a write's caller to run it in a transaction of its own.
 var errRunAlone = errors.New("run alone")
 
@@ -133,8 +141,7 @@ func (e *Engine) runGroup(batch []*groupedWrite) {
 				// The engine's own refusals (not found, forbidden, invalid...) stand; anything
 				// else (a lost race, a store error) gets a transaction of its own, with the
 				// store's classification and retries.
-				var je *jitgate.Error
-				if errors.As(err, &je) && !errors.Is(err, jitgate.ErrStale) {
+				if refusal(err) {
 					results[i], errs[i] = groupFailed, err
 				} else {
 					results[i] = groupAlone
@@ -192,8 +199,7 @@ func (e *Engine) runOne(w *groupedWrite) {
 			return err
 		}
 		if err := e.run(o, w.fn); err != nil {
-			var je *jitgate.Error
-			if errors.As(err, &je) && !errors.Is(err, jitgate.ErrStale) {
+			if refusal(err) {
 				refused = err
 			}
 			return err
