@@ -61,9 +61,20 @@ const maxWait = 100 * time.Millisecond
 // maxIdleWait bounds an idle loop's wait (an ordinary system call: no signal is needed).
 const maxIdleWait = time.Second
 
-// reading is the epoll interest of a side being read. A paused side drops both: epoll reports
-// a peer's shutdown (EPOLLRDHUP) for as long as it is asked for, level-triggered.
+// reading is the epoll interest of a side being read. A paused side drops both.
 const reading = unix.EPOLLIN | unix.EPOLLRDHUP
+
+// The sessions' sockets are edge-triggered (EPOLLET): epoll reports a socket when bytes
+// arrive (or room to write comes), not again at every wait for as long as some are unread.
+// Level-triggered, every socket a wait reported was polled again at the next wait only to be
+// found empty: about two TCP polls per transaction that PgBouncer (libevent, level-triggered)
+// also pays. So a side is read until a read comes back short (it took all there was; bytes
+// that come later bring a new event), its peer cannot take more (paused), its session is
+// held, or it has read readBurst buffers in a row (then it waits in the loop's more list
+// for the next round, so that one fast stream does not starve the other sessions). Asking
+// for a side's events again (EPOLL_CTL_MOD, when a pause or hold ends) reports it at once if
+// it is readable, so nothing that arrived meanwhile is missed.
+const readBurst = 4
 
 var (
 	loopsOnce sync.Once
@@ -132,6 +143,8 @@ type eventLoop struct {
 	buf     []byte      // what a read brings in
 	plain   []byte      // what TLS decrypts
 	ending  []*loopSession
+	more    []*endpoint    // sides that read readBurst buffers in a row: read on next round
+	more2   []*endpoint    // the other half of more's double buffer
 	holding []*loopSession // sessions held until the recorder takes their backlog
 	events  []unix.EpollEvent
 	scratch []func()
@@ -214,7 +227,7 @@ func (l *eventLoop) adopt(s Relayed, client, upstream net.Conn) (*Looped, bool) 
 func (l *eventLoop) add(ls *loopSession) {
 	for _, ep := range []*endpoint{ls.c, ls.u} {
 		ep.mask = reading
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ep.fd, &unix.EpollEvent{Events: ep.mask, Fd: int32(ep.fd)}); err != nil {
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ep.fd, &unix.EpollEvent{Events: ep.mask | unix.EPOLLET, Fd: int32(ep.fd)}); err != nil {
 			l.end(ls, os.NewSyscallError("epoll_ctl", err))
 			return
 		}
@@ -223,8 +236,8 @@ func (l *eventLoop) add(ls *loopSession) {
 		}
 		l.eps[ep.fd] = ep
 	}
-	// TLS may hold bytes it read ahead during the handshake; level-triggered epoll reports
-	// whatever is still in the socket.
+	// TLS may hold bytes it read ahead during the handshake; epoll reports whatever is still
+	// in the socket once it is added.
 	for _, ep := range []*endpoint{ls.u, ls.c} {
 		if ep.tc != nil && !ls.done {
 			l.decrypt(ep)
@@ -242,7 +255,7 @@ func (l *eventLoop) run() {
 	for {
 		raw := l.raw && !l.idle.Load()
 		n, errno := l.wait(l.timeout(raw), raw)
-		if n <= 0 {
+		if n <= 0 && len(l.more) == 0 {
 			if raw {
 				// Interrupted (a stop-the-world's or sysmon's preemption signal) or timed
 				// out: yield, so that a stop-the-world gets through even if its signal came
@@ -292,9 +305,26 @@ func (l *eventLoop) run() {
 				l.closed(ep, nil)
 			}
 		}
+		l.readMore()
 		l.expire()
 		l.retryHeld()
 	}
+}
+
+// readMore reads on the sides that stopped after readBurst reads last round.
+func (l *eventLoop) readMore() {
+	if len(l.more) == 0 {
+		return
+	}
+	batch := l.more
+	l.more = l.more2[:0]
+	for _, ep := range batch {
+		if !ep.ls.done {
+			l.readable(ep)
+		}
+	}
+	clear(batch)
+	l.more2 = batch[:0]
 }
 
 // wait waits for events for up to d, with a raw system call or through the runtime.
@@ -325,6 +355,9 @@ func (l *eventLoop) timeout(raw bool) time.Duration {
 	if len(l.holding) > 0 {
 		d = HeldRetry
 	}
+	if len(l.more) > 0 {
+		return 0 // sides with bytes left to read
+	}
 	if len(l.ending) > 0 {
 		now := time.Now()
 		for _, ls := range l.ending {
@@ -346,31 +379,46 @@ func (l *eventLoop) runPosted() {
 	}
 }
 
-// readable reads what ep's socket has and relays it.
+// readable reads what ep's socket has and relays it, until a read comes back short (see
+// readBurst).
 func (l *eventLoop) readable(ep *endpoint) {
-	if ep.ls.held {
-		return // reported before the hold took effect
+	for reads := 0; ; {
+		switch {
+		case ep.ls.done:
+			return
+		case ep.ls.held:
+			return // retryHeld asks for the sides' events again, which reports them
+		case len(ep.peer.bc.out) > 0:
+			// The other side is not keeping up: stop reading this one until it drains.
+			ep.paused = true
+			l.setMask(ep, ep.mask&^reading)
+			return
+		case reads == readBurst:
+			l.more = append(l.more, ep)
+			return
+		}
+		n, err := rawRead(ep.fd, l.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return
+		}
+		if n <= 0 || err != nil {
+			l.closed(ep, err)
+			return
+		}
+		reads++
+		if ep.tc == nil {
+			l.deliver(ep, l.buf[:n])
+		} else {
+			ep.bc.in = append(ep.bc.in, l.buf[:n]...)
+			l.decrypt(ep)
+		}
+		if n < len(l.buf) {
+			return
+		}
 	}
-	if len(ep.peer.bc.out) > 0 {
-		// The other side is not keeping up: stop reading this one until it drains.
-		ep.paused = true
-		l.setMask(ep, ep.mask&^reading)
-		return
-	}
-	n, err := rawRead(ep.fd, l.buf)
-	if err == unix.EAGAIN || err == unix.EINTR {
-		return
-	}
-	if n <= 0 || err != nil {
-		l.closed(ep, err)
-		return
-	}
-	if ep.tc == nil {
-		l.deliver(ep, l.buf[:n])
-		return
-	}
-	ep.bc.in = append(ep.bc.in, l.buf[:n]...)
-	l.decrypt(ep)
 }
 
 // decrypt relays what TLS can make of the bytes ep has received.
@@ -544,7 +592,7 @@ func (l *eventLoop) setMask(ep *endpoint, mask uint32) {
 		return
 	}
 	ep.mask = mask
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, ep.fd, &unix.EpollEvent{Events: mask, Fd: int32(ep.fd)})
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, ep.fd, &unix.EpollEvent{Events: mask | unix.EPOLLET, Fd: int32(ep.fd)})
 }
 
 // kill ends a session jitgate ended: relaying stops at once; the client gets the reason if its

@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -213,4 +216,96 @@ func BenchmarkSocketCalls(b *testing.B) {
 			}
 		})
 	}
+}
+
+// passThrough is a Relayed that forwards every byte as it is.
+type passThrough struct{ ended chan error }
+
+func (p *passThrough) FromClient(b []byte) (fwd, back []byte, err error) { return b, nil, nil }
+func (p *passThrough) FromUpstream(b []byte) ([]byte, error)             { return b, nil }
+func (p *passThrough) Held() bool                                        { return false }
+func (p *passThrough) DrainBacklog() bool                                { return true }
+func (p *passThrough) Between() bool                                     { return true }
+func (p *passThrough) Goodbye() []byte                                   { return nil }
+func (p *passThrough) Ended(err error, _ bool)                           { p.ended <- err }
+
+// loopedEcho starts a session in the loop whose upstream echoes what it gets, and returns the
+// client's end.
+func loopedEcho(t *testing.T, loops *Loops) (net.Conn, *passThrough) {
+	t.Helper()
+	client, gwClient := gwtest.TCPPair(t)
+	gwUp, up := gwtest.TCPPair(t)
+	go func() { _, _ = io.Copy(up, up); up.Close() }()
+	p := &passThrough{ended: make(chan error, 1)}
+	if _, ok := loops.Adopt(p, NewBufConn(gwClient), NewBufConn(gwUp)); !ok {
+		t.Fatal("the loop did not adopt the session")
+	}
+	return client, p
+}
+
+// A stream far larger than the sockets buffer crosses the loop intact both ways (the loop
+// reads in bursts, pauses a side whose peer is full and resumes it), and a session doing
+// small round trips on the same loop meanwhile is still served.
+func TestLoopStreamsAndStaysFair(t *testing.T) {
+	loops, err := StartLoops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, bigEnd := loopedEcho(t, loops)
+	small, smallEnd := loopedEcho(t, loops)
+	sent := make([]byte, 32<<20)
+	_, _ = rand.Read(sent)
+	_ = big.SetDeadline(time.Now().Add(60 * time.Second))
+	werr := make(chan error, 1)
+	go func() { _, err := big.Write(sent); werr <- err }()
+	got := make(chan error, 1)
+	go func() {
+		back := make([]byte, len(sent))
+		if _, err := io.ReadFull(big, back); err != nil {
+			got <- err
+			return
+		}
+		if !bytes.Equal(back, sent) {
+			got <- errors.New("the echo differs from what was sent")
+			return
+		}
+		got <- nil
+	}()
+	_ = small.SetDeadline(time.Now().Add(60 * time.Second))
+	rounds := 0
+	for done := false; !done; {
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("the big stream: %v", err)
+			}
+			done = true
+		default:
+		}
+		msg := []byte("ping " + strconv.Itoa(rounds))
+		if _, err := small.Write(msg); err != nil {
+			t.Fatalf("round trip %d: %v", rounds, err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(small, buf); err != nil || !bytes.Equal(buf, msg) {
+			t.Fatalf("round trip %d: %q, %v", rounds, buf, err)
+		}
+		rounds++
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("writing the big stream: %v", err)
+	}
+	big.Close()
+	small.Close()
+	for _, p := range []*passThrough{bigEnd, smallEnd} {
+		select {
+		case err := <-p.ended:
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("a session ended with %v, want the client's close (io.ErrUnexpectedEOF)", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a session did not end after its client closed")
+		}
+	}
+	t.Logf("%d round trips while 32 MiB went each way", rounds)
 }
