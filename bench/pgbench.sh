@@ -29,6 +29,8 @@
 #   CPU_RATE=12000 bench/pgbench.sh  # also each proxy's CPU per transaction (needs perf)
 #   LOOPS=1 bench/pgbench.sh         # the gateways' event-loop threads (default: one per CPU)
 #   PROXY_SESSION=shared bench/pgbench.sh  # run the proxies in this script's session (see below)
+#   CPU_RATE=8000 PROFILE=/tmp/prof bench/pgbench.sh  # and, after the rounds, where each
+#                                    # proxy's CPU goes at that rate (perf record; see below)
 #
 # On two cores shared by pgbench, PostgreSQL and the proxy, one round's throughput ratio
 # between two proxies spreads by about 10%; comparing the gateway with PgBouncer takes ten
@@ -46,6 +48,11 @@
 # transaction and as a ratio to PgBouncer's. Unlike throughput at saturation, where every
 # process competes for the two cores, this is steady from run to run (about ±0.5 µs), so it
 # shows small changes; pick N below every path's saturation.
+#
+# PROFILE=DIR (with CPU_RATE) then holds each proxy at CPU_RATE once more under `perf record -g`
+# and writes DIR/PATH.data and DIR/PATH.txt, the proxy's samples by shared object and symbol;
+# it prints the samples per transaction (perf samples at 4,999 Hz of CPU time: a sample is
+# about 200 us), so two proxies' profiles compare in the same units.
 #
 # Needs: pgbench and psql (postgresql-client), a PostgreSQL on 127.0.0.1:5432 reachable as
 # postgres without a password, Go. PgBouncer is installed from Debian's packages if missing
@@ -343,6 +350,27 @@ if [ -s "$results.cpu" ]; then
         if (count(us)) line = line sprintf("; %.0f%% in user mode", 100 * median(us))
         print line
       }' "$results.cpu"
+  done
+fi
+if [ -n "${PROFILE:-}" ] && [ -n "${CPU_RATE:-}" ]; then
+  mkdir -p "$PROFILE"
+  echo
+  echo "profiles at $CPU_RATE transactions/s in $PROFILE (samples per transaction by where they fell):"
+  for p in "${paths[@]}"; do
+    [ "$p" = direct ] && continue
+    case $p in pgbouncer|pgbouncer-tls) proxy_pid[$p]=$(cat "$work/$p.pid") ;; esac
+    run "$p" -n -S -c 8 -j 2 -R "$CPU_RATE" -T "$T" > "$work/prof.out" &
+    load=$!
+    sleep 1
+    perf record -q -F 4999 -g -p "${proxy_pid[$p]}" -o "$PROFILE/$p.data" -- sleep $((T - 2)) >/dev/null 2>&1 || true
+    wait "$load"
+    tx=$(awk -v s=$((T - 2)) '/^tps = /{printf "%d", $3 * s; exit}' "$work/prof.out")
+    perf report -q -g none -i "$PROFILE/$p.data" --no-children --sort dso,sym --percent-limit 0.5 2>/dev/null |
+      grep -v '^$' | grep -v '^ *|' | grep -v '^ *-' > "$PROFILE/$p.txt" || true
+    samples=$(perf report -i "$PROFILE/$p.data" --stdio -n --no-children -g none --sort dso 2>/dev/null | awk '$1 ~ /%$/ { n += $2 } END { print n + 0 }')
+    printf '%-10s %s samples over %s transactions (%.2f per transaction); the top of %s:\n' "$p" "$samples" "$tx" \
+      "$(awk -v a="$samples" -v b="${tx:-0}" 'BEGIN { print (b > 0 ? a / b : 0) }')" "$PROFILE/$p.txt"
+    head -8 "$PROFILE/$p.txt"
   done
 fi
 if wanted gateway; then
