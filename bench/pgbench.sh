@@ -6,6 +6,8 @@
 #              proxy built on a goroutine per direction
 #   epoll      pgbench → the same bare relay on epoll event-loop threads (bench/relay -epoll):
 #              the floor for the gateway's default design
+#   uring      pgbench → the same bare relay on io_uring event-loop threads (bench/relay -uring,
+#              Linux 6.1+); only when PATHS names it
 #   gw-gor     pgbench → jitgate's gateway relaying on goroutines (relay: goroutines)
 #   gateway    pgbench → jitgate's gateway as configured by default (relay: loop, event-loop
 #              thread with epoll)
@@ -108,8 +110,8 @@ for p in "${paths[@]}"; do
   case $p in
     direct|relay|gw-gor|gateway|gw-base|gw-tls) keep+=("$p") ;;
     pgbouncer|pgbouncer-tls) [ -n "$PGBOUNCER" ] && keep+=("$p") ;;
-    epoll) [ "$(uname -s)" = Linux ] && keep+=("$p") ;; # bench/relay -epoll needs Linux
-    *) echo "PATHS: unknown path '$p' (direct pgbouncer relay epoll gw-gor gateway gw-base pgbouncer-tls gw-tls)" >&2; exit 2 ;;
+    epoll|uring) [ "$(uname -s)" = Linux ] && keep+=("$p") ;; # bench/relay -epoll and -uring need Linux
+    *) echo "PATHS: unknown path '$p' (direct pgbouncer relay epoll uring gw-gor gateway gw-base pgbouncer-tls gw-tls)" >&2; exit 2 ;;
   esac
 done
 paths=("${keep[@]}")
@@ -157,7 +159,7 @@ if wanted pgbouncer-tls; then start_bouncer pgbouncer-tls tls; fi
 
 # The bare relays: a goroutine per direction, and event loops (as many as the gateway's).
 go build -o "$work/relay" ./bench/relay
-relay_port=$(free_port) epoll_port=$(free_port)
+relay_port=$(free_port) epoll_port=$(free_port) uring_port=$(free_port)
 if wanted relay; then
   "${detach[@]}" "$work/relay" -listen "127.0.0.1:$relay_port" -upstream 127.0.0.1:5432 &
   pids+=($!)
@@ -169,6 +171,13 @@ if wanted epoll; then
   "${detach[@]}" "$work/relay" -listen "127.0.0.1:$epoll_port" -upstream 127.0.0.1:5432 -epoll "${loops[@]}" &
   pids+=($!)
   proxy_pid[epoll]=$!
+fi
+if wanted uring; then
+  loops=()
+  [ "${LOOPS:-0}" != 0 ] && loops=(-loops "$LOOPS")
+  "${detach[@]}" "$work/relay" -listen "127.0.0.1:$uring_port" -upstream 127.0.0.1:5432 -uring "${loops[@]}" &
+  pids+=($!)
+  proxy_pid[uring]=$!
 fi
 
 # Two jitgate servers, one per relay; plaintext on loopback, like the other paths.
@@ -234,6 +243,7 @@ run() { # path, pgbench args... → prints tps or latency
     pgbouncer-tls) PGPASSWORD= PGSSLMODE=require pgbench -h 127.0.0.1 -p "${bouncer_port[pgbouncer-tls]}" -U postgres "$@" "$DB" ;;
     relay)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$relay_port" -U postgres "$@" "$DB" ;;
     epoll)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$epoll_port" -U postgres "$@" "$DB" ;;
+    uring)     PGPASSWORD= PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$uring_port" -U postgres "$@" "$DB" ;;
     gateway|gw-gor|gw-base) PGPASSWORD=${gw_password[$path]} PGSSLMODE=disable pgbench -h 127.0.0.1 -p "${gw_port[$path]}" -U bench "$@" "$DB" ;;
     gw-tls) PGPASSWORD=${gw_password[$path]} PGSSLMODE=require pgbench -h 127.0.0.1 -p "${gw_port[$path]}" -U bench "$@" "$DB" ;;
   esac 2>&1

@@ -14,10 +14,11 @@ import (
 
 // The -epoll relay: each loop is a goroutine locked to its thread that waits in a raw
 // epoll_pwait (keeping its P, so GOMAXPROCS is raised by the number of loops) and relays
-// whatever is ready with raw read(2) and write(2), level-triggered. A side whose peer cannot
-// take more stops being read until the peer's socket drains. That is the gateway's loop
-// (gateway/postgres/loop_linux.go) without its session work: no TLS, no protocol scanning,
-// no statement audit, no kills, no idle sleeping.
+// whatever is ready with raw recv(2) and send(2), edge-triggered: a side is read until a read
+// comes back short. A side whose peer cannot take more stops being read until the peer's
+// socket drains. That is the gateway's loop (gateway/loop_linux.go) without its session work:
+// no TLS, no protocol scanning, no statement audit, no kills, no idle sleeping, and no limit
+// on how long one side is read (the gateway's reads four buffers, then serves the others).
 
 // waitFor bounds one raw wait: a stop-the-world's preemption signal interrupts it, and the
 // loop yields after every interrupted or empty wait.
@@ -166,7 +167,7 @@ func (l *loop) adopt() {
 				l.sides = append(l.sides, make([]*side, s.fd+1-len(l.sides))...)
 			}
 			l.sides[s.fd] = s
-			if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{Events: s.mask, Fd: int32(s.fd)}); err != nil {
+			if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{Events: s.mask | unix.EPOLLET, Fd: int32(s.fd)}); err != nil {
 				l.end(p)
 				break
 			}
@@ -174,28 +175,36 @@ func (l *loop) adopt() {
 	}
 }
 
-// readable relays what s's socket has to its peer.
+// readable relays what s's socket has to its peer, until a read comes back short.
 func (l *loop) readable(s *side) {
-	if len(s.peer.out) > 0 {
-		l.setMask(s, s.mask&^unix.EPOLLIN) // the peer is not keeping up: pause until it drains
-		return
-	}
-	n, e := rawIO(unix.SYS_RECVFROM, s.fd, l.buf, 0)
-	if e == unix.EAGAIN || e == unix.EINTR {
-		return
-	}
-	if n <= 0 {
-		l.end(s.p)
-		return
-	}
-	w, e := rawIO(unix.SYS_SENDTO, s.peer.fd, l.buf[:n], unix.MSG_NOSIGNAL)
-	if e != 0 && e != unix.EAGAIN && e != unix.EINTR {
-		l.end(s.p)
-		return
-	}
-	if w < n {
-		s.peer.out = append(s.peer.out, l.buf[max(w, 0):n]...)
-		l.setMask(s.peer, s.peer.mask|unix.EPOLLOUT)
+	for !s.p.done {
+		if len(s.peer.out) > 0 {
+			l.setMask(s, s.mask&^unix.EPOLLIN) // the peer is not keeping up: pause until it drains
+			return
+		}
+		n, e := rawIO(unix.SYS_RECVFROM, s.fd, l.buf, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e == unix.EAGAIN {
+			return
+		}
+		if n <= 0 {
+			l.end(s.p)
+			return
+		}
+		w, e := rawIO(unix.SYS_SENDTO, s.peer.fd, l.buf[:n], unix.MSG_NOSIGNAL)
+		if e != 0 && e != unix.EAGAIN && e != unix.EINTR {
+			l.end(s.p)
+			return
+		}
+		if w < n {
+			s.peer.out = append(s.peer.out, l.buf[max(w, 0):n]...)
+			l.setMask(s.peer, s.peer.mask|unix.EPOLLOUT)
+		}
+		if n < len(l.buf) {
+			return
+		}
 	}
 }
 
@@ -222,7 +231,7 @@ func (l *loop) setMask(s *side, mask uint32) {
 		return
 	}
 	s.mask = mask
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, s.fd, &unix.EpollEvent{Events: mask, Fd: int32(s.fd)})
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, s.fd, &unix.EpollEvent{Events: mask | unix.EPOLLET, Fd: int32(s.fd)})
 }
 
 // end closes both sides (closing a descriptor takes it out of the epoll set).

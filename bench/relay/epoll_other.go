@@ -11,3 +11,8 @@ import (
 func startLoops(int) (func(c, u *net.TCPConn), error) {
 	return nil, errors.New("-epoll needs Linux")
 }
+
+// startURingLoops fails: the io_uring relay needs Linux.
+func startURingLoops(int) (func(c, u *net.TCPConn), error) {
+	return nil, errors.New("-uring needs Linux")
+}

@@ -7,11 +7,16 @@
 //   - with -epoll (Linux), event-loop threads that wait in epoll and read and write with raw
 //     system calls, the design of the gateway's default relay: loop. Whatever the gateway
 //     costs beyond this is its own work (authentication, parsing, the statement audit).
+//   - with -uring (Linux 6.1+), event-loop threads that do all their I/O through an io_uring
+//     ring (internal/uring): one io_uring_enter per round for every send and receive, where
+//     the epoll loop makes a system call for each. It tells whether fewer system calls would
+//     make a cheaper relay (bench/README.md: they do not, on the machine measured).
 //
 // Usage:
 //
 //	go run ./bench/relay -listen 127.0.0.1:6433 -upstream 127.0.0.1:5432
 //	go run ./bench/relay -listen 127.0.0.1:6434 -upstream 127.0.0.1:5432 -epoll -loops 2
+//	go run ./bench/relay -listen 127.0.0.1:6435 -upstream 127.0.0.1:5432 -uring
 package main
 
 import (
@@ -26,6 +31,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:6433", "address to listen on")
 	upstream := flag.String("upstream", "127.0.0.1:5432", "address to relay to")
 	epoll := flag.Bool("epoll", false, "relay on epoll event-loop threads (Linux) instead of a goroutine per direction")
+	useRing := flag.Bool("uring", false, "relay on io_uring event-loop threads (Linux 6.1+) instead of a goroutine per direction")
 	loops := flag.Int("loops", max(1, min(runtime.NumCPU()/2, 8)), "event-loop threads with -epoll (the gateway's default: one per two CPUs, 1-8)")
 	flag.Parse()
 	if *loops < 1 {
@@ -38,6 +44,11 @@ func main() {
 	serve := copyBoth
 	if *epoll {
 		if serve, err = startLoops(*loops); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if *useRing {
+		if serve, err = startURingLoops(*loops); err != nil {
 			log.Fatal(err)
 		}
 	}

@@ -21,6 +21,10 @@ func TestRelay(t *testing.T) {
 			t.Fatal(err)
 		}
 		modes["epoll"] = serve
+		if serve, err = startURingLoops(2); err != nil {
+			t.Fatal(err)
+		}
+		modes["uring"] = serve
 	}
 	for name, serve := range modes {
 		t.Run(name, func(t *testing.T) {
