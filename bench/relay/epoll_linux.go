@@ -38,9 +38,8 @@ type pair struct {
 }
 
 type loop struct {
-	epfd, evfd int
-	mu         sync.Mutex
-	posted     []*pair
+	epfd  int
+	inbox inbox[*pair]
 	// Owned by the loop's thread:
 	sides  []*side // by descriptor
 	buf    []byte
@@ -62,12 +61,24 @@ func startLoops(n int) (func(c, u *net.TCPConn), error) {
 		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}); err != nil {
 			return nil, os.NewSyscallError("epoll_ctl", err)
 		}
-		loops[i] = &loop{epfd: epfd, evfd: evfd, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
+		loops[i] = &loop{epfd: epfd, inbox: inbox[*pair]{evfd: evfd}, buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
 	}
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
 	for _, l := range loops {
 		go l.run()
 	}
+	return handOff(n, func(i, cfd, ufd int) {
+		p := &pair{}
+		p.c = &side{fd: cfd, p: p}
+		p.u = &side{fd: ufd, p: p}
+		p.c.peer, p.u.peer = p.u, p.c
+		loops[i].inbox.post(p)
+	}), nil
+}
+
+// handOff returns what takes a connection pair's sockets out of Go's poller and hands them
+// to one of n loops in turn (post), closing both if either cannot be taken.
+func handOff(n int, post func(loop, cfd, ufd int)) func(c, u *net.TCPConn) {
 	var next atomic.Uint32
 	return func(c, u *net.TCPConn) {
 		cfd, cerr := detach(c)
@@ -80,12 +91,35 @@ func startLoops(n int) (func(c, u *net.TCPConn), error) {
 			}
 			return
 		}
-		p := &pair{}
-		p.c = &side{fd: cfd, p: p}
-		p.u = &side{fd: ufd, p: p}
-		p.c.peer, p.u.peer = p.u, p.c
-		loops[next.Add(1)%uint32(n)].post(p)
-	}, nil
+		post(int(next.Add(1)%uint32(n)), cfd, ufd)
+	}
+}
+
+// inbox is how pairs reach a loop's thread: post adds one and, if the loop may be waiting,
+// wakes it through evfd (an eventfd the loop watches); take returns what was posted.
+type inbox[T any] struct {
+	evfd  int
+	mu    sync.Mutex
+	items []T
+}
+
+func (b *inbox[T]) post(x T) {
+	b.mu.Lock()
+	b.items = append(b.items, x)
+	first := len(b.items) == 1
+	b.mu.Unlock()
+	if first {
+		one := [8]byte{1}
+		_, _ = unix.Write(b.evfd, one[:])
+	}
+}
+
+func (b *inbox[T]) take() []T {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	items := b.items
+	b.items = nil
+	return items
 }
 
 // detach takes a connection's socket out of Go's poller: a duplicate of its descriptor, the
@@ -104,17 +138,6 @@ func detach(c *net.TCPConn) (fd int, err error) {
 	return fd, derr
 }
 
-func (l *loop) post(p *pair) {
-	l.mu.Lock()
-	l.posted = append(l.posted, p)
-	first := len(l.posted) == 1
-	l.mu.Unlock()
-	if first {
-		one := [8]byte{1}
-		_, _ = unix.Write(l.evfd, one[:])
-	}
-}
-
 func (l *loop) run() {
 	runtime.LockOSThread()
 	msec := uintptr(waitFor / time.Millisecond)
@@ -127,7 +150,7 @@ func (l *loop) run() {
 		}
 		for _, ev := range l.events[:r] {
 			fd := int(ev.Fd)
-			if fd == l.evfd {
+			if fd == l.inbox.evfd {
 				l.adopt()
 				continue
 			}
@@ -155,12 +178,8 @@ func (l *loop) run() {
 // adopt starts relaying the pairs posted to the loop.
 func (l *loop) adopt() {
 	var b [8]byte
-	_, _ = unix.Read(l.evfd, b[:])
-	l.mu.Lock()
-	posted := l.posted
-	l.posted = nil
-	l.mu.Unlock()
-	for _, p := range posted {
+	_, _ = unix.Read(l.inbox.evfd, b[:])
+	for _, p := range l.inbox.take() {
 		for _, s := range []*side{p.c, p.u} {
 			s.mask = unix.EPOLLIN | unix.EPOLLRDHUP
 			if s.fd >= len(l.sides) {

@@ -4,8 +4,6 @@ import (
 	"log"
 	"net"
 	"runtime"
-	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -43,10 +41,8 @@ type upair struct {
 }
 
 type uloop struct {
-	mu     sync.Mutex
-	posted []*upair
-	evfd   int
-	ready  chan error
+	inbox inbox[*upair]
+	ready chan error
 
 	// Owned by the loop's thread:
 	ring  *uring.Ring
@@ -67,42 +63,20 @@ func startURingLoops(n int) (func(c, u *net.TCPConn), error) {
 		if err != nil {
 			return nil, err
 		}
-		l := &uloop{evfd: evfd, ready: make(chan error, 1)}
+		l := &uloop{inbox: inbox[*upair]{evfd: evfd}, ready: make(chan error, 1)}
 		go l.run()
 		if err := <-l.ready; err != nil {
 			return nil, err
 		}
 		loops[i] = l
 	}
-	var next atomic.Uint32
-	return func(c, u *net.TCPConn) {
-		cfd, cerr := detach(c)
-		ufd, uerr := detach(u)
-		if cerr != nil || uerr != nil {
-			for _, fd := range []int{cfd, ufd} {
-				if fd >= 0 {
-					unix.Close(fd)
-				}
-			}
-			return
-		}
+	return handOff(n, func(i, cfd, ufd int) {
 		p := &upair{}
 		p.c = &uside{fd: cfd, p: p, prev: -1}
 		p.u = &uside{fd: ufd, p: p, prev: -1}
 		p.c.peer, p.u.peer = p.u, p.c
-		loops[next.Add(1)%uint32(n)].post(p)
-	}, nil
-}
-
-func (l *uloop) post(p *upair) {
-	l.mu.Lock()
-	l.posted = append(l.posted, p)
-	first := len(l.posted) == 1
-	l.mu.Unlock()
-	if first {
-		one := [8]byte{1}
-		_, _ = unix.Write(l.evfd, one[:])
-	}
+		loops[i].inbox.post(p)
+	}), nil
 }
 
 func (l *uloop) run() {
@@ -151,17 +125,13 @@ func (l *uloop) sqe() *uring.SQE {
 
 func (l *uloop) armWake() {
 	sqe := l.sqe()
-	sqe.Opcode, sqe.FD = uring.OpRead, int32(l.evfd)
+	sqe.Opcode, sqe.FD = uring.OpRead, int32(l.inbox.evfd)
 	sqe.Addr, sqe.Len = uint64(uintptr(unsafe.Pointer(&l.wake[0]))), 8
 	sqe.UserData = opWake
 }
 
 func (l *uloop) adopt() {
-	l.mu.Lock()
-	posted := l.posted
-	l.posted = nil
-	l.mu.Unlock()
-	for _, p := range posted {
+	for _, p := range l.inbox.take() {
 		for _, s := range []*uside{p.c, p.u} {
 			if n := len(l.free); n > 0 {
 				s.slot, l.free = l.free[n-1], l.free[:n-1]

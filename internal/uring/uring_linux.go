@@ -292,6 +292,15 @@ type BufRing struct {
 	bid0  uint16 // the id in slot 0, which shares its word with the tail
 }
 
+// bufReg is struct io_uring_buf_reg, which registers and unregisters a buffer ring.
+type bufReg struct {
+	ringAddr    uint64
+	ringEntries uint32
+	bgid        uint16
+	flags       uint16
+	resv        [3]uint64
+}
+
 // NewBufRing registers count buffers (a power of two, at most 32768) of size bytes as group.
 func (r *Ring) NewBufRing(group uint16, count, size int) (*BufRing, error) {
 	if count <= 0 || count > 1<<15 || count&(count-1) != 0 {
@@ -306,13 +315,7 @@ func (r *Ring) NewBufRing(group uint16, count, size int) (*BufRing, error) {
 		unix.Munmap(mem)
 		return nil, os.NewSyscallError("mmap", err)
 	}
-	reg := struct {
-		ringAddr    uint64
-		ringEntries uint32
-		bgid        uint16
-		flags       uint16
-		resv        [3]uint64
-	}{ringAddr: uint64(uintptr(unsafe.Pointer(&mem[0]))), ringEntries: uint32(count), bgid: group}
+	reg := bufReg{ringAddr: uint64(uintptr(unsafe.Pointer(&mem[0]))), ringEntries: uint32(count), bgid: group}
 	if _, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerPbufRing, uintptr(unsafe.Pointer(&reg)), 1, 0, 0); errno != 0 {
 		unix.Munmap(mem)
 		unix.Munmap(bufs)
@@ -368,13 +371,7 @@ func (b *BufRing) publish() {
 // Close unregisters the buffers and unmaps them; the ring must have no receive in flight
 // that could pick one.
 func (b *BufRing) Close() error {
-	reg := struct {
-		ringAddr    uint64
-		ringEntries uint32
-		bgid        uint16
-		flags       uint16
-		resv        [3]uint64
-	}{bgid: b.group}
+	reg := bufReg{bgid: b.group}
 	_, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_REGISTER, uintptr(b.r.fd), unregisterPbufRing, uintptr(unsafe.Pointer(&reg)), 1, 0, 0)
 	unix.Munmap(b.mem)
 	unix.Munmap(b.bufs)
