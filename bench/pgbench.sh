@@ -165,20 +165,17 @@ if wanted relay; then
   pids+=($!)
   proxy_pid[relay]=$!
 fi
-if wanted epoll; then
-  loops=()
+# start_loop_relay path port: the bare relay on event loops (path epoll or uring), as many as
+# the gateway's.
+start_loop_relay() {
+  local loops=()
   [ "${LOOPS:-0}" != 0 ] && loops=(-loops "$LOOPS")
-  "${detach[@]}" "$work/relay" -listen "127.0.0.1:$epoll_port" -upstream 127.0.0.1:5432 -epoll "${loops[@]}" &
+  "${detach[@]}" "$work/relay" -listen "127.0.0.1:$2" -upstream 127.0.0.1:5432 "-$1" "${loops[@]}" &
   pids+=($!)
-  proxy_pid[epoll]=$!
-fi
-if wanted uring; then
-  loops=()
-  [ "${LOOPS:-0}" != 0 ] && loops=(-loops "$LOOPS")
-  "${detach[@]}" "$work/relay" -listen "127.0.0.1:$uring_port" -upstream 127.0.0.1:5432 -uring "${loops[@]}" &
-  pids+=($!)
-  proxy_pid[uring]=$!
-fi
+  proxy_pid[$1]=$!
+}
+if wanted epoll; then start_loop_relay epoll "$epoll_port"; fi
+if wanted uring; then start_loop_relay uring "$uring_port"; fi
 
 # Two jitgate servers, one per relay; plaintext on loopback, like the other paths.
 go build -o "$work/jitgate" ./cmd/jitgate
