@@ -69,7 +69,8 @@ const reading = unix.EPOLLIN | unix.EPOLLRDHUP
 // Level-triggered, every socket a wait reported was polled again at the next wait only to be
 // found empty: about two TCP polls per transaction that PgBouncer (libevent, level-triggered)
 // also pays. So a side is read until a read comes back short (it took all there was; bytes
-// that come later bring a new event), its peer cannot take more (paused), its session is
+// that come later bring a new event; once the peer has closed, until the read that reports
+// the end, as no event will come for it again), its peer cannot take more (paused), its session is
 // held, or it has read readBurst buffers in a row (then it waits in the loop's more list
 // for the next round, so that one fast stream does not starve the other sessions). Asking
 // for a side's events again (EPOLL_CTL_MOD, when a pause or hold ends) reports it at once if
@@ -160,6 +161,7 @@ type endpoint struct {
 	client bool
 	mask   uint32 // the epoll events asked for
 	paused bool   // reading stopped until the peer's buffer drains
+	hup    bool   // the peer closed its side (or the socket failed): read to the end
 }
 
 // loopSession is a session while the loop relays it.
@@ -298,6 +300,11 @@ func (l *eventLoop) run() {
 			switch {
 			case ep.ls.done:
 			case ep.mask&unix.EPOLLIN != 0 && ev.Events&(reading|unix.EPOLLHUP|unix.EPOLLERR) != 0:
+				if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+					// Edge-triggered, the close comes once, maybe with the last bytes:
+					// a short read must not end the reading before the end is read.
+					ep.hup = true
+				}
 				l.readable(ep)
 			case ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0:
 				// A side not being read hung up or failed: epoll reports that whatever
@@ -415,7 +422,7 @@ func (l *eventLoop) readable(ep *endpoint) {
 			ep.bc.in = append(ep.bc.in, l.buf[:n]...)
 			l.decrypt(ep)
 		}
-		if n < len(l.buf) {
+		if n < len(l.buf) && !ep.hup {
 			return
 		}
 	}

@@ -218,8 +218,12 @@ func BenchmarkSocketCalls(b *testing.B) {
 	}
 }
 
-// passThrough is a Relayed that forwards every byte as it is.
-type passThrough struct{ ended chan error }
+// passThrough is a Relayed that forwards every byte as it is. Ended sends why on ended and
+// closes over.
+type passThrough struct {
+	ended chan error
+	over  chan struct{}
+}
 
 func (p *passThrough) FromClient(b []byte) (fwd, back []byte, err error) { return b, nil, nil }
 func (p *passThrough) FromUpstream(b []byte) ([]byte, error)             { return b, nil }
@@ -227,7 +231,10 @@ func (p *passThrough) Held() bool                                        { retur
 func (p *passThrough) DrainBacklog() bool                                { return true }
 func (p *passThrough) Between() bool                                     { return true }
 func (p *passThrough) Goodbye() []byte                                   { return nil }
-func (p *passThrough) Ended(err error, _ bool)                           { p.ended <- err }
+func (p *passThrough) Ended(err error, _ bool) {
+	p.ended <- err
+	close(p.over)
+}
 
 // loopedEcho starts a session in the loop whose upstream echoes what it gets, and returns the
 // client's end.
@@ -236,10 +243,16 @@ func loopedEcho(t *testing.T, loops *Loops) (net.Conn, *passThrough) {
 	client, gwClient := gwtest.TCPPair(t)
 	gwUp, up := gwtest.TCPPair(t)
 	go func() { _, _ = io.Copy(up, up); up.Close() }()
-	p := &passThrough{ended: make(chan error, 1)}
-	if _, ok := loops.Adopt(p, NewBufConn(gwClient), NewBufConn(gwUp)); !ok {
+	p := &passThrough{ended: make(chan error, 1), over: make(chan struct{})}
+	bc, bu := NewBufConn(gwClient), NewBufConn(gwUp)
+	if _, ok := loops.Adopt(p, bc, bu); !ok {
 		t.Fatal("the loop did not adopt the session")
 	}
+	t.Cleanup(func() {
+		<-p.over // the relay is over: the sockets are the test's again
+		bc.Close()
+		bu.Close()
+	})
 	return client, p
 }
 
@@ -308,4 +321,41 @@ func TestLoopStreamsAndStaysFair(t *testing.T) {
 		}
 	}
 	t.Logf("%d round trips while 32 MiB went each way", rounds)
+}
+
+// A client that sends its last bytes and closes at once (one event for both, edge-triggered)
+// still ends its session: the bytes reach the upstream, then the close is seen.
+func TestLoopSeesCloseAfterLastBytes(t *testing.T) {
+	loops, err := StartLoops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		client, gwClient := gwtest.TCPPair(t)
+		gwUp, up := gwtest.TCPPair(t)
+		got := make(chan []byte, 1)
+		go func() { b, _ := io.ReadAll(up); got <- b }()
+		p := &passThrough{ended: make(chan error, 1), over: make(chan struct{})}
+		bc, bu := NewBufConn(gwClient), NewBufConn(gwUp)
+		if _, ok := loops.Adopt(p, bc, bu); !ok {
+			t.Fatal("the loop did not adopt the session")
+		}
+		if _, err := client.Write([]byte("last words")); err != nil {
+			t.Fatal(err)
+		}
+		client.Close()
+		select {
+		case err := <-p.ended:
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("the session ended with %v, want the client's close", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("session %d: not ended 10 s after its client sent its last bytes and closed", i)
+		}
+		bc.Close() // what the protocol does once the relay has ended
+		bu.Close()
+		if b := <-got; string(b) != "last words" {
+			t.Fatalf("the upstream got %q", b)
+		}
+	}
 }

@@ -167,7 +167,9 @@ func (l *loop) run() {
 			switch {
 			case s.p.done:
 			case s.mask&unix.EPOLLIN != 0 && ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0:
-				l.readable(s)
+				// Edge-triggered, a peer's close is reported once, maybe with its last
+				// bytes: then read to the end rather than stop at a short read.
+				l.readable(s, ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 			case ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0:
 				l.end(s.p)
 			}
@@ -194,8 +196,9 @@ func (l *loop) adopt() {
 	}
 }
 
-// readable relays what s's socket has to its peer, until a read comes back short.
-func (l *loop) readable(s *side) {
+// readable relays what s's socket has to its peer, until a read comes back short (with
+// toEnd, until the read that reports the end).
+func (l *loop) readable(s *side, toEnd bool) {
 	for !s.p.done {
 		if len(s.peer.out) > 0 {
 			l.setMask(s, s.mask&^unix.EPOLLIN) // the peer is not keeping up: pause until it drains
@@ -221,7 +224,7 @@ func (l *loop) readable(s *side) {
 			s.peer.out = append(s.peer.out, l.buf[max(w, 0):n]...)
 			l.setMask(s.peer, s.peer.mask|unix.EPOLLOUT)
 		}
-		if n < len(l.buf) {
+		if n < len(l.buf) && !toEnd {
 			return
 		}
 	}
