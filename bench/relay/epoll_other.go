@@ -14,5 +14,5 @@ func startLoops(int) (func(c, u *net.TCPConn), error) {
 
 // startURingLoops fails: the io_uring relay needs Linux.
 func startURingLoops(int) (func(c, u *net.TCPConn), error) {
-	return nil, errors.New("-uring needs Linux")
+	return nil, errNoRing
 }

@@ -20,6 +20,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"io"
 	"log"
@@ -67,6 +68,10 @@ func main() {
 		}()
 	}
 }
+
+// errNoRing is why -uring cannot run here: not Linux 6.1 or later, or io_uring is disabled
+// (kernel.io_uring_disabled, a container's seccomp profile).
+var errNoRing = errors.New("-uring needs io_uring as Linux 6.1 and later have it")
 
 // copyBoth relays a connection on a goroutine per direction until both directions end.
 func copyBoth(c, u *net.TCPConn) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"runtime"
@@ -21,10 +22,14 @@ func TestRelay(t *testing.T) {
 			t.Fatal(err)
 		}
 		modes["epoll"] = serve
-		if serve, err = startURingLoops(2); err != nil {
+		switch serve, err := startURingLoops(2); {
+		case errors.Is(err, errNoRing):
+			t.Logf("not testing the io_uring relay: %v", err) // a benchmark tool; the gateway does not use io_uring
+		case err != nil:
 			t.Fatal(err)
+		default:
+			modes["uring"] = serve
 		}
-		modes["uring"] = serve
 	}
 	for name, serve := range modes {
 		t.Run(name, func(t *testing.T) {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"log"
 	"net"
 	"runtime"
@@ -83,12 +85,13 @@ func (l *uloop) run() {
 	runtime.LockOSThread()
 	ring, err := uring.New(1024)
 	if err != nil {
-		l.ready <- err
+		l.ready <- noRing(err)
 		return
 	}
 	bufs, err := ring.NewBufRing(0, 1024, 16<<10)
 	if err != nil {
-		l.ready <- err
+		ring.Close()
+		l.ready <- noRing(err)
 		return
 	}
 	l.ring, l.bufs = ring, bufs
@@ -113,6 +116,14 @@ func (l *uloop) run() {
 			}
 		}
 	}
+}
+
+// noRing marks an error that says this system cannot make the ring (errNoRing).
+func noRing(err error) error {
+	if errors.Is(err, uring.ErrUnsupported) {
+		return fmt.Errorf("%w: %v", errNoRing, err)
+	}
+	return err
 }
 
 func (l *uloop) sqe() *uring.SQE {
