@@ -53,8 +53,8 @@
 #
 # PROFILE=DIR (with CPU_RATE) then holds each proxy at CPU_RATE once more under `perf record -g`
 # and writes DIR/PATH.data and DIR/PATH.txt, the proxy's samples by shared object and symbol;
-# it prints the samples per transaction (perf samples at 4,999 Hz of CPU time: a sample is
-# about 200 us), so two proxies' profiles compare in the same units.
+# it prints the samples turned into microseconds of CPU per transaction (a sample at 4,999 Hz
+# is about 200 us), so two proxies' profiles compare in the same units.
 #
 # Needs: pgbench and psql (postgresql-client), a PostgreSQL on 127.0.0.1:5432 reachable as
 # postgres without a password, Go. PgBouncer is installed from Debian's packages if missing
@@ -362,7 +362,7 @@ fi
 if [ -n "${PROFILE:-}" ] && [ -n "${CPU_RATE:-}" ]; then
   mkdir -p "$PROFILE"
   echo
-  echo "profiles at $CPU_RATE transactions/s in $PROFILE (samples per transaction by where they fell):"
+  echo "profiles at $CPU_RATE transactions/s in $PROFILE (perf samples at 4,999 Hz, about 200 us of CPU each):"
   for p in "${paths[@]}"; do
     [ "$p" = direct ] && continue
     case $p in pgbouncer|pgbouncer-tls) proxy_pid[$p]=$(cat "$work/$p.pid") ;; esac
@@ -375,8 +375,8 @@ if [ -n "${PROFILE:-}" ] && [ -n "${CPU_RATE:-}" ]; then
     perf report -q -g none -i "$PROFILE/$p.data" --no-children --sort dso,sym --percent-limit 0.5 2>/dev/null |
       grep -v '^$' | grep -v '^ *|' | grep -v '^ *-' > "$PROFILE/$p.txt" || true
     samples=$(perf report -i "$PROFILE/$p.data" --stdio -n --no-children -g none --sort dso 2>/dev/null | awk '$1 ~ /%$/ { n += $2 } END { print n + 0 }')
-    printf '%-10s %s samples over %s transactions (%.2f per transaction); the top of %s:\n' "$p" "$samples" "$tx" \
-      "$(awk -v a="$samples" -v b="${tx:-0}" 'BEGIN { print (b > 0 ? a / b : 0) }')" "$PROFILE/$p.txt"
+    printf '%-10s %s samples over %s transactions: %.1f us of CPU per transaction; the top of %s:\n' "$p" "$samples" "$tx" \
+      "$(awk -v a="$samples" -v b="${tx:-0}" 'BEGIN { print (b > 0 ? a * 1e6 / 4999 / b : 0) }')" "$PROFILE/$p.txt"
     head -8 "$PROFILE/$p.txt"
   done
 fi
